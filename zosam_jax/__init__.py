@@ -1,0 +1,22 @@
+"""zosam_jax: Zero-Order Sharpness-Aware Minimization for sparse training.
+
+References:
+  Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+  Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
+"""
+
+from zosam_jax._src.base import MASKS_FROM_BASE_STATE
+from zosam_jax._src.estimators import zo_gradient
+from zosam_jax._src.zo_sam import sam
+from zosam_jax._src.zo_sam import zo_sam
+from zosam_jax._src.zo_sam import ZOSAMState
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "MASKS_FROM_BASE_STATE",
+    "sam",
+    "zo_gradient",
+    "zo_sam",
+    "ZOSAMState",
+)

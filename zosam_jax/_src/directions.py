@@ -1,0 +1,62 @@
+"""Random directions for zeroth-order gradient estimates."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zosam_jax._src import base
+
+
+def sample_direction(key: jax.Array, like: base.Params, active: base.Params,
+                     distribution: base.Distribution) -> base.Params:
+  """Draws one random direction with the structure and shapes of ``like``.
+
+  Every distribution is scaled so that :math:`\\mathbb{E}[u u^\\top] = I` on the
+  active coordinates, which makes
+  :math:`\\mathbb{E}[(u^\\top g) u] = g` for the estimators in
+  :mod:`zosam_jax._src.estimators`:
+
+  - ``"gaussian"``: :math:`u \\sim \\mathcal{N}(0, I)`;
+  - ``"rademacher"``: independent :math:`\\pm 1` entries;
+  - ``"sphere"``: uniform on the sphere of radius :math:`\\sqrt{d}`, where
+    :math:`d` is the number of active coordinates.
+
+  Args:
+    key: a typed PRNG key; the same key gives the same direction, so a
+      direction can be regenerated instead of stored.
+    like: a pytree of arrays; leaf ``j`` has shape ``s_j``.
+    active: ``None`` (dense) or a pytree of float32 arrays of shapes ``s_j``,
+      1 where a weight is active and 0 where it is pruned.
+    distribution: one of ``"gaussian"``, ``"rademacher"``, ``"sphere"``.
+
+  Returns:
+    A pytree of float32 arrays of shapes ``s_j``, zero where ``active`` is 0.
+
+  References:
+    Nesterov & Spokoiny, `Random Gradient-Free Minimization of Convex
+    Functions <https://doi.org/10.1007/s10208-015-9296-2>`_, 2017
+
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, 2026
+  """
+  leaves, treedef = jax.tree.flatten(like)
+  keys = jax.random.split(key, len(leaves))
+  if distribution == "rademacher":
+    draw = lambda k, x: jax.random.rademacher(k, jnp.shape(x), jnp.float32)
+  else:
+    draw = lambda k, x: jax.random.normal(k, jnp.shape(x), jnp.float32)
+  u = jax.tree.unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
+  if active is not None:
+    u = jax.tree.map(jnp.multiply, u, active)
+  if distribution == "sphere":
+    if active is None:
+      dim = sum(math.prod(jnp.shape(x)) for x in leaves)
+    else:
+      dim = sum(jnp.sum(a) for a in jax.tree.leaves(active))
+    norm = optax.tree.norm(u)
+    scale = jnp.where(norm > 0, jnp.sqrt(dim) / jnp.where(norm > 0, norm, 1.0),
+                      0.0)
+    u = jax.tree.map(lambda x: scale * x, u)
+  return u

@@ -1,0 +1,65 @@
+"""One float32 vector for a whole parameter pytree.
+
+Working on a single raveled vector turns the per-leaf work of a ZO step (key
+splitting, direction sampling, norms, perturbations) into a handful of large
+kernels instead of several small kernels per leaf, which is what a small,
+launch-bound model needs on an accelerator.
+"""
+
+from collections.abc import Callable
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from zosam_jax._src import base
+
+
+def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+  """Concatenates the leaves of ``tree`` into one float32 vector.
+
+  Unlike :func:`jax.flatten_util.ravel_pytree`, the vector is always float32
+  (so that perturbations of bfloat16 parameters are formed in float32) and the
+  inverse casts every leaf back to its own dtype.
+
+  Args:
+    tree: a pytree of arrays, leaves of shape ``s_j`` and dtype ``t_j``.
+
+  Returns:
+    ``(vector, unravel)``: ``vector`` has shape ``(sum_j prod(s_j),)`` and dtype
+    float32; ``unravel(v, dtype=None)`` maps such a vector back to a tree with
+    the leaves' shapes, and their own dtypes unless ``dtype`` is given.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from zosam_jax._src.flat import ravel
+    >>> v, unravel = ravel({'b': jnp.ones(2, jnp.bfloat16), 'w': jnp.zeros((2, 2))})
+    >>> v.shape, v.dtype
+    ((6,), dtype('float32'))
+    >>> unravel(v)['b'].dtype
+    dtype(bfloat16)
+
+  References:
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, 2026
+  """
+  leaves, treedef = jax.tree.flatten(tree)
+  shapes = [jnp.shape(x) for x in leaves]
+  dtypes = [jnp.result_type(x) for x in leaves]
+  sizes = [math.prod(s) for s in shapes]
+  splits = list(itertools.accumulate(sizes))[:-1]
+  if leaves:
+    vector = jnp.concatenate(
+        [jnp.reshape(x, (-1,)).astype(jnp.float32) for x in leaves])
+  else:
+    vector = jnp.zeros((0,), jnp.float32)
+
+  def unravel(v: jax.Array, dtype: Any = None) -> Any:
+    chunks = jnp.split(v, splits) if leaves else []
+    return jax.tree.unflatten(treedef, [
+        jnp.reshape(c, s).astype(dtype or t)
+        for c, s, t in zip(chunks, shapes, dtypes)])
+
+  return vector, unravel

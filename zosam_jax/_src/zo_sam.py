@@ -1,0 +1,376 @@
+"""ZO-SAM and SAM as Optax gradient transformations.
+
+Both compute an ascent direction, step to the worst-case point
+:math:`\\theta + \\epsilon` with :math:`\\epsilon = \\rho\\, d / \\|d\\|_2`, take the
+one real gradient there and hand it to a base optimizer. They differ only in
+the ascent direction :math:`d`: a zeroth-order estimate from forward passes
+(ZO-SAM) or the exact gradient at :math:`\\theta` (SAM, a second backward pass).
+"""
+
+from collections.abc import Callable
+import numbers
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zosam_jax._src import base
+from zosam_jax._src import estimators
+from zosam_jax._src import flat
+from zosam_jax._src import masking
+
+# Called with the loss on the current minibatch, the params, the mask (or None)
+# and a PRNG key; returns the ascent direction (float32, masked) and a float32
+# estimate of the loss at the params.
+_AscentFn = Callable[[Callable[[Any], jax.Array], base.Params, Any, jax.Array],
+                     tuple[base.Params, jax.Array]]
+
+_MISSING_VALUE_FN = (
+    "{name}'s `update` needs the minibatch loss as the keyword argument"
+    " `value_fn`, a function params -> scalar loss (or -> (loss, aux) with"
+    " `has_aux=True`). Call it as\n"
+    "    updates, state = tx.update(params, state, params, value_fn=loss_fn)\n"
+    "(the first argument is a placeholder: the gradient is taken inside, at the"
+    " perturbed point), or with flax.nnx:\n"
+    "    optimizer.update(model, grads, value_fn=loss_fn)")
+
+
+class ZOSAMState(NamedTuple):
+  """State of :func:`zo_sam` and :func:`sam`.
+
+  Attributes:
+    key: the typed PRNG key of the next step's directions.
+    base_tx_state: the state of the base optimizer.
+    loss: float32, the minibatch loss at the params of the last step, as
+      estimated for free by the ascent step (exact for SAM and the ``forward``
+      and ``jvp`` estimators, :math:`O(\\delta^2)` for ``central``).
+    perturbed_loss: float32, the minibatch loss at the perturbed point
+      :math:`\\theta + \\epsilon` of the last step.
+    ascent_norm: float32, :math:`\\|\\hat g\\|_2` (``\\|g\\|_2`` for SAM) of the
+      last step.
+    perturbation_norm: float32, :math:`\\|\\epsilon\\|_2` of the last step
+      (``rho``, or 0 when the ascent direction vanished).
+    aux: with ``has_aux=True``, the auxiliary output of ``value_fn`` at the
+      perturbed point in the last step (``None`` in the initial state).
+  """
+
+  key: jax.Array
+  base_tx_state: base.OptState
+  loss: jax.Array
+  perturbed_loss: jax.Array
+  ascent_norm: jax.Array
+  perturbation_norm: jax.Array
+  aux: Any = None
+
+
+def _is_number(x: Any) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_nonnegative(value: Any, name: str, strict: bool) -> None:
+  """Validates a float hyperparameter when it is a concrete Python number."""
+  if isinstance(value, bool) or isinstance(value, str):
+    raise TypeError(f"`{name}` must be a float, got {value!r}")
+  if _is_number(value) and not (value > 0 if strict else value >= 0):
+    raise ValueError(f"`{name}` must be {'>' if strict else '>='} 0, got"
+                     f" {value!r}")
+
+
+def _check_positive_int(value: Any, name: str, allow_none: bool) -> None:
+  if value is None and allow_none:
+    return
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    raise TypeError(
+        f"`{name}` must be a positive int{' or None' if allow_none else ''},"
+        f" got {value!r} (with `optax.inject_hyperparams`, list {name!r} in"
+        " `static_args`)")
+  if value < 1:
+    raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
+
+
+def _check_base_tx(base_tx: Any) -> None:
+  if not (hasattr(base_tx, "init") and hasattr(base_tx, "update")):
+    raise TypeError("`base_tx` must be an optax.GradientTransformation, got"
+                    f" {type(base_tx).__name__}")
+
+
+def _sharpness_aware(
+    name: str,
+    base_tx: optax.GradientTransformation,
+    rho: Any,
+    mask_fn: Any,
+    key: base.KeyLike,
+    ascent_fn: _AscentFn,
+    has_aux: bool,
+    axis_name: Optional[str],
+) -> optax.GradientTransformationExtraArgs:
+  """The step shared by ZO-SAM and SAM, given how to get the ascent direction."""
+  _check_base_tx(base_tx)
+  _check_nonnegative(rho, "rho", strict=False)
+  masking.check_mask_fn(mask_fn)
+  key = base.canonicalize_key(key)
+  base_tx = optax.with_extra_args_support(base_tx)
+  masks_in_base_state = isinstance(mask_fn, str)
+
+  def init_fn(params: base.Params) -> ZOSAMState:
+    if mask_fn is not None and not masks_in_base_state:
+      mask_shape = (jax.eval_shape(mask_fn, params) if callable(mask_fn)
+                    else mask_fn)
+      masking.check_mask_matches(mask_shape, params)
+    zero = jnp.zeros((), jnp.float32)
+    return ZOSAMState(key=key, base_tx_state=base_tx.init(params), loss=zero,
+                      perturbed_loss=zero, ascent_norm=zero,
+                      perturbation_norm=zero, aux=None)
+
+  def update_fn(
+      updates: base.Updates,
+      state: ZOSAMState,
+      params: Optional[base.Params] = None,
+      *,
+      value_fn: Optional[base.ValueFn] = None,
+      zo_value_fn: Optional[base.ValueFn] = None,
+      **extra_args: Any,
+  ) -> tuple[base.Updates, ZOSAMState]:
+    # The incoming updates are not used: the gradient is taken at θ + ε below.
+    del updates
+    if value_fn is None or params is None:
+      raise ValueError(_MISSING_VALUE_FN.format(name=name))
+    mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
+    next_key, step_key = jax.random.split(state.key)
+
+    ascent_value_fn = value_fn if zo_value_fn is None else zo_value_fn
+    ascent_loss = ((lambda p: ascent_value_fn(p)[0]) if has_aux
+                   else ascent_value_fn)
+    direction, loss = ascent_fn(ascent_loss, params, mask, step_key)
+    ascent_norm = optax.tree.norm(direction)
+    # ε = ρ d/‖d‖, and ε = 0 (not NaN) when d = 0.
+    safe_norm = jnp.where(ascent_norm > 0, ascent_norm, 1.0)
+    scale = jnp.where(ascent_norm > 0, rho / safe_norm, 0.0)
+    perturbed_params = estimators.perturb(params, direction, scale)
+
+    value, grads = jax.value_and_grad(value_fn, has_aux=has_aux)(
+        perturbed_params)
+    perturbed_loss, aux = value if has_aux else (value, None)
+    if axis_name is not None:
+      grads, perturbed_loss = jax.lax.pmean((grads, perturbed_loss), axis_name)
+    # A sparse-training base transformation masks gradients and updates itself
+    # and reads the dense gradient (RigL's grow criterion).
+    if not masks_in_base_state:
+      grads = masking.apply_mask(grads, mask)
+    new_updates, base_tx_state = base_tx.update(
+        grads, state.base_tx_state, params, **extra_args)
+    if not masks_in_base_state:
+      new_updates = masking.apply_mask(new_updates, mask)
+    new_updates = jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)),
+                               new_updates, params)
+    return new_updates, ZOSAMState(
+        key=next_key,
+        base_tx_state=base_tx_state,
+        loss=jnp.asarray(loss, jnp.float32),
+        perturbed_loss=jnp.asarray(perturbed_loss, jnp.float32),
+        ascent_norm=ascent_norm.astype(jnp.float32),
+        perturbation_norm=(scale * ascent_norm).astype(jnp.float32),
+        aux=aux)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def zo_sam(
+    base_tx: optax.GradientTransformation,
+    rho: Any = 0.05,
+    num_dirs: int = 1,
+    mask_fn: Optional[base.MaskOrFn] = None,
+    *,
+    key: base.KeyLike = 0,
+    smoothing: Any = 1e-3,
+    estimator: base.Estimator = "central",
+    distribution: base.Distribution = "gaussian",
+    chunk_size: Optional[int] = None,
+    ravel: bool = True,
+    has_aux: bool = False,
+    axis_name: Optional[str] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Zero-Order Sharpness-Aware Minimization (ZO-SAM).
+
+  Replaces SAM's first backward pass by a zeroth-order estimate from forward
+  passes along ``num_dirs`` random directions restricted to the active weights,
+  then takes the only backward pass at the perturbed point:
+
+  .. math::
+    \hat g = \frac{1}{m} \sum_{i=1}^m
+      \frac{L(\theta + \delta u_i) - L(\theta - \delta u_i)}{2 \delta} u_i,
+    \quad \epsilon = \rho \frac{\hat g}{\|\hat g\|_2}, \quad
+    g = M \odot \nabla L(\theta + \epsilon), \quad
+    u = M \odot \mathrm{base}(g)
+
+  where :math:`M` is the mask of active weights and :math:`u_i` are zero where
+  :math:`M` is.
+
+  Args:
+    base_tx: the optimizer that receives the gradient at the perturbed point,
+      any optax transformation (e.g. ``optax.sgd(0.1, momentum=0.9)``,
+      ``optax.adamw``, chains with clipping and schedules). A sparse-training
+      transformation from :mod:`zosam_jax.sparse` is used with
+      ``mask_fn="base_state"``.
+    rho: the radius :math:`\rho` of the perturbation (SAM's usual CIFAR value
+      0.05); ``rho=0`` gives ``base_tx`` on the true gradient. Can be scheduled
+      with ``optax.inject_hyperparams``.
+    num_dirs: the number of random directions :math:`m` (the paper uses 1).
+    mask_fn: which weights are active, in optax's ``MaskOrFn`` convention: a
+      pytree of booleans with the params' structure (scalar leaves for whole
+      tensors or arrays of the params' shapes), a callable ``params -> such a
+      tree``, ``None`` (dense, the default), or ``"base_state"`` to read the
+      current masks of a :mod:`zosam_jax.sparse` transformation in
+      ``base_tx``'s state (that transformation then masks gradients and
+      updates itself and sees the dense gradient at :math:`\theta+\epsilon`).
+    key: the PRNG key (or int seed) of the directions; kept in the state and
+      split at every step.
+    smoothing: the finite-difference step :math:`\delta` (default 1e-3).
+    estimator: ``"central"`` (default, 2m forward passes, the paper's),
+      ``"forward"`` (m + 1 forward passes) or ``"jvp"`` (exact directional
+      derivatives with ``jax.jvp``; use it in bfloat16, where finite
+      differences lose precision).
+    distribution: the directions' distribution, ``"gaussian"`` (default),
+      ``"rademacher"`` or ``"sphere"`` (uniform on the sphere of radius
+      :math:`\sqrt{d}`).
+    chunk_size: evaluate at most this many perturbed forward passes at once to
+      bound memory on large models; directions are regenerated from their keys
+      rather than stored. ``None`` (default): all in one ``jax.vmap``.
+    ravel: work on one raveled float32 vector of all parameters (default; fast
+      for many small leaves) or, with ``False``, leaf by leaf (keeps the
+      params' sharding, for FSDP-style sharded params).
+    has_aux: whether ``value_fn`` returns ``(loss, aux)``; the aux at the
+      perturbed point (e.g. logits and updated BatchNorm statistics) is then
+      stored in the state's ``aux`` field.
+    axis_name: inside ``shard_map``/``pmap``, the name of the data axis over
+      which loss values and the gradient are averaged with ``jax.lax.pmean``.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs`. Its ``update`` is called
+    as ``update(updates, state, params, value_fn=loss_fn, **extra_args)``;
+    ``updates`` is only a placeholder (pass ``params``); an optional
+    ``zo_value_fn`` (same signature as ``value_fn``, e.g. on part of the
+    minibatch) is used for the forward passes only; other extra arguments are
+    passed on to ``base_tx``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, zosam_jax
+    >>> loss_fn = lambda p: jnp.sum((p['w'] - 1.0) ** 2)
+    >>> params = {'w': jnp.zeros(3)}
+    >>> tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, num_dirs=1)
+    >>> state = tx.init(params)
+    >>> for _ in range(50):
+    ...   updates, state = tx.update(params, state, params, value_fn=loss_fn)
+    ...   params = optax.apply_updates(params, updates)
+    >>> bool(loss_fn(params) < 1e-2)
+    True
+
+  References:
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
+
+    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
+    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
+
+  .. note::
+    BatchNorm and other model state: with ``has_aux=True`` let ``value_fn``
+    return ``(loss, (logits, new_batch_stats))``; after ``update`` read them
+    from ``state.aux`` (they come from the forward pass at
+    :math:`\theta + \epsilon`, the one with the backward pass) and the loss at
+    :math:`\theta` from ``state.loss``: a training step then contains exactly
+    one backward pass. For ``jax.lax.scan`` carries, give the initial state an
+    ``aux`` of the right structure with ``state._replace(aux=...)``.
+
+  .. note::
+    bfloat16: loss differences are always formed in float32, but parameters
+    perturbed by :math:`\delta u` are rounded to bfloat16; prefer
+    ``estimator="jvp"`` there.
+  """
+  _check_positive_int(num_dirs, "num_dirs", allow_none=False)
+  _check_nonnegative(smoothing, "smoothing", strict=True)
+  _check_choice(estimator, "estimator", base.ESTIMATORS)
+  _check_choice(distribution, "distribution", base.DISTRIBUTIONS)
+  _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+  if not isinstance(ravel, bool):
+    raise TypeError(f"`ravel` must be a bool, got {ravel!r}")
+
+  def ascent_fn(loss_fn, params, mask, step_key):
+    active = masking.mask_as_floats(mask, params)
+    estimate = lambda f, p, a: estimators.zo_gradient(
+        f, p, a, step_key, num_dirs=num_dirs, smoothing=smoothing,
+        estimator=estimator, distribution=distribution, chunk_size=chunk_size,
+        axis_name=axis_name)
+    if not ravel:
+      return estimate(loss_fn, params, active)
+    vector, unravel = flat.ravel(params)
+    active_vector = None if active is None else flat.ravel(active)[0]
+    g_hat, loss = estimate(lambda v: loss_fn(unravel(v)), vector,
+                           active_vector)
+    return unravel(g_hat, jnp.float32), loss
+
+  return _sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
+                          has_aux, axis_name)
+
+
+def sam(
+    base_tx: optax.GradientTransformation,
+    rho: Any = 0.05,
+    mask_fn: Optional[base.MaskOrFn] = None,
+    *,
+    has_aux: bool = False,
+    axis_name: Optional[str] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Sharpness-Aware Minimization with two backward passes (the reference).
+
+  The same step and calling convention as :func:`zo_sam`, with the exact
+  gradient at :math:`\theta` as ascent direction:
+
+  .. math::
+    g_0 = M \odot \nabla L(\theta), \quad
+    \epsilon = \rho \frac{g_0}{\|g_0\|_2}, \quad
+    u = M \odot \mathrm{base}(M \odot \nabla L(\theta + \epsilon))
+
+  Args:
+    base_tx: the optimizer that receives the gradient at the perturbed point.
+    rho: the perturbation radius :math:`\rho`.
+    mask_fn: which weights are active, as in :func:`zo_sam`.
+    has_aux: whether ``value_fn`` returns ``(loss, aux)``, as in
+      :func:`zo_sam`.
+    axis_name: the data axis to average over inside ``shard_map``/``pmap``.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs`, called as
+    ``update(updates, state, params, value_fn=loss_fn)``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, zosam_jax
+    >>> loss_fn = lambda p: jnp.sum((p - 1.0) ** 2)
+    >>> params = jnp.zeros(2)
+    >>> tx = zosam_jax.sam(optax.sgd(0.1), rho=0.05)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params, value_fn=loss_fn)
+    >>> updates.shape
+    (2,)
+
+  References:
+    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
+    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
+  """
+
+  def ascent_fn(loss_fn, params, mask, step_key):
+    del step_key
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    if axis_name is not None:
+      loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    grads = jax.tree.map(lambda g: g.astype(jnp.float32),
+                         masking.apply_mask(grads, mask))
+    return grads, loss
+
+  return _sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
+                          axis_name)
