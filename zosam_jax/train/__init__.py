@@ -1,0 +1,46 @@
+"""The ZO-SAM training program: a Flax/Optax trainer for sparse ZO-SAM.
+
+Run it as ``zosam-train`` or ``python -m zosam_jax.train`` (see ``--help``),
+or from Python::
+
+  from zosam_jax.train import TrainConfig, train_and_evaluate
+  summary = train_and_evaluate(TrainConfig(optimizer="zosam"), "runs/digits")
+
+The pieces are usable on their own by benchmarks and experiments:
+:func:`get_model`, :func:`load_dataset`, :func:`build_optimizer`,
+:func:`make_train_step`.
+"""
+
+from zosam_jax.train.compare import run_comparison
+from zosam_jax.train.config import ConfigError
+from zosam_jax.train.config import TrainConfig
+from zosam_jax.train.config import validate
+from zosam_jax.train.data import Dataset
+from zosam_jax.train.data import DataNotFoundError
+from zosam_jax.train.data import load_dataset
+from zosam_jax.train.loop import NonFiniteLossError
+from zosam_jax.train.loop import evaluate_checkpoint
+from zosam_jax.train.loop import train_and_evaluate
+from zosam_jax.train.models import get_model
+from zosam_jax.train.optim import build_optimizer
+from zosam_jax.train.steps import TrainState
+from zosam_jax.train.steps import make_eval_step
+from zosam_jax.train.steps import make_train_step
+
+__all__ = (
+    "ConfigError",
+    "DataNotFoundError",
+    "Dataset",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainState",
+    "build_optimizer",
+    "evaluate_checkpoint",
+    "get_model",
+    "load_dataset",
+    "make_eval_step",
+    "make_train_step",
+    "run_comparison",
+    "train_and_evaluate",
+    "validate",
+)

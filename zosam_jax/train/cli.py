@@ -1,0 +1,156 @@
+"""``zosam-train``: the command line of the training program.
+
+Every flag is a field of :class:`~zosam_jax.train.config.TrainConfig`;
+``main`` parses, validates (errors name the flag and exit with status 2),
+trains and prints the summary table.
+
+Exit status: 0 success, 1 missing data or an unusable work directory,
+2 invalid flags, 3 the loss became NaN or infinite, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from zosam_jax.train import compare
+from zosam_jax.train import config as config_lib
+from zosam_jax.train import data as data_lib
+from zosam_jax.train import loop
+from zosam_jax.train import report
+
+_HELP = {
+    "dataset": "digits (sklearn, offline), mnist1d (generated offline), cifar10, "
+               "cifar100",
+    "data_dir": "folder with the CIFAR archive or its extracted folder "
+                "(else $ZOSAM_DATA or ~/.cache/zosam_jax)",
+    "download": "download CIFAR (md5-checked) when it is not found",
+    "model": "the network; resnet32 is the paper's CIFAR model",
+    "optimizer": "sgd, sam (exact, two backward passes) or zosam (one)",
+    "rho": "SAM/ZO-SAM perturbation radius",
+    "num_dirs": "ZO-SAM: number of random directions m",
+    "estimator": "ZO-SAM: central (2m forward passes), forward (m+1) or jvp",
+    "zo_distribution": "ZO-SAM: distribution of the random directions",
+    "smoothing": "ZO-SAM: finite-difference step delta",
+    "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "
+                         "zeroth-order forward passes",
+    "chunk_size": "ZO-SAM: at most this many perturbed forward passes at once",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum (0 for none)",
+    "weight_decay": "L2 weight decay added to the gradient",
+    "schedule": "cosine (decay to 0) or constant, after a linear warm-up",
+    "warmup_steps": "linear warm-up steps (default: 5%% of the run)",
+    "batch_size": "training minibatch size",
+    "steps": f"number of optimizer steps (default {config_lib.DEFAULT_STEPS})",
+    "epochs": "run length in epochs instead of --steps",
+    "sparsity": "fraction of weights fixed at zero, in [0, 1)",
+    "sparse_method": "dense, static (fixed random mask), set, rigl or gmp",
+    "sparse_distribution": "how sparsity is spread over layers: erk or uniform",
+    "sparse_update_every": "SET/RigL/GMP: steps between mask updates",
+    "drop_fraction": "SET/RigL: initial fraction of active weights regrown",
+    "seed": "seed of initialisation, data order, augmentation and directions",
+    "eval_every": "evaluate on the test set every N steps (and at the end)",
+    "log_every": "write a train-metrics record every N steps",
+    "eval_batch_size": "evaluation batch size",
+    "checkpoint_every": "checkpoint every N steps (0: only at the end)",
+    "workdir": "output folder: metrics.jsonl, summary.json, curves.png, "
+               "checkpoints/",
+    "resume": "continue the run in --workdir from its latest checkpoint",
+    "overwrite": "delete a previous run in --workdir and start again",
+    "stop_after": "stop after this many steps (checkpointed), as if "
+                  "interrupted; the schedule still follows --steps",
+    "progress": "show a progress bar",
+    "compare": "comma-separated optimizers (e.g. sgd,sam,zosam) to run with the "
+               "same configuration; writes comparison.md/.json/.png",
+}
+
+_CHOICES = {
+    "dataset": config_lib.DATASETS, "model": config_lib.MODELS,
+    "optimizer": config_lib.OPTIMIZERS, "estimator": config_lib.ESTIMATORS,
+    "zo_distribution": config_lib.ZO_DISTRIBUTIONS,
+    "schedule": config_lib.SCHEDULES, "sparse_method": config_lib.SPARSE_METHODS,
+    "sparse_distribution": config_lib.SPARSE_DISTRIBUTIONS,
+}
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+  return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The argument parser: one flag per :class:`TrainConfig` field."""
+  parser = argparse.ArgumentParser(
+      prog="zosam-train",
+      description="Train a Flax model with SGD, SAM or ZO-SAM, dense or sparse.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  for field in dataclasses.fields(config_lib.TrainConfig):
+    name, default = field.name, field.default
+    kwargs = dict(dest=name, default=default, help=_HELP[name])
+    if name == "compare":
+      kwargs.update(type=_comma_list, metavar="OPT[,OPT...]", default=())
+    elif isinstance(default, bool):
+      if name in ("resume", "overwrite"):
+        kwargs["action"] = "store_true"
+      else:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif name in _CHOICES:
+      kwargs["choices"] = _CHOICES[name]
+    elif name in ("steps", "warmup_steps", "stop_after", "chunk_size"):
+      kwargs["type"] = int
+    elif name == "epochs":
+      kwargs["type"] = float
+    elif name in ("data_dir", "workdir"):
+      kwargs["type"] = str
+    else:
+      kwargs["type"] = type(default)
+    parser.add_argument(config_lib.flag(name), **kwargs)
+  return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> config_lib.TrainConfig:
+  """Parses and validates flags into a :class:`TrainConfig`.
+
+  Exits with status 2 and a message naming the flag when they are invalid.
+  """
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    return config_lib.validate(config_lib.TrainConfig(**vars(args)))
+  except config_lib.ConfigError as e:
+    parser.error(str(e))
+    raise  # Unreachable: parser.error exits.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs ``zosam-train``.
+
+  Args:
+    argv: the flags (``sys.argv[1:]`` when ``None``).
+
+  Returns:
+    The exit status (see the module docstring).
+  """
+  cfg = parse_config(argv)
+  try:
+    if cfg.compare:
+      result = compare.run_comparison(cfg)
+      print("\n" + result["table"])
+      print(f"\nwrote {cfg.workdir}/comparison.md, comparison.json, comparison.png")
+      return 0
+    summary = loop.train_and_evaluate(cfg)
+  except loop.NonFiniteLossError as e:
+    print(f"zosam-train: error: {e}", file=sys.stderr)
+    return 3
+  except (data_lib.DataNotFoundError, FileExistsError, loop.ResumeError) as e:
+    print(f"zosam-train: error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print(f"\nzosam-train: interrupted; continue with --resume --workdir "
+          f"{cfg.workdir}", file=sys.stderr)
+    return 130
+  print("\n" + report.summary_table(summary))
+  print(f"\nwrote {cfg.workdir}/metrics.jsonl, summary.json, curves.png, "
+        "checkpoints/")
+  return 0

@@ -1,0 +1,231 @@
+"""The training configuration: one frozen dataclass, one field per CLI flag.
+
+Every field of :class:`TrainConfig` is a command-line flag of ``zosam-train``
+with the underscores written as dashes (``num_dirs`` is ``--num-dirs``), so a
+validation error can always name the flag the user typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam")
+ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp")
+ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
+SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
+SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100")
+MODELS: tuple[str, ...] = (
+    "mlp", "resnet20", "resnet32", "resnet56",
+    "vgg11", "vgg16", "vgg19", "vit",
+)
+
+#: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
+DEFAULT_STEPS = 400
+
+
+class ConfigError(ValueError):
+  """An invalid flag value or an impossible combination of flags."""
+
+
+def flag(name: str) -> str:
+  """Returns the command-line spelling of a config field, e.g. ``--num-dirs``."""
+  return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a training run.
+
+  Fields map one to one onto the flags of ``zosam-train`` (see
+  :func:`zosam_jax.train.cli.build_parser` for the help text of each).
+  """
+
+  # Data and model.
+  dataset: str = "digits"
+  data_dir: str | None = None
+  download: bool = True
+  model: str = "mlp"
+  # Optimizer: SGD / SAM / ZO-SAM on top of SGD with momentum.
+  optimizer: str = "zosam"
+  rho: float = 0.05
+  num_dirs: int = 1
+  estimator: str = "central"
+  zo_distribution: str = "gaussian"
+  smoothing: float = 1e-3
+  zo_batch_fraction: float = 1.0
+  chunk_size: int | None = None
+  lr: float = 0.1
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  schedule: str = "cosine"
+  warmup_steps: int | None = None
+  batch_size: int = 128
+  steps: int | None = None
+  epochs: float | None = None
+  # Sparse training.
+  sparsity: float = 0.0
+  sparse_method: str = "dense"
+  sparse_distribution: str = "erk"
+  sparse_update_every: int = 100
+  drop_fraction: float = 0.3
+  # Bookkeeping.
+  seed: int = 0
+  eval_every: int = 100
+  log_every: int = 10
+  eval_batch_size: int = 1000
+  checkpoint_every: int = 200
+  workdir: str = "runs/default"
+  resume: bool = False
+  overwrite: bool = False
+  stop_after: int | None = None
+  progress: bool = True
+  compare: tuple[str, ...] = ()
+
+  def replace(self, **changes: Any) -> TrainConfig:
+    """Returns a copy with ``changes`` applied (and validated)."""
+    return validate(dataclasses.replace(self, **changes))
+
+  def to_dict(self) -> dict[str, Any]:
+    """Returns the config as a JSON-serialisable dict."""
+    d = dataclasses.asdict(self)
+    d["compare"] = list(self.compare)
+    return d
+
+
+#: Fields that may differ between a run and its ``--resume`` continuation.
+RESUME_FREE_FIELDS: frozenset[str] = frozenset(
+    {"resume", "overwrite", "stop_after", "progress", "workdir", "data_dir",
+     "download", "eval_batch_size", "compare"})
+
+
+def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+  value = getattr(cfg, name)
+  if value not in choices:
+    raise ConfigError(
+        f"{flag(name)} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _positive(cfg: TrainConfig, name: str, *, allow_none: bool = False,
+              allow_zero: bool = False) -> None:
+  value = getattr(cfg, name)
+  if value is None and allow_none:
+    return
+  bound = "a non-negative" if allow_zero else "a positive"
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
+    raise ConfigError(f"{flag(name)} must be {bound} number, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+  """Checks every field and the combinations of fields.
+
+  Args:
+    cfg: the configuration to check.
+
+  Returns:
+    ``cfg`` itself, so that ``validate(TrainConfig(...))`` can be chained.
+
+  Raises:
+    ConfigError: naming the offending flag, e.g.
+      ``--sparsity must be in [0, 1), got 1.2``.
+  """
+  _choice(cfg, "dataset", DATASETS)
+  _choice(cfg, "model", MODELS)
+  _choice(cfg, "optimizer", OPTIMIZERS)
+  _choice(cfg, "estimator", ESTIMATORS)
+  _choice(cfg, "zo_distribution", ZO_DISTRIBUTIONS)
+  _choice(cfg, "schedule", SCHEDULES)
+  _choice(cfg, "sparse_method", SPARSE_METHODS)
+  _choice(cfg, "sparse_distribution", SPARSE_DISTRIBUTIONS)
+  for name in ("num_dirs", "batch_size", "eval_every", "log_every",
+               "eval_batch_size", "sparse_update_every"):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"{flag(name)} must be a positive integer, got {value!r}")
+  for name in ("rho", "lr", "smoothing"):
+    _positive(cfg, name)
+  for name in ("momentum", "weight_decay"):
+    _positive(cfg, name, allow_zero=True)
+  if cfg.momentum >= 1:
+    raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
+  for name in ("steps", "warmup_steps", "checkpoint_every", "stop_after",
+               "chunk_size", "seed"):
+    value = getattr(cfg, name)
+    allow_zero = name in ("warmup_steps", "checkpoint_every", "seed")
+    if value is None and name not in ("checkpoint_every", "seed"):
+      continue
+    if (isinstance(value, bool) or not isinstance(value, int)
+        or value < (0 if allow_zero else 1)):
+      kind = "a non-negative" if allow_zero else "a positive"
+      raise ConfigError(f"{flag(name)} must be {kind} integer, got {value!r}")
+  _positive(cfg, "epochs", allow_none=True)
+  if cfg.steps is not None and cfg.epochs is not None:
+    raise ConfigError("--steps and --epochs are mutually exclusive; give one")
+  if not 0.0 < cfg.zo_batch_fraction <= 1.0:
+    raise ConfigError(
+        f"--zo-batch-fraction must be in (0, 1], got {cfg.zo_batch_fraction!r}")
+  if not 0.0 <= cfg.sparsity < 1.0:
+    raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity!r}")
+  if not 0.0 < cfg.drop_fraction < 1.0:
+    raise ConfigError(
+        f"--drop-fraction must be in (0, 1), got {cfg.drop_fraction!r}")
+  if cfg.sparse_method == "dense" and cfg.sparsity > 0:
+    raise ConfigError(
+        f"--sparsity {cfg.sparsity} needs a --sparse-method other than dense "
+        f"(one of {', '.join(SPARSE_METHODS[1:])})")
+  if cfg.sparse_method != "dense" and cfg.sparsity == 0:
+    raise ConfigError(
+        f"--sparse-method {cfg.sparse_method} needs --sparsity > 0")
+  # A ZO-only flag given to another optimizer is most likely a typo'd
+  # --optimizer; --compare runs reset these per optimizer instead.
+  if cfg.optimizer != "zosam" and not cfg.compare:
+    zo_defaults = TrainConfig()
+    for name in ("num_dirs", "estimator", "zo_distribution", "smoothing",
+                 "zo_batch_fraction", "chunk_size"):
+      if getattr(cfg, name) != getattr(zo_defaults, name):
+        raise ConfigError(
+            f"{flag(name)} only applies to --optimizer zosam, "
+            f"got --optimizer {cfg.optimizer}")
+  if cfg.optimizer == "sgd" and not cfg.compare and cfg.rho != TrainConfig.rho:
+    raise ConfigError("--rho only applies to --optimizer sam or zosam")
+  for name in cfg.compare:
+    if name not in OPTIMIZERS:
+      raise ConfigError(
+          f"--compare takes a comma-separated list of {', '.join(OPTIMIZERS)}, "
+          f"got {name!r}")
+  if cfg.resume and cfg.overwrite:
+    raise ConfigError("--resume and --overwrite are mutually exclusive")
+  if cfg.compare and cfg.resume:
+    raise ConfigError("--compare cannot be combined with --resume")
+  if cfg.stop_after is not None and cfg.steps is not None and (
+      cfg.stop_after > cfg.steps):
+    raise ConfigError(
+        f"--stop-after must be at most --steps ({cfg.steps}), got {cfg.stop_after}")
+  return cfg
+
+
+def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
+  """Returns the number of optimizer steps of the run.
+
+  Args:
+    cfg: the configuration.
+    num_train_examples: size of the training set.
+
+  Returns:
+    ``cfg.steps``, or ``ceil(cfg.epochs * steps_per_epoch)`` when the run is
+    given in epochs, or :data:`DEFAULT_STEPS` when neither is set.
+  """
+  if cfg.steps is not None:
+    return cfg.steps
+  if cfg.epochs is not None:
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(cfg, num_train_examples)))
+  return DEFAULT_STEPS
+
+
+def steps_per_epoch(cfg: TrainConfig, num_train_examples: int) -> int:
+  """Full minibatches per epoch (the last partial batch is dropped)."""
+  return max(1, num_train_examples // cfg.batch_size)

@@ -1,0 +1,116 @@
+"""Builds the optimizer of a run: SGD, SAM or ZO-SAM, dense or sparse.
+
+The layers, from the inside out:
+
+1. the base optimizer: SGD with momentum and (PyTorch-style, coupled) weight
+   decay, on a cosine learning-rate schedule with linear warm-up;
+2. for ``--sparse-method`` other than ``dense``, a :mod:`zosam_jax.sparse`
+   transformation around it that owns the masks (in its state);
+3. for ``--optimizer sam`` or ``zosam``, :func:`zosam_jax.sam` or
+   :func:`zosam_jax.zo_sam` around that, reading the masks from the sparse
+   transformation's state (``mask_fn="base_state"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+import zosam_jax
+from zosam_jax.train.config import TrainConfig
+
+
+def learning_rate_schedule(cfg: TrainConfig, num_steps: int) -> optax.Schedule:
+  """The learning rate as a function of the step.
+
+  Args:
+    cfg: the run's configuration (``lr``, ``schedule``, ``warmup_steps``).
+    num_steps: total number of steps of the run.
+
+  Returns:
+    ``--schedule cosine``: linear warm-up from 0 to ``lr`` over
+    ``warmup_steps`` (default 5% of the run), then cosine decay to 0 at
+    ``num_steps``. ``--schedule constant``: warm-up, then ``lr``.
+  """
+  warmup = cfg.warmup_steps
+  if warmup is None:
+    warmup = num_steps // 20
+  warmup = min(warmup, max(num_steps - 1, 0))
+  if cfg.schedule == "constant":
+    if warmup == 0:
+      return optax.constant_schedule(cfg.lr)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, cfg.lr, warmup), optax.constant_schedule(cfg.lr)],
+        [warmup])
+  return optax.warmup_cosine_decay_schedule(
+      0.0, cfg.lr, warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1),
+      end_value=0.0)
+
+
+def base_optimizer(cfg: TrainConfig, schedule: optax.Schedule
+                   ) -> optax.GradientTransformation:
+  """SGD with momentum and weight decay added to the gradient (as in PyTorch)."""
+  return optax.chain(
+      optax.add_decayed_weights(cfg.weight_decay),
+      optax.sgd(schedule, momentum=cfg.momentum or None),
+  )
+
+
+def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
+                   num_steps: int, seed: int) -> optax.GradientTransformation:
+  """Wraps ``inner`` in the :mod:`zosam_jax.sparse` method of ``cfg``.
+
+  Args:
+    cfg: the configuration (``sparse_method``, ``sparsity``,
+      ``sparse_distribution``, ``sparse_update_every``, ``drop_fraction``).
+    inner: the base optimizer.
+    num_steps: total steps (drop-fraction and pruning schedules end at 75%
+      of the run, as in RigL).
+    seed: seed of the random initial masks.
+
+  Returns:
+    ``inner`` itself for ``dense``, else the sparse transformation.
+  """
+  if cfg.sparse_method == "dense":
+    return inner
+  from zosam_jax import sparse  # Imported lazily: optional for dense runs.
+
+  end_step = max(1, int(0.75 * num_steps))
+  common = dict(sparsity=cfg.sparsity, distribution=cfg.sparse_distribution)
+  if cfg.sparse_method == "static":
+    return sparse.static_sparse(inner, key=seed, **common)
+  if cfg.sparse_method in ("set", "rigl"):
+    factory = sparse.set if cfg.sparse_method == "set" else sparse.rigl
+    return factory(inner, key=seed, update_every=cfg.sparse_update_every,
+                   drop_fraction=cfg.drop_fraction, end_step=end_step, **common)
+  return sparse.gmp(inner, update_every=cfg.sparse_update_every,
+                    end_step=end_step, **common)
+
+
+def build_optimizer(cfg: TrainConfig, num_steps: int
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Builds the run's optimizer.
+
+  Args:
+    cfg: the configuration.
+    num_steps: total number of steps.
+
+  Returns:
+    ``(tx, schedule)``. For ``sgd``, ``tx.update(grads, state, params)``; for
+    ``sam`` and ``zosam``, ``tx.update(params, state, params,
+    value_fn=loss_fn)`` with ``loss_fn: params -> (loss, (logits,
+    batch_stats))``.
+  """
+  schedule = learning_rate_schedule(cfg, num_steps)
+  tx: Any = sparse_wrapper(cfg, base_optimizer(cfg, schedule), num_steps, cfg.seed)
+  mask_fn = None if cfg.sparse_method == "dense" else zosam_jax.MASKS_FROM_BASE_STATE
+  if cfg.optimizer == "sam":
+    tx = zosam_jax.sam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True)
+  elif cfg.optimizer == "zosam":
+    tx = zosam_jax.zo_sam(
+        tx, rho=cfg.rho, num_dirs=cfg.num_dirs, mask_fn=mask_fn,
+        key=jax.random.fold_in(jax.random.key(cfg.seed), 2), smoothing=cfg.smoothing, estimator=cfg.estimator,
+        distribution=cfg.zo_distribution, chunk_size=cfg.chunk_size, has_aux=True)
+  return tx, schedule

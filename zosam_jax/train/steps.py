@@ -1,0 +1,204 @@
+"""The jitted training and evaluation steps.
+
+A SAM or ZO-SAM step contains exactly one backward pass: the loss function
+returns ``(loss, (logits, new_batch_stats))`` and the transformation takes the
+gradient at the perturbed point itself; logits and the BatchNorm statistics
+of that pass are read from ``opt_state.aux`` and ``aux`` is reset to ``None``
+so the carried state (and every checkpoint) has one fixed structure.
+
+Training metrics are summed on the device in :class:`MetricSums` and read by
+the host only every ``--log-every`` steps, so the accelerator never waits on
+Python; the step of the first non-finite loss is recorded there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zosam_jax.train import pipeline
+
+
+class MetricSums(NamedTuple):
+  """Training metrics summed since the last log line (all on the device).
+
+  Attributes:
+    loss: sum of minibatch losses where the gradient was taken (at the params
+      for SGD, at the perturbed point for SAM and ZO-SAM).
+    correct: number of correctly classified training examples.
+    count: number of steps summed.
+    examples: number of examples summed.
+    sharpness: sum of ``L(θ+ε) - L(θ)`` (0 for SGD).
+    nonfinite_step: the first step whose loss was NaN or infinite, or -1.
+  """
+
+  loss: jax.Array
+  correct: jax.Array
+  count: jax.Array
+  examples: jax.Array
+  sharpness: jax.Array
+  nonfinite_step: jax.Array
+
+  @classmethod
+  def zeros(cls, nonfinite_step: Any = -1) -> MetricSums:
+    f, i = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+    return cls(f, i, i, i, f, jnp.asarray(nonfinite_step, jnp.int32))
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training (and is checkpointed).
+
+  Attributes:
+    step: number of optimizer steps taken (int32).
+    params: model parameters.
+    batch_stats: BatchNorm running statistics (``{}`` without BatchNorm).
+    opt_state: the optimizer state (its PRNG key and sparse masks included).
+    metrics: the training metrics summed since the last log line.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  metrics: MetricSums
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                     example: np.ndarray, key: jax.Array) -> TrainState:
+  """Initialises the model and the optimizer.
+
+  Args:
+    model: a model from :func:`zosam_jax.train.models.get_model`.
+    tx: the optimizer.
+    example: one normalised input batch (only its shape and dtype are used).
+    key: the initialisation key.
+
+  Returns:
+    The state at step 0.
+  """
+  variables = jax.jit(lambda k, x: model.init(k, x, train=False))(key, example)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  return TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
+                    tx.init(params), MetricSums.zeros())
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels, in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()
+
+
+def make_loss_fn(model: nn.Module, batch_stats: Any, images: jax.Array,
+                 labels: jax.Array) -> Callable[[Any], Any]:
+  """``params -> (loss, (logits, new_batch_stats))`` on one minibatch."""
+
+  def loss_fn(params):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    logits, updates = model.apply(variables, images, train=True,
+                                  mutable=["batch_stats"])
+    return cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
+
+  return loss_fn
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
+                    optimizer: str, mean: np.ndarray, std: np.ndarray,
+                    augment: bool, augment_key: jax.Array,
+                    zo_batch_fraction: float = 1.0) -> Callable[..., TrainState]:
+  """Returns the (un-jitted) training step.
+
+  Args:
+    model: the model.
+    tx: the optimizer from :func:`zosam_jax.train.optim.build_optimizer`.
+    optimizer: ``sgd``, ``sam`` or ``zosam`` (how ``tx`` is called).
+    mean: per-channel input mean.
+    std: per-channel input standard deviation.
+    augment: apply the CIFAR crop-and-flip augmentation.
+    augment_key: the run's augmentation key; step ``s`` uses
+      ``fold_in(augment_key, s)``.
+    zo_batch_fraction: fraction of the minibatch (its first examples) used
+      for ZO-SAM's forward passes.
+
+  Returns:
+    ``step(state, x_all, y_all, indices) -> state``.
+  """
+  mean, std = jnp.asarray(mean), jnp.asarray(std)
+
+  def step(state: TrainState, x_all, y_all, indices) -> TrainState:
+    key = jax.random.fold_in(augment_key, state.step)
+    images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
+                                            std, augment)
+    loss_fn = make_loss_fn(model, state.batch_stats, images, labels)
+    if optimizer == "sgd":
+      (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(state.params)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      sharpness = jnp.zeros((), jnp.float32)
+    else:
+      extra = {}
+      if optimizer == "zosam" and zo_batch_fraction < 1.0:
+        size = max(1, round(zo_batch_fraction * images.shape[0]))
+        extra["zo_value_fn"] = make_loss_fn(model, state.batch_stats,
+                                            images[:size], labels[:size])
+      updates, opt_state = tx.update(state.params, state.opt_state, state.params,
+                                     value_fn=loss_fn, **extra)
+      logits, batch_stats = opt_state.aux
+      loss = opt_state.perturbed_loss
+      sharpness = opt_state.perturbed_loss - opt_state.loss
+      opt_state = opt_state._replace(aux=None)
+    params = optax.apply_updates(state.params, updates)
+    step_number = state.step + 1
+    m = state.metrics
+    bad = ~jnp.isfinite(loss)
+    metrics = MetricSums(
+        loss=m.loss + loss.astype(jnp.float32),
+        correct=m.correct + jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32),
+        count=m.count + 1,
+        examples=m.examples + labels.shape[0],
+        sharpness=m.sharpness + sharpness.astype(jnp.float32),
+        nonfinite_step=jnp.where((m.nonfinite_step < 0) & bad, step_number,
+                                 m.nonfinite_step))
+    return TrainState(step_number, params, batch_stats, opt_state, metrics)
+
+  return step
+
+
+def make_eval_step(model: nn.Module, mean: np.ndarray, std: np.ndarray
+                   ) -> Callable[..., tuple[jax.Array, jax.Array]]:
+  """Returns ``eval_step(params, batch_stats, x, y, weights)``.
+
+  ``weights`` is 1 for real examples and 0 for the padding of the last batch,
+  so every evaluation batch has the same shape (one compilation).
+
+  Returns:
+    A function returning ``(loss_sum, correct_sum)`` over the weighted batch.
+  """
+  mean, std = jnp.asarray(mean), jnp.asarray(std)
+
+  def eval_step(params, batch_stats, x, y, weights):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    logits = model.apply(variables, pipeline.normalize(x, mean, std), train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), y)
+    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    return jnp.sum(losses * weights), jnp.sum(correct * weights)
+
+  return eval_step
+
+
+def tree_is_finite(tree: Any) -> bool:
+  """Whether every floating-point leaf of ``tree`` is finite (host sync)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return bool(jnp.all(jnp.stack(leaves))) if leaves else True
