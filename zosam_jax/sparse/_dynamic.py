@@ -66,20 +66,31 @@ def drop_and_grow(
     {'w': Array([False,  True, False,  True], dtype=bool)}
   """
 
-  def leaf(m, w, s):
-    n_active = jnp.sum(m, dtype=jnp.int32)
-    n_inactive = m.size - n_active
-    n_drop = jnp.floor(drop_fraction * n_active.astype(jnp.float32))
-    n_drop = jnp.minimum(n_drop.astype(jnp.int32), n_inactive)
-    neg_inf = jnp.float32(-jnp.inf)
-    magnitude = jnp.abs(w).astype(jnp.float32)
-    keep = _masks.top_k_mask(jnp.where(m, magnitude, neg_inf), n_active - n_drop)
-    grow = _masks.top_k_mask(
-        jnp.where(m, neg_inf, s.astype(jnp.float32)), n_drop
-    )
-    return keep | grow
+  neg_inf = jnp.float32(-jnp.inf)
+  n_active = jax.tree.map(lambda m: jnp.sum(m, dtype=jnp.int32), masks)
 
-  return jax.tree.map(leaf, masks, params, grow_scores)
+  def num_drop(m, n):
+    n_drop = jnp.floor(drop_fraction * n.astype(jnp.float32)).astype(jnp.int32)
+    return jnp.minimum(n_drop, m.size - n)
+
+  n_drop = jax.tree.map(num_drop, masks, n_active)
+  keep = _masks.top_k_masks(
+      jax.tree.map(
+          lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), neg_inf),
+          masks,
+          params,
+      ),
+      jax.tree.map(jnp.subtract, n_active, n_drop),
+  )
+  grow = _masks.top_k_masks(
+      jax.tree.map(
+          lambda m, s: jnp.where(m, neg_inf, s.astype(jnp.float32)),
+          masks,
+          grow_scores,
+      ),
+      n_drop,
+  )
+  return jax.tree.map(jnp.logical_or, keep, grow)
 
 
 def random_grow_scores(grads: base.Updates, key: jax.Array) -> base.Updates:
@@ -269,15 +280,16 @@ def set_sparse(
     (:func:`is_update_step`); the inner step runs on the old masks and the
     drop reads the stepped weights.
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> import optax
     >>> from zosam_jax import sparse
     >>> params = {"w": jnp.ones((8, 8))}
     >>> tx = sparse.set_sparse(optax.sgd(0.1), sparsity=0.5, end_step=10,
     ...                        update_every=2)
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(3):
-    ...   updates, state = tx.update(params, state, params)
+    ...   updates, state = update(params, state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> int(state.masks["w"].sum())
     32
@@ -361,15 +373,16 @@ def rigl(
     (:func:`is_update_step`); the inner step runs on the old masks and the
     drop reads the stepped weights.
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> import optax
     >>> from zosam_jax import sparse
     >>> params = {"w": jnp.ones((8, 8))}
     >>> tx = sparse.rigl(optax.sgd(0.1), sparsity=0.5, end_step=10,
     ...                  update_every=2)
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(3):
-    ...   updates, state = tx.update(params, state, params)
+    ...   updates, state = update(params, state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> int(state.masks["w"].sum()), int((params["w"] != 0).sum()) <= 32
     (32, True)

@@ -1,10 +1,12 @@
 """Initial masks: random, magnitude and SNIP, at given per-layer densities."""
 
+import math
 from collections.abc import Callable
 from typing import Literal, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zosam_jax._src import base
 from zosam_jax.sparse import _distributions
@@ -19,14 +21,33 @@ def num_active(density: float, size: int) -> int:
   return int(round(float(density) * size))
 
 
-def _masks_from_scores(scores: base.Params, densities: base.Params):
+def _counts(scores: base.Params, densities: base.Params) -> tuple[int, ...]:
   if jax.tree.structure(densities) != jax.tree.structure(scores):
     raise ValueError(
         "`densities` must have the structure of the params, got"
         f" {jax.tree.structure(densities)}"
     )
-  return jax.tree.map(
-      lambda s, d: _masks.top_k_mask(s, num_active(d, s.size)), scores, densities
+  return tuple(
+      num_active(d, math.prod(jnp.shape(x)))
+      for x, d in zip(jax.tree.leaves(scores), jax.tree.leaves(densities))
+  )
+
+
+def _masks_from_scores(scores, densities):
+  counts = jax.tree.unflatten(
+      jax.tree.structure(scores), list(_counts(scores, densities))
+  )
+  return _masks.top_k_masks(scores, counts)
+
+
+@jax.jit
+def _uniform_scores(key, params):
+  leaves, treedef = jax.tree.flatten(params)
+  sizes = [math.prod(jnp.shape(x)) for x in leaves]
+  noise = jax.random.uniform(key, (sum(sizes),))
+  pieces = jnp.split(noise, np.cumsum(sizes)[:-1]) if leaves else []
+  return jax.tree.unflatten(
+      treedef, [u.reshape(jnp.shape(x)) for u, x in zip(pieces, leaves)]
   )
 
 
@@ -51,13 +72,7 @@ def random_masks(
     5
   """
   key = base.canonicalize_key(key)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, max(len(leaves), 1))
-  scores = jax.tree.unflatten(
-      treedef,
-      [jax.random.uniform(k, jnp.shape(x)) for k, x in zip(keys, leaves)],
-  )
-  return _masks_from_scores(scores, densities)
+  return _masks_from_scores(_uniform_scores(key, params), densities)
 
 
 def magnitude_masks(params: base.Params, densities: base.Params) -> base.Params:

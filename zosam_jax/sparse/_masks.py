@@ -7,10 +7,12 @@ parameters, and every pruned weight receives the update ``-param`` so that
 ``optax.apply_updates`` alone keeps it at exactly zero.
 """
 
+import math
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from zosam_jax._src import base
@@ -89,12 +91,38 @@ def top_k_mask(scores: jax.Array, k: Any) -> jax.Array:
   ``k`` may be traced. Ties are broken by position (earlier first), so exactly
   ``min(k, scores.size)`` entries are ``True``.
   """
-  flat = scores.reshape(-1)
-  order = jnp.argsort(-flat, stable=True)
-  ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(
-      jnp.arange(flat.size, dtype=jnp.int32)
+  return top_k_masks([scores], [k])[0]
+
+
+@jax.jit
+def top_k_masks(scores: base.Params, counts: base.Params) -> base.Params:
+  """Per leaf of ``scores``, a bool mask of its ``counts`` largest entries.
+
+  All leaves are ranked in one sort keyed by (leaf, -score, position), so the
+  cost is one compiled sort whatever the number of layers, and the counts
+  (ints with the structure of ``scores``) may be traced. Ties go to the
+  earlier position; ``-inf`` scores rank last.
+  """
+  leaves, treedef = jax.tree.flatten(scores)
+  if not leaves:
+    return scores
+  sizes = [math.prod(jnp.shape(x)) for x in leaves]
+  flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+  segment = np.repeat(np.arange(len(leaves), dtype=np.int32), sizes)
+  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+  position = jnp.arange(flat.size, dtype=jnp.int32)
+  *_, order = jax.lax.sort(
+      (jnp.asarray(segment), -flat, position), num_keys=3
   )
-  return (ranks < k).reshape(scores.shape)
+  ranks = jnp.zeros_like(position).at[order].set(position)
+  k = jnp.stack([
+      jnp.asarray(c, jnp.int32) for c in treedef.flatten_up_to(counts)
+  ])
+  active = ranks - offsets[segment] < k[segment]
+  pieces = jnp.split(active, np.cumsum(sizes)[:-1])
+  return jax.tree.unflatten(
+      treedef, [a.reshape(jnp.shape(x)) for a, x in zip(pieces, leaves)]
+  )
 
 
 def require_params(params: Optional[base.Params], name: str) -> base.Params:

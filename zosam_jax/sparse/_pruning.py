@@ -81,15 +81,16 @@ def gmp(
     ``inner``. ``update`` requires ``params``.
 
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> import optax
     >>> from zosam_jax import sparse
     >>> params = {"w": jnp.arange(1.0, 17.0).reshape(4, 4)}
     >>> tx = sparse.gmp(optax.sgd(0.0), sparsity=0.75, end_step=4,
     ...                 update_every=2)
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(5):
-    ...   updates, state = tx.update(params, state, params)
+    ...   updates, state = update(params, state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> int(state.masks["w"].sum()), float(params["w"][0, 0])
     (4, 0.0)
@@ -140,10 +141,9 @@ def gmp(
     if not jax.tree.leaves(params):  # optax.tree.map_params's placeholder
       masks = params
     else:
-      masks = jax.tree.map(
-          lambda p, n_active: _masks.top_k_mask(jnp.abs(p), n_active(0)),
-          params,
-          layer_schedules(params),
+      masks = _masks.top_k_masks(
+          jax.tree.map(jnp.abs, params),
+          jax.tree.map(lambda n_active: n_active(0), layer_schedules(params)),
       )
     return GMPState(
         count=jnp.zeros([], jnp.int32),
@@ -161,12 +161,19 @@ def gmp(
     schedules = layer_schedules(params)
 
     def prune(stepped):
-      def leaf(m, w, n_active):
-        k = jnp.minimum(n_active(t), jnp.sum(m, dtype=jnp.int32))
-        magnitude = jnp.abs(w).astype(jnp.float32)
-        return _masks.top_k_mask(jnp.where(m, magnitude, -jnp.inf), k)
-
-      return jax.tree.map(leaf, state.masks, stepped, schedules)
+      counts = jax.tree.map(
+          lambda m, n_active: jnp.minimum(
+              n_active(t), jnp.sum(m, dtype=jnp.int32)
+          ),
+          state.masks,
+          schedules,
+      )
+      scores = jax.tree.map(
+          lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), -jnp.inf),
+          state.masks,
+          stepped,
+      )
+      return _masks.top_k_masks(scores, counts)
 
     updates, masks, inner_state = _dynamic.masked_step_with_mask_update(
         inner,
