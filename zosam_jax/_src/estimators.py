@@ -27,19 +27,21 @@ from zosam_jax._src import directions
 
 def perturb(params: base.Params, direction: base.Params,
             scale: jax.Array) -> base.Params:
-  """Returns ``params + scale * direction``, formed in float32.
+  """Returns ``params + scale * direction``, formed in float32 (or wider).
 
   Args:
     params: a pytree of arrays (any float dtype).
-    direction: a pytree of float32 arrays with the same shapes.
+    direction: a pytree of arrays with the same shapes.
     scale: a scalar.
 
   Returns:
     A pytree like ``params``, in the params' dtypes.
   """
-  return jax.tree.map(
-      lambda p, d: (p.astype(jnp.float32) + scale * d).astype(p.dtype),
-      params, direction)
+  def add(p, d):
+    dtype = jnp.promote_types(p.dtype, jnp.float32)
+    return (p.astype(dtype) + scale * d.astype(dtype)).astype(p.dtype)
+
+  return jax.tree.map(add, params, direction)
 
 
 def _lanes(estimator: str, num_dirs: int,

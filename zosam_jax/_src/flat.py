@@ -18,18 +18,18 @@ from zosam_jax._src import base
 
 
 def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-  """Concatenates the leaves of ``tree`` into one float32 vector.
+  """Concatenates the leaves of ``tree`` into one float32 (or wider) vector.
 
-  Unlike :func:`jax.flatten_util.ravel_pytree`, the vector is always float32
-  (so that perturbations of bfloat16 parameters are formed in float32) and the
-  inverse casts every leaf back to its own dtype.
+  Unlike :func:`jax.flatten_util.ravel_pytree`, the vector is at least float32
+  (so that perturbations of bfloat16 parameters are formed in float32; float64
+  stays float64) and the inverse casts every leaf back to its own dtype.
 
   Args:
     tree: a pytree of arrays, leaves of shape ``s_j`` and dtype ``t_j``.
 
   Returns:
     ``(vector, unravel)``: ``vector`` has shape ``(sum_j prod(s_j),)`` and dtype
-    float32; ``unravel(v, dtype=None)`` maps such a vector back to a tree with
+    float32 (float64 if a leaf is); ``unravel(v, dtype=None)`` maps such a vector back to a tree with
     the leaves' shapes, and their own dtypes unless ``dtype`` is given.
 
   Examples:
@@ -50,11 +50,11 @@ def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
   dtypes = [jnp.result_type(x) for x in leaves]
   sizes = [math.prod(s) for s in shapes]
   splits = list(itertools.accumulate(sizes))[:-1]
+  dtype = jnp.result_type(jnp.float32, *dtypes)
   if leaves:
-    vector = jnp.concatenate(
-        [jnp.reshape(x, (-1,)).astype(jnp.float32) for x in leaves])
+    vector = jnp.concatenate([jnp.reshape(x, (-1,)).astype(dtype) for x in leaves])
   else:
-    vector = jnp.zeros((0,), jnp.float32)
+    vector = jnp.zeros((0,), dtype)
 
   def unravel(v: jax.Array, dtype: Any = None) -> Any:
     chunks = jnp.split(v, splits) if leaves else []

@@ -1,0 +1,56 @@
+"""Small problems and oracles shared by the tests."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def quadratic(dim: int = 6, seed: int = 0):
+  """A convex quadratic 0.5 pᵀAp + bᵀp with its params and exact gradient."""
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  q = jax.random.normal(k1, (dim, dim))
+  a = q @ q.T / dim + jnp.eye(dim)
+  b = jax.random.normal(k2, (dim,))
+  params = jax.random.normal(k3, (dim,))
+  loss = lambda p: 0.5 * p @ a @ p + b @ p
+  return params, loss, jax.grad(loss)
+
+
+def mlp_problem(seed: int = 0, hidden: int = 8, n: int = 32):
+  """A two-layer tanh MLP regression: (params, loss_fn)."""
+  keys = jax.random.split(jax.random.key(seed), 5)
+  params = {
+      "dense1": {"kernel": jax.random.normal(keys[0], (4, hidden)) * 0.5,
+                 "bias": jnp.zeros(hidden)},
+      "dense2": {"kernel": jax.random.normal(keys[1], (hidden, 1)) * 0.5,
+                 "bias": jnp.zeros(1)},
+  }
+  x = jax.random.normal(keys[2], (n, 4))
+  y = jnp.sin(x.sum(axis=1, keepdims=True))
+
+  def loss(p):
+    h = jnp.tanh(x @ p["dense1"]["kernel"] + p["dense1"]["bias"][None, :])
+    out = h @ p["dense2"]["kernel"] + p["dense2"]["bias"][None, :]
+    return jnp.mean((out - y) ** 2)
+
+  return params, loss
+
+
+def random_mask(params, density: float = 0.5, seed: int = 1):
+  """An element-wise boolean mask with about `density` active weights."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      jax.random.uniform(k, x.shape) < density for k, x in zip(keys, leaves)])
+
+
+def exact_sam_updates(base_tx, base_state, params, loss, rho, mask=None):
+  """SAM written out by hand: the oracle the transformations are tested against."""
+  apply = (lambda t: t) if mask is None else (
+      lambda t: jax.tree.map(lambda x, m: x * m, t, mask))
+  g = apply(jax.grad(loss)(params))
+  norm = optax.tree.norm(g)
+  eps = jax.tree.map(lambda x: rho * x / norm, g)
+  g_sam = apply(jax.grad(loss)(jax.tree.map(jnp.add, params, eps)))
+  updates, base_state = base_tx.update(g_sam, base_state, params)
+  return apply(updates), base_state
