@@ -45,7 +45,7 @@ def mlp_loss(params, x, y):
   h = x
   names = sorted(params)
   for i, name in enumerate(names):
-    h = h @ params[name]["kernel"] + params[name]["bias"]
+    h = h @ params[name]["kernel"] + params[name]["bias"][None, :]
     if i < len(names) - 1:
       h = jnp.tanh(h)
   return jnp.mean((h - y) ** 2)
