@@ -74,21 +74,20 @@ def drop_and_grow(
     return jnp.minimum(n_drop, m.size - n)
 
   n_drop = jax.tree.map(num_drop, masks, n_active)
-  keep = _masks.top_k_masks(
-      jax.tree.map(
-          lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), neg_inf),
-          masks,
-          params,
-      ),
-      jax.tree.map(jnp.subtract, n_active, n_drop),
+  keep_scores = jax.tree.map(
+      lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), neg_inf),
+      masks,
+      params,
   )
-  grow = _masks.top_k_masks(
-      jax.tree.map(
-          lambda m, s: jnp.where(m, neg_inf, s.astype(jnp.float32)),
-          masks,
-          grow_scores,
-      ),
-      n_drop,
+  grow_scores = jax.tree.map(
+      lambda m, s: jnp.where(m, neg_inf, s.astype(jnp.float32)),
+      masks,
+      grow_scores,
+  )
+  # Both selections in one sort (top_k_masks ranks each leaf separately).
+  keep, grow = _masks.top_k_masks(
+      (keep_scores, grow_scores),
+      (jax.tree.map(jnp.subtract, n_active, n_drop), n_drop),
   )
   return jax.tree.map(jnp.logical_or, keep, grow)
 
