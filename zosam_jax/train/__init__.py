@@ -20,6 +20,7 @@ from zosam_jax.train.data import DataNotFoundError
 from zosam_jax.train.data import load_dataset
 from zosam_jax.train.loop import NonFiniteLossError
 from zosam_jax.train.loop import evaluate_checkpoint
+from zosam_jax.train.loop import load_train_state
 from zosam_jax.train.loop import train_and_evaluate
 from zosam_jax.train.models import get_model
 from zosam_jax.train.optim import build_optimizer
@@ -38,6 +39,7 @@ __all__ = (
     "evaluate_checkpoint",
     "get_model",
     "load_dataset",
+    "load_train_state",
     "make_eval_step",
     "make_train_step",
     "run_comparison",

@@ -280,6 +280,35 @@ def train_and_evaluate(config: config_lib.TrainConfig,
   return summary
 
 
+def load_train_state(workdir: str | Path, step: int | None = None
+                     ) -> tuple[steps_lib.TrainState, dict[str, Any],
+                                config_lib.TrainConfig]:
+  """Restores a run's train state from its checkpoint.
+
+  Args:
+    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
+    step: the checkpoint; the latest when ``None``.
+
+  Returns:
+    ``(state, meta, config)``: the :class:`~zosam_jax.train.steps.TrainState`,
+    the checkpoint's metadata and the run's configuration.
+  """
+  workdir = Path(workdir)
+  saved = json.loads((workdir / "config.json").read_text())
+  cfg = config_lib.TrainConfig(**dict(saved, compare=tuple(saved["compare"])))
+  ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=False)
+  model = models.get_model(cfg.model, ds.num_classes)
+  tx, _ = optim.build_optimizer(cfg, config_lib.total_steps(cfg, ds.x_train.shape[0]))
+  template = steps_lib.init_train_state(
+      model, tx, np.zeros((1,) + ds.x_train.shape[1:], np.float32), jax.random.key(0))
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
+  try:
+    state, meta = ckpt.restore(template, step)
+  finally:
+    ckpt.close()
+  return state, meta, cfg
+
+
 def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
   """Restores a run's checkpoint and evaluates it on the test set.
 
@@ -290,21 +319,9 @@ def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[st
   Returns:
     ``{"step", "loss", "accuracy", "params_finite"}``.
   """
-  workdir = Path(workdir)
-  cfg = config_lib.TrainConfig(**{
-      k: tuple(v) if k == "compare" else v
-      for k, v in json.loads((workdir / "config.json").read_text()).items()})
+  state, meta, cfg = load_train_state(workdir, step)
   ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=False)
-  num_steps = config_lib.total_steps(cfg, ds.x_train.shape[0])
   model = models.get_model(cfg.model, ds.num_classes)
-  tx, _ = optim.build_optimizer(cfg, num_steps)
-  template = steps_lib.init_train_state(
-      model, tx, np.zeros((1,) + ds.x_train.shape[1:], np.float32), jax.random.key(0))
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
-  try:
-    state, meta = ckpt.restore(template, step)
-  finally:
-    ckpt.close()
   eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
   x, y, w = _eval_batches(ds.x_test, ds.y_test, cfg.eval_batch_size)
   sums = [eval_step(state.params, state.batch_stats, x[i], y[i], w[i])

@@ -194,7 +194,8 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds a model by name.
 
   Args:
-    name: one of ``mlp``, ``resnet20``, ``resnet32``, ``resnet56``, ``vgg11``,
+    name: one of ``mlp``, ``resnet20``, ``resnet32``, ``resnet56`` (any
+      ``resnet{6n+2}``, e.g. ``resnet8`` for quick tests), ``vgg11``,
       ``vgg16``, ``vgg19``, ``vit``.
     num_classes: number of output logits.
     **kwargs: extra fields of the model class, e.g. ``features=(128,)`` for
@@ -221,7 +222,7 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return MLP(num_classes, **kwargs)
   if name.startswith("resnet") and name[6:].isdigit():
     depth = int(name[6:])
-    if depth not in (20, 32, 44, 56, 110):
+    if depth < 8 or (depth - 2) % 6:
       raise ValueError(f"unknown model {name!r}: CIFAR ResNet depth must be 6n+2")
     return CifarResNet(num_classes, blocks_per_stage=(depth - 2) // 6, **kwargs)
   if name in VGG_LAYERS:

@@ -82,7 +82,7 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
   if cfg.sparse_method == "static":
     return sparse.static_sparse(inner, key=seed, **common)
   if cfg.sparse_method in ("set", "rigl"):
-    factory = sparse.set if cfg.sparse_method == "set" else sparse.rigl
+    factory = sparse.set_sparse if cfg.sparse_method == "set" else sparse.rigl
     return factory(inner, key=seed, update_every=cfg.sparse_update_every,
                    drop_fraction=cfg.drop_fraction, end_step=end_step, **common)
   return sparse.gmp(inner, update_every=cfg.sparse_update_every,

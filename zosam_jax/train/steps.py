@@ -82,7 +82,10 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
   Returns:
     The state at step 0.
   """
-  variables = jax.jit(lambda k, x: model.init(k, x, train=False))(key, example)
+  # Not jitted: eager initialisation reuses the per-primitive compilation
+  # cache, where a jitted init recompiles the random number generation for
+  # every new model (seconds on CPU).
+  variables = model.init(key, example, train=False)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   return TrainState(jnp.zeros((), jnp.int32), params, batch_stats,
@@ -198,7 +201,6 @@ def make_eval_step(model: nn.Module, mean: np.ndarray, std: np.ndarray
 
 
 def tree_is_finite(tree: Any) -> bool:
-  """Whether every floating-point leaf of ``tree`` is finite (host sync)."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-  return bool(jnp.all(jnp.stack(leaves))) if leaves else True
+  """Whether every floating-point leaf of ``tree`` is finite (on the host)."""
+  return all(bool(np.isfinite(np.asarray(x, np.float32)).all())
+             for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))

@@ -1,0 +1,160 @@
+"""End-to-end tests of ``zosam-train`` on the bundled digits data."""
+
+import json
+import shutil
+
+import chex
+import numpy as np
+import pytest
+
+from zosam_jax.train import cli
+from zosam_jax.train import evaluate_checkpoint
+from zosam_jax.train import load_train_state
+from zosam_jax.train import report
+
+# Short runs: 8x8 digits, the MLP, no progress bar.
+FAST = ["--steps", "40", "--eval-every", "20", "--log-every", "10",
+        "--checkpoint-every", "20", "--batch-size", "64", "--no-progress"]
+TIMING_KEYS = ("steps_per_second", "train_seconds")
+
+
+def _run(workdir, *flags):
+  return cli.main([*FAST, "--workdir", str(workdir), *flags])
+
+
+def _records_without_timings(workdir):
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+          for r in report.read_metrics(workdir / "metrics.jsonl")]
+
+
+ZO_FLAGS = ["--num-dirs", "2", "--zo-batch-fraction", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+  """One ``--compare sgd,sam,zosam`` run: a full run of each optimizer."""
+  workdir = tmp_path_factory.mktemp("compare")
+  assert _run(workdir, "--compare", "sgd,sam,zosam", *ZO_FLAGS) == 0
+  return workdir
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam", "zosam"])
+def test_each_optimizer_trains_digits_and_writes_outputs(compared, optimizer):
+  run = compared / optimizer
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["optimizer"] == optimizer
+  assert summary["status"] == "finished" and summary["steps"] == 40
+  assert summary["final_test_accuracy"] > 0.5  # Chance is 0.1.
+  records = report.read_metrics(run / "metrics.jsonl")
+  assert [r["step"] for r in records if r["split"] == "test"] == [20, 40]
+  assert [r["step"] for r in records if r["split"] == "train"] == [10, 20, 30, 40]
+  assert ("sharpness" in records[0]) == (optimizer != "sgd")
+  assert (run / "curves.png").stat().st_size > 10_000
+  assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()
+                if p.name.isdigit()) == [20, 40]
+  state, meta, cfg = load_train_state(run)
+  assert meta["step"] == 40 and int(state.step) == 40
+  assert cfg.num_dirs == (2 if optimizer == "zosam" else 1)
+
+
+def test_compare_writes_one_table_and_one_figure(compared):
+  table = json.loads((compared / "comparison.json").read_text())
+  assert [r["optimizer"] for r in table["rows"]] == ["sgd", "sam", "zosam"]
+  assert table["rows"][0]["relative_step_time"] == 1.0
+  assert (compared / "comparison.md").read_text().startswith("| optimizer |")
+  assert (compared / "comparison.png").stat().st_size > 10_000
+
+
+def test_sparse_rigl_zosam_keeps_the_target_sparsity(tmp_path):
+  assert _run(tmp_path, "--sparsity", "0.8", "--sparse-method", "rigl",
+              "--sparse-update-every", "10") == 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["weight_sparsity"] == pytest.approx(0.8, abs=0.01)
+  assert summary["final_test_accuracy"] > 0.5
+  state, _, _ = load_train_state(tmp_path)
+  masks = state.opt_state.base_tx_state.masks
+  kernel = state.params["Dense_1"]["kernel"]
+  chex.assert_trees_all_equal(kernel * ~masks["Dense_1"]["kernel"],
+                              np.zeros_like(kernel))
+
+
+def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
+  # Stopping at 25 is off the log grid: the unlogged metric sums of steps
+  # 21..25 must travel in the checkpoint, with the ZO key and the momentum.
+  full = compared / "zosam"
+  flags = ["--optimizer", "zosam", *ZO_FLAGS]
+  assert _run(tmp_path, *flags, "--stop-after", "25") == 0
+  assert json.loads((tmp_path / "summary.json").read_text())["status"] == "stopped"
+  assert _run(tmp_path, *flags, "--resume") == 0
+
+  full_state, _, _ = load_train_state(full)
+  resumed_state, meta, _ = load_train_state(tmp_path)
+  assert meta["step"] == 40
+  chex.assert_trees_all_equal(full_state, resumed_state)
+  assert _records_without_timings(full) == _records_without_timings(tmp_path)
+
+
+def test_resume_with_different_flags_names_them(compared, tmp_path, capsys):
+  shutil.copytree(compared / "sgd", tmp_path / "run")
+  assert _run(tmp_path / "run", "--optimizer", "sgd", "--lr", "0.5",
+              "--resume") == 1
+  assert "--lr (checkpoint: 0.1, now: 0.5)" in capsys.readouterr().err
+
+
+def test_existing_workdir_needs_resume_or_overwrite(compared, tmp_path, capsys):
+  shutil.copytree(compared / "sgd", tmp_path / "run")
+  assert _run(tmp_path / "run", "--optimizer", "sgd") == 1
+  assert "--resume" in capsys.readouterr().err
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+  code = _run(tmp_path, "--optimizer", "sgd", "--lr", "1e4", "--schedule",
+              "constant", "--warmup-steps", "0", "--log-every", "1",
+              "--checkpoint-every", "1")
+  assert code == 3
+  err = capsys.readouterr().err
+  assert "NaN or infinite at step" in err
+  bad_step = int(err.split("at step ")[1].split(";")[0])
+  state, meta, _ = load_train_state(tmp_path)
+  assert 0 < meta["step"] < bad_step
+  chex.assert_tree_all_finite(state.params)
+  assert evaluate_checkpoint(tmp_path)["params_finite"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sparsity", "0.9"], "--sparse-method"),
+    (["--sparsity", "1.2", "--sparse-method", "rigl"],
+     "--sparsity must be in [0, 1), got 1.2"),
+    (["--sparse-method", "set"], "--sparsity"),
+    (["--num-dirs", "0"], "--num-dirs must be a positive integer, got 0"),
+    (["--optimizer", "adam"], "--optimizer"),
+    (["--model", "resnet7"], "--model"),
+    (["--dataset", "imagenet"], "--dataset"),
+    (["--steps", "10", "--epochs", "2"], "--epochs"),
+    (["--zo-batch-fraction", "0"], "--zo-batch-fraction"),
+    (["--optimizer", "sgd", "--num-dirs", "4"], "--num-dirs"),
+    (["--lr", "-1"], "--lr"),
+    (["--compare", "sgd,adam"], "--compare"),
+    (["--steps", "10", "--stop-after", "20"], "--stop-after"),
+])
+def test_invalid_flags_are_rejected_naming_the_flag(flags, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(flags)
+  assert e.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_help_lists_every_flag(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["--help"])
+  out = capsys.readouterr().out
+  for flag in ("--zo-batch-fraction", "--sparse-distribution", "--resume",
+               "--compare", "--zo-distribution", "--checkpoint-every"):
+    assert flag in out
+
+
+@pytest.mark.slow
+def test_default_run_reaches_high_accuracy(tmp_path):
+  assert cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["final_test_accuracy"] > 0.9
