@@ -166,7 +166,7 @@ def test_end_step_as_fraction_of_total_steps():
   masks = {"w": jnp.array([True, True, False, False])}
   params = {"w": jnp.array([1.0, 2.0, 0.0, 0.0])}
   tx = sparse.rigl(optax.sgd(0.0), masks=masks, update_every=1, end_step=0.25,
-                   total_steps=8, drop_fraction=1.0)
+                   total_steps=8, drop_fraction=lambda t: jnp.float32(1.0))
   update = jax.jit(tx.update)
   state = tx.init(params)
   history = []
