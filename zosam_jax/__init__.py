@@ -7,6 +7,7 @@ References:
 
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
 from zosam_jax._src.estimators import zo_gradient
+from zosam_jax._src.zo_sam import pop_aux
 from zosam_jax._src.zo_sam import sam
 from zosam_jax._src.zo_sam import zo_sam
 from zosam_jax._src.zo_sam import ZOSAMState
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "MASKS_FROM_BASE_STATE",
+    "pop_aux",
     "sam",
     "zo_gradient",
     "zo_sam",

@@ -52,7 +52,8 @@ class ZOSAMState(NamedTuple):
     perturbation_norm: float32, :math:`\\|\\epsilon\\|_2` of the last step
       (``rho``, or 0 when the ascent direction vanished).
     aux: with ``has_aux=True``, the auxiliary output of ``value_fn`` at the
-      perturbed point in the last step (``None`` in the initial state).
+      perturbed point in the last step (``None`` in the initial state, or
+      zeros shaped like ``aux_like``).
   """
 
   key: jax.Array
@@ -108,9 +109,16 @@ def _sharpness_aware(
     key: base.KeyLike,
     ascent_fn: _AscentFn,
     has_aux: bool,
+    aux_like: Any,
     axis_name: Optional[str],
 ) -> optax.GradientTransformationExtraArgs:
   """The step shared by ZO-SAM and SAM, given how to get the ascent direction."""
+  if not isinstance(has_aux, bool):
+    raise TypeError(f"`has_aux` must be a bool, got {has_aux!r}")
+  if aux_like is not None and not has_aux:
+    raise ValueError("`aux_like` needs `has_aux=True`")
+  initial_aux = None if aux_like is None else jax.tree.map(
+      lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
   _check_base_tx(base_tx)
   _check_nonnegative(rho, "rho", strict=False)
   masking.check_mask_fn(mask_fn)
@@ -126,7 +134,7 @@ def _sharpness_aware(
     zero = jnp.zeros((), jnp.float32)
     return ZOSAMState(key=key, base_tx_state=base_tx.init(params), loss=zero,
                       perturbed_loss=zero, ascent_norm=zero,
-                      perturbation_norm=zero, aux=None)
+                      perturbation_norm=zero, aux=initial_aux)
 
   def update_fn(
       updates: base.Updates,
@@ -194,6 +202,7 @@ def zo_sam(
     chunk_size: Optional[int] = None,
     ravel: bool = True,
     has_aux: bool = False,
+    aux_like: Any = None,
     axis_name: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Zero-Order Sharpness-Aware Minimization (ZO-SAM).
@@ -247,7 +256,13 @@ def zo_sam(
       params' sharding, for FSDP-style sharded params).
     has_aux: whether ``value_fn`` returns ``(loss, aux)``; the aux at the
       perturbed point (e.g. logits and updated BatchNorm statistics) is then
-      stored in the state's ``aux`` field.
+      stored in the state's ``aux`` field (take it out with :func:`pop_aux`).
+    aux_like: with ``has_aux=True``, a pytree of arrays or
+      ``jax.ShapeDtypeStruct`` with the structure of the aux (e.g.
+      ``jax.eval_shape(value_fn, params)[1]``); the initial state then holds
+      zeros of that structure instead of ``None``, so the state's structure
+      never changes. Needed by ``flax.nnx.Optimizer``, which cannot change the
+      structure of its state; ``None`` (default) otherwise.
     axis_name: inside ``shard_map``/``pmap``, the name of the data axis over
       which loss values and the gradient are averaged with ``jax.lax.pmean``.
 
@@ -281,11 +296,11 @@ def zo_sam(
   .. note::
     BatchNorm and other model state: with ``has_aux=True`` let ``value_fn``
     return ``(loss, (logits, new_batch_stats))``; after ``update`` read them
-    from ``state.aux`` (they come from the forward pass at
-    :math:`\theta + \epsilon`, the one with the backward pass) and the loss at
-    :math:`\theta` from ``state.loss``: a training step then contains exactly
-    one backward pass. For ``jax.lax.scan`` carries, give the initial state an
-    ``aux`` of the right structure with ``state._replace(aux=...)``.
+    with ``aux, state = zosam_jax.pop_aux(state)`` (they come from the forward
+    pass at :math:`\theta + \epsilon`, the one with the backward pass) and the
+    loss at :math:`\theta` from ``state.loss``: a training step then contains
+    exactly one backward pass, and ``pop_aux`` keeps the state's structure
+    fixed from step to step.
 
   .. note::
     bfloat16: loss differences are always formed in float32, but parameters
@@ -315,7 +330,7 @@ def zo_sam(
     return unravel(g_hat, jnp.float32), loss
 
   return _sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
-                          has_aux, axis_name)
+                          has_aux, aux_like, axis_name)
 
 
 def sam(
@@ -324,6 +339,7 @@ def sam(
     mask_fn: Optional[base.MaskOrFn] = None,
     *,
     has_aux: bool = False,
+    aux_like: Any = None,
     axis_name: Optional[str] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Sharpness-Aware Minimization with two backward passes (the reference).
@@ -341,6 +357,8 @@ def sam(
     rho: the perturbation radius :math:`\rho`.
     mask_fn: which weights are active, as in :func:`zo_sam`.
     has_aux: whether ``value_fn`` returns ``(loss, aux)``, as in
+      :func:`zo_sam`.
+    aux_like: the structure of the aux for the initial state, as in
       :func:`zo_sam`.
     axis_name: the data axis to average over inside ``shard_map``/``pmap``.
 
@@ -373,4 +391,38 @@ def sam(
     return grads, loss
 
   return _sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
-                          axis_name)
+                          aux_like, axis_name)
+
+
+def pop_aux(state: base.OptState) -> tuple[Any, base.OptState]:
+  """Takes the ``aux`` of the last step out of a (possibly nested) ZO-SAM state.
+
+  Reading the aux and resetting it to ``None`` keeps the optimizer state's
+  structure identical from step to step (no recompilation, small checkpoints).
+
+  Args:
+    state: the state of :func:`zo_sam` or :func:`sam`, or a state holding one
+      (``optax.inject_hyperparams``, ``optax.chain``, ...).
+
+  Returns:
+    ``(aux, state)``: the aux returned by ``value_fn`` at the perturbed point
+    in the last step, and the state with ``aux=None``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, zosam_jax
+    >>> tx = zosam_jax.zo_sam(optax.sgd(0.1), has_aux=True)
+    >>> params = jnp.ones(2)
+    >>> value_fn = lambda p: (jnp.sum(p ** 2), {'logits': p})
+    >>> _, state = tx.update(params, tx.init(params), params, value_fn=value_fn)
+    >>> aux, state = zosam_jax.pop_aux(state)
+    >>> sorted(aux), state.aux
+    (['logits'], None)
+
+  References:
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
+  """
+  inner = optax.tree.get(state, "ZOSAMState")
+  if inner is None:
+    raise ValueError("`state` holds no ZOSAMState (from zo_sam or sam)")
+  return inner.aux, optax.tree.set(state, ZOSAMState=inner._replace(aux=None))
