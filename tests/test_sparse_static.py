@@ -67,7 +67,8 @@ def test_masks_survive_200_steps_with_momentum_and_weight_decay(name):
   assert moments_are_zero_where_pruned(inner, state.inner_state, masks)
   # Active weights did train.
   k = "layer_1"
-  assert bool(jnp.any((new_params[k]["kernel"] != params[k]["kernel"]) & masks[k]["kernel"]))
+  moved = new_params[k]["kernel"] != params[k]["kernel"]
+  assert bool(jnp.any(moved & masks[k]["kernel"]))
 
 
 def test_first_update_zeroes_pruned_weights_of_dense_params():
@@ -89,7 +90,8 @@ def test_masks_given_as_tree_or_callable():
   masks = sparse.init_masks(params, 0.5, distribution="uniform", key=2)
   from_tree = sparse.static_sparse(optax.sgd(0.1), masks=masks).init(params)
   from_fn = sparse.static_sparse(
-      optax.sgd(0.1), masks=lambda p: sparse.init_masks(p, 0.5, distribution="uniform", key=2)
+      optax.sgd(0.1),
+      masks=lambda p: sparse.init_masks(p, 0.5, distribution="uniform", key=2),
   ).init(params)
   chex.assert_trees_all_equal(from_tree.masks, masks)
   chex.assert_trees_all_equal(from_fn.masks, masks)
@@ -126,7 +128,9 @@ def test_extra_args_are_forwarded_to_inner():
 
 def test_state_has_masks_field_found_by_tree_get_and_map_params():
   params = helpers_sparse.mlp_params()
-  tx = optax.chain(optax.clip(1.0), sparse.static_sparse(optax.adam(1e-3), sparsity=0.5))
+  tx = optax.chain(
+      optax.clip(1.0), sparse.static_sparse(optax.adam(1e-3), sparsity=0.5)
+  )
   state = tx.init(params)
   masks = optax.tree.get(state, "masks")
   chex.assert_trees_all_equal_shapes(masks, params)
