@@ -5,6 +5,7 @@ References:
   Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
 """
 
+from zosam_jax import sparse
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
 from zosam_jax._src.estimators import zo_gradient
 from zosam_jax._src.zo_sam import pop_aux
@@ -18,6 +19,7 @@ __all__ = (
     "MASKS_FROM_BASE_STATE",
     "pop_aux",
     "sam",
+    "sparse",
     "zo_gradient",
     "zo_sam",
     "ZOSAMState",
