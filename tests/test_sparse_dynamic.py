@@ -229,3 +229,17 @@ def test_drop_and_grow_caps_drop_at_inactive_count():
   new = sparse.drop_and_grow(masks, params, {"w": jnp.ones(4)}, 1.0)
   assert int(new["w"].sum()) == 3
   chex.assert_trees_all_equal(new["w"], jnp.array([False, True, True, True]))
+
+
+def test_drop_fraction_can_be_injected_as_a_hyperparameter():
+  static = ("sparsity", "end_step", "update_every", "total_steps", "key")
+  tx = optax.inject_hyperparams(sparse.rigl, static_args=static)(
+      optax.sgd(0.1), sparsity=0.5, end_step=10, update_every=1, drop_fraction=0.5
+  )
+  params = {"w": jnp.arange(1.0, 17.0).reshape(4, 4)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for _ in range(2):
+    _, state = update(params, state, params)
+  assert int(optax.tree.get(state, "masks")["w"].sum()) == 8
+  assert float(state.hyperparams["drop_fraction"]) == 0.5

@@ -36,6 +36,10 @@ def default_dense_fn(path: str, leaf: Any) -> bool:
     >>> import jax.numpy as jnp
     >>> default_dense_fn("Dense_0/bias", jnp.zeros(3))
     True
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   del path
   return np.ndim(leaf) <= 1
@@ -80,6 +84,10 @@ def prunable(
     >>> params = {"a": jnp.zeros((2, 3)), "b": jnp.zeros(3), "c": jnp.zeros((3, 4))}
     >>> prunable(params, dense_last_layer=True)
     {'a': True, 'b': False, 'c': False}
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   dense_fn = default_dense_fn if dense_fn is None else dense_fn
   paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -117,6 +125,10 @@ def uniform(
     >>> import jax.numpy as jnp
     >>> uniform({"w": jnp.zeros((4, 4)), "b": jnp.zeros(4)}, 0.75)
     {'b': 1.0, 'w': 0.25}
+
+  References:
+    Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
+    for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
   """
   check_sparsity(sparsity)
   is_prunable = prunable(
@@ -240,6 +252,10 @@ def layer_densities(
     >>> import jax.numpy as jnp
     >>> layer_densities({"w": jnp.zeros((4, 4))}, 0.5, "uniform")
     {'w': 0.5}
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   fns = {"uniform": uniform, "erk": erk}
   if distribution not in fns:

@@ -64,6 +64,13 @@ def drop_and_grow(
     >>> scores = {"w": jnp.array([0.0, 0.0, 1.0, 5.0])}
     >>> drop_and_grow(masks, params, scores, 0.5)
     {'w': Array([False,  True, False,  True], dtype=bool)}
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
+    Mocanu et al., `Scalable training of artificial neural networks with
+    adaptive sparse connectivity inspired by network science
+    <https://arxiv.org/abs/1707.04780>`_, Nature Communications 2018
   """
 
   neg_inf = jnp.float32(-jnp.inf)
@@ -297,6 +304,11 @@ def set_sparse(
     Mocanu et al., `Scalable training of artificial neural networks with
     adaptive sparse connectivity inspired by network science
     <https://arxiv.org/abs/1707.04780>`_, Nature Communications 2018
+
+  .. note::
+    With ``optax.inject_hyperparams`` only ``drop_fraction`` can be a traced
+    hyperparameter: pass ``static_args=("sparsity", "end_step",
+    "update_every", "total_steps", "key")``.
   """
   drop_fraction_fn, end_step = _check_and_build(
       drop_fraction, update_every, end_step, total_steps, masks, sparsity,
@@ -389,6 +401,11 @@ def rigl(
   References:
     Evci et al., `Rigging the Lottery: Making All Tickets Winners
     <https://arxiv.org/abs/1911.11134>`_, ICML 2020
+
+  .. note::
+    With ``optax.inject_hyperparams`` only ``drop_fraction`` can be a traced
+    hyperparameter: pass ``static_args=("sparsity", "end_step",
+    "update_every", "total_steps", "key")``.
   """
   drop_fraction_fn, end_step = _check_and_build(
       drop_fraction, update_every, end_step, total_steps, masks, sparsity,

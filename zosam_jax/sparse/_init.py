@@ -70,6 +70,10 @@ def random_masks(
     >>> masks = random_masks(0, {"w": jnp.zeros((4, 5))}, {"w": 0.25})
     >>> int(masks["w"].sum())
     5
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   key = base.canonicalize_key(key)
   return _masks_from_scores(_uniform_scores(key, params), densities)
@@ -89,6 +93,10 @@ def magnitude_masks(params: base.Params, densities: base.Params) -> base.Params:
     >>> import jax.numpy as jnp
     >>> magnitude_masks({"w": jnp.array([0.1, -3.0, 2.0, 0.5])}, {"w": 0.5})
     {'w': Array([False,  True,  True, False], dtype=bool)}
+
+  References:
+    Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
+    for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
   """
   return _masks_from_scores(jax.tree.map(jnp.abs, params), densities)
 
@@ -170,6 +178,10 @@ def init_masks(
     >>> masks = init_masks(params, 0.75, distribution="uniform", key=0)
     >>> int(masks["w"].sum()), int(masks["b"].sum())
     (16, 8)
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   if method not in INIT_METHODS:
     raise ValueError(f"`method` must be one of {INIT_METHODS}, got {method!r}")

@@ -77,6 +77,10 @@ def apply_masks(params: base.Params, state_or_masks: Any) -> base.Params:
     >>> import jax.numpy as jnp
     >>> apply_masks({"w": jnp.ones(3)}, {"w": jnp.array([True, False, True])})
     {'w': Array([1., 0., 1.], dtype=float32)}
+
+  References:
+    Lee et al., `JaxPruner: A concise library for sparsity research
+    <https://arxiv.org/abs/2304.14082>`_, 2023
   """
   masks = get_masks(state_or_masks, params)
   check_masks(masks, params, "state_or_masks")

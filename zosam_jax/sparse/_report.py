@@ -112,6 +112,10 @@ def sparsity_report(
     w       (2, 2)  0.5000   2/4
     ------  ------  -------  ------
     global          0.6667   4/6
+
+  References:
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
   """
   layers = []
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):

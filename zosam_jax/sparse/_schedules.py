@@ -31,6 +31,8 @@ def check_non_negative_int(value: Any, name: str) -> None:
 
 
 def check_drop_fraction(value: Any, name: str = "drop_fraction") -> None:
+  if isinstance(value, jax.Array):  # traced, e.g. under optax.inject_hyperparams
+    return
   if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
     raise TypeError(f"`{name}` must be a float, got {type(value).__name__}")
   if not 0.0 < float(value) <= 1.0:
@@ -114,6 +116,11 @@ def constant_drop_fraction(
     >>> fn = constant_drop_fraction(0.3, end_step=100)
     >>> [round(float(fn(t)), 2) for t in (0, 99, 100)]
     [0.3, 0.3, 0.0]
+
+  References:
+    Mocanu et al., `Scalable training of artificial neural networks with
+    adaptive sparse connectivity inspired by network science
+    <https://arxiv.org/abs/1707.04780>`_, Nature Communications 2018
   """
   check_drop_fraction(drop_fraction)
   if end_step is not None:
@@ -153,6 +160,10 @@ def is_update_step(
   Examples:
     >>> [bool(is_update_step(t, 2, end_step=6)) for t in range(8)]
     [False, False, True, False, True, False, False, False]
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020
   """
   step = jnp.asarray(step)
   result = (step > begin_step) & ((step - begin_step) % update_every == 0)
