@@ -129,12 +129,12 @@ def train_and_evaluate(config: config_lib.TrainConfig,
   Examples:
     >>> import tempfile
     >>> from zosam_jax.train import TrainConfig, train_and_evaluate
-    >>> cfg = TrainConfig(steps=20, eval_every=20, log_every=10, progress=False)
+    >>> cfg = TrainConfig(optimizer="sgd", steps=10, eval_every=10, progress=False)
     >>> with tempfile.TemporaryDirectory() as d:
     ...   summary = train_and_evaluate(cfg, d)  # doctest: +ELLIPSIS
     digits: ...
     >>> summary["steps"]
-    20
+    10
   """
   cfg = config_lib.validate(config)
   workdir = Path(workdir if workdir is not None else cfg.workdir)

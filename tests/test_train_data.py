@@ -1,0 +1,140 @@
+"""Tests of the dataset loaders and the on-device input pipeline."""
+
+import pickle
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zosam_jax.train import cli
+from zosam_jax.train import data
+from zosam_jax.train import pipeline
+
+
+def _pickle(path, obj):
+  with open(path, "wb") as f:
+    pickle.dump(obj, f)
+
+
+def _fake_images(n, seed):
+  return np.random.default_rng(seed).integers(0, 256, (n, 3072), dtype=np.uint8)
+
+
+def make_cifar10(root, per_batch=8):
+  """Writes a tiny CIFAR-10 in the official python-pickle layout."""
+  folder = root / "cifar-10-batches-py"
+  folder.mkdir(parents=True)
+  for i in range(1, 6):
+    _pickle(folder / f"data_batch_{i}",
+            {b"data": _fake_images(per_batch, i),
+             b"labels": [(i + j) % 10 for j in range(per_batch)]})
+  _pickle(folder / "test_batch", {b"data": _fake_images(per_batch, 0),
+                                  b"labels": list(range(per_batch))})
+  return folder
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+  monkeypatch.setenv("ZOSAM_DATA", str(tmp_path / "cache"))
+
+
+def test_cifar10_pickles_are_read_as_nhwc_uint8(tmp_path):
+  make_cifar10(tmp_path)
+  ds = data.load_dataset("cifar10", tmp_path, download=False)
+  assert ds.x_train.shape == (40, 32, 32, 3) and ds.x_train.dtype == np.uint8
+  assert ds.x_test.shape == (8, 32, 32, 3) and ds.num_classes == 10 and ds.augment
+  # Row-major CHW in the pickle: red plane first, then green, then blue.
+  raw = _fake_images(8, 1)[3]
+  np.testing.assert_array_equal(ds.x_train[3, 0, 1], raw[[1, 1024 + 1, 2048 + 1]])
+  np.testing.assert_array_equal(ds.y_train[:8], [(1 + j) % 10 for j in range(8)])
+  np.testing.assert_allclose(ds.mean / 255, [0.4914, 0.4822, 0.4465])
+
+
+def test_cifar10_archive_is_extracted(tmp_path):
+  folder = make_cifar10(tmp_path / "src")
+  with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+    tar.add(folder, arcname="cifar-10-batches-py")
+  ds = data.load_dataset("cifar10", tmp_path, download=False)
+  assert ds.x_train.shape[0] == 40
+  assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+  folder = tmp_path / "cifar-100-python"
+  folder.mkdir()
+  _pickle(folder / "train", {b"data": _fake_images(6, 1),
+                             b"fine_labels": [99, 0, 5, 7, 42, 3],
+                             b"coarse_labels": [0] * 6})
+  _pickle(folder / "test", {b"data": _fake_images(4, 2),
+                            b"fine_labels": [1, 2, 3, 98], b"coarse_labels": [0] * 4})
+  ds = data.load_dataset("cifar100", folder, download=False)
+  assert ds.num_classes == 100
+  np.testing.assert_array_equal(ds.y_train, [99, 0, 5, 7, 42, 3])
+  np.testing.assert_array_equal(ds.y_test, [1, 2, 3, 98])
+  assert ds.x_test.shape == (4, 32, 32, 3)
+
+
+def test_missing_cifar_says_where_to_put_it(tmp_path):
+  with pytest.raises(data.DataNotFoundError) as e:
+    data.load_dataset("cifar100", tmp_path, download=False)
+  message = str(e.value)
+  assert "--data-dir" in message and "cifar-100-python.tar.gz" in message
+  assert "eb9058c3a382ffc7106e4002c42a8d85" in message
+
+
+def test_missing_cifar_exits_with_status_1(tmp_path, capsys):
+  code = cli.main(["--dataset", "cifar100", "--data-dir", str(tmp_path),
+                   "--no-download", "--workdir", str(tmp_path / "run")])
+  assert code == 1
+  assert "cifar-100-python" in capsys.readouterr().err
+
+
+def test_training_on_cifar_format_with_augmentation(tmp_path):
+  make_cifar10(tmp_path / "data")
+  code = cli.main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+                   "--model", "mlp", "--optimizer", "sgd", "--batch-size", "16",
+                   "--steps", "4", "--eval-every", "2", "--no-progress",
+                   "--workdir", str(tmp_path / "run")])
+  assert code == 0
+
+
+def test_digits_split_is_deterministic_and_stratified():
+  a, b = data.load_dataset("digits"), data.load_dataset("digits")
+  np.testing.assert_array_equal(a.x_test, b.x_test)
+  assert np.bincount(a.y_test).min() >= 35  # About 36 test images per class.
+  assert a.x_train.dtype == np.uint8 and a.x_train.max() == 16
+
+
+def test_epoch_permutation_is_a_pure_function_of_seed_and_epoch():
+  p = pipeline.epoch_permutation(3, 7, 100)
+  np.testing.assert_array_equal(p, pipeline.epoch_permutation(3, 7, 100))
+  np.testing.assert_array_equal(np.sort(p), np.arange(100))
+  assert not np.array_equal(p, pipeline.epoch_permutation(3, 8, 100))
+  assert not np.array_equal(p, pipeline.epoch_permutation(4, 7, 100))
+
+
+def test_batch_order_visits_each_example_once_per_epoch():
+  order = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  epoch = np.concatenate([order.indices(s) for s in range(5)])
+  np.testing.assert_array_equal(np.sort(epoch), np.arange(50))
+  fresh = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  np.testing.assert_array_equal(fresh.indices(7), order.indices(7))
+
+
+def test_random_crop_flip_cuts_windows_of_the_padded_image(key):
+  images = jnp.arange(2 * 6 * 6 * 1, dtype=jnp.float32).reshape(2, 6, 6, 1) + 1
+  out = np.asarray(jax.jit(pipeline.random_crop_flip, static_argnums=2)(
+      key, images, 2))
+  padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
+  for i in range(2):
+    windows = [padded[i, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+    windows += [w[:, ::-1] for w in windows]
+    assert any(np.array_equal(out[i], w) for w in windows)
+
+
+def test_normalize_uses_per_channel_statistics():
+  x = jnp.full((1, 2, 2, 3), 10, jnp.uint8)
+  out = pipeline.normalize(x, jnp.array([10.0, 0.0, 5.0]), jnp.array([1.0, 2.0, 5.0]))
+  np.testing.assert_allclose(out[0, 0, 0], [0.0, 5.0, 1.0])
