@@ -113,51 +113,6 @@ def gradient_grow_scores(grads: base.Updates, key: jax.Array) -> base.Updates:
   return jax.tree.map(jnp.abs, grads)
 
 
-def masked_step_with_mask_update(
-    inner: optax.GradientTransformationExtraArgs,
-    updates: base.Updates,
-    inner_state: base.OptState,
-    params: base.Params,
-    masks: base.Params,
-    is_update: jax.Array,
-    new_masks_fn: Callable[[base.Params], base.Params],
-    **extra_args: Any,
-) -> tuple[base.Updates, base.Params, base.OptState]:
-  """One sparse step, then (if ``is_update``) a mask change.
-
-  The inner step runs on the old masks; ``new_masks_fn`` then sees the
-  stepped weights (as in RigL's reference code). Weights that leave or enter
-  the masks are set to exactly zero by the returned updates, and the inner
-  state is reset at their positions.
-  """
-  stepped_updates, inner_state = _masks.masked_inner_update(
-      inner, updates, inner_state, params, masks, **extra_args
-  )
-
-  def change():
-    stepped = optax.apply_updates(params, stepped_updates)
-    new_masks = new_masks_fn(stepped)
-    changed = jax.tree.map(jnp.not_equal, masks, new_masks)
-    new_params = _masks.apply_masks(stepped, new_masks)
-    return new_masks, _masks.reset_changed(
-        inner, inner_state, changed, new_params
-    )
-
-  new_masks, inner_state = jax.lax.cond(
-      is_update, change, lambda: (masks, inner_state)
-  )
-  # Kept weights take the inner update; dropped, grown (initialised at zero)
-  # and pruned weights are set to zero.
-  keep = jax.tree.map(jnp.logical_and, masks, new_masks)
-  updates = jax.tree.map(
-      lambda u, p, k: jnp.where(k, u, -p).astype(u.dtype),
-      stepped_updates,
-      params,
-      keep,
-  )
-  return updates, new_masks, inner_state
-
-
 def _drop_grow(
     inner: optax.GradientTransformation,
     grow_score_fn: GrowScoreFn,
@@ -201,7 +156,7 @@ def _drop_grow(
     new_masks_fn = lambda stepped: drop_and_grow(
         state.masks, stepped, grow_score_fn(updates, subkey), drop_fraction
     )
-    updates, new_masks, inner_state = masked_step_with_mask_update(
+    updates, new_masks, inner_state = _masks.masked_step_with_mask_update(
         inner,
         updates,
         state.inner_state,

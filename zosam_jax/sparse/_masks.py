@@ -8,6 +8,7 @@ parameters, and every pruned weight receives the update ``-param`` so that
 """
 
 import math
+from collections.abc import Callable
 from typing import Any, Optional
 
 import jax
@@ -208,3 +209,48 @@ def reset_changed(
       transform_non_params=lambda pair: pair.current,
       is_leaf=lambda x: isinstance(x, optax.MaskedNode),
   )
+
+
+def masked_step_with_mask_update(
+    inner: optax.GradientTransformationExtraArgs,
+    updates: base.Updates,
+    inner_state: base.OptState,
+    params: base.Params,
+    masks: base.Params,
+    is_update: jax.Array,
+    new_masks_fn: Callable[[base.Params], base.Params],
+    **extra_args: Any,
+) -> tuple[base.Updates, base.Params, base.OptState]:
+  """One sparse step, then (if ``is_update``) a mask change.
+
+  The inner step runs on the old masks; ``new_masks_fn`` then sees the
+  stepped weights (as in RigL's reference code). Weights that leave or enter
+  the masks are set to exactly zero by the returned updates, and the inner
+  state is reset at their positions.
+  """
+  stepped_updates, inner_state = masked_inner_update(
+      inner, updates, inner_state, params, masks, **extra_args
+  )
+
+  def change():
+    stepped = optax.apply_updates(params, stepped_updates)
+    new_masks = new_masks_fn(stepped)
+    changed = jax.tree.map(jnp.not_equal, masks, new_masks)
+    new_params = apply_masks(stepped, new_masks)
+    return new_masks, reset_changed(
+        inner, inner_state, changed, new_params
+    )
+
+  new_masks, inner_state = jax.lax.cond(
+      is_update, change, lambda: (masks, inner_state)
+  )
+  # Kept weights take the inner update; dropped, grown (initialised at zero)
+  # and pruned weights are set to zero.
+  keep = jax.tree.map(jnp.logical_and, masks, new_masks)
+  updates = jax.tree.map(
+      lambda u, p, k: jnp.where(k, u, -p).astype(u.dtype),
+      stepped_updates,
+      params,
+      keep,
+  )
+  return updates, new_masks, inner_state

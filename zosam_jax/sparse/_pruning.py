@@ -8,7 +8,6 @@ import optax
 
 from zosam_jax._src import base
 from zosam_jax.sparse import _distributions
-from zosam_jax.sparse import _dynamic
 from zosam_jax.sparse import _init
 from zosam_jax.sparse import _masks
 from zosam_jax.sparse import _schedules
@@ -175,7 +174,7 @@ def gmp(
       )
       return _masks.top_k_masks(scores, counts)
 
-    updates, masks, inner_state = _dynamic.masked_step_with_mask_update(
+    updates, masks, inner_state = _masks.masked_step_with_mask_update(
         inner,
         updates,
         state.inner_state,
