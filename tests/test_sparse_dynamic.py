@@ -213,6 +213,10 @@ def test_bad_arguments_raise(method):
     make(inner, sparsity=0.5, end_step=10, distribution="normal")
   with pytest.raises(ValueError, match="one of `masks` or `sparsity` is required"):
     make(inner, end_step=10)
+  with pytest.raises(TypeError, match="`drop_fraction` must be a float"):
+    make(inner, sparsity=0.5, end_step=10, drop_fraction="0.3")
+  with pytest.raises(TypeError, match="`key` must be an int seed or a jax PRNG key"):
+    make(inner, sparsity=0.5, end_step=10, key="seed")
 
 
 def test_mismatched_masks_raise():

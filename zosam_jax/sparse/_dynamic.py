@@ -212,7 +212,10 @@ def set_sparse(
   :math:`\alpha_t` of its active weights with the smallest magnitude and
   activates as many weights at random among those that were inactive, so the
   active count per layer stays constant (:func:`drop_and_grow`). Between
-  updates it behaves as :func:`static_sparse`.
+  updates it behaves as :func:`static_sparse`. A float ``drop_fraction`` is
+  cosine-decayed as in Evci et al.'s SET baseline; SET's original constant
+  fraction is ``drop_fraction=sparse.constant_drop_fraction(0.3)``.
+
   Args:
     inner: the wrapped optimizer, e.g. ``optax.sgd(0.1, momentum=0.9)``.
     end_step: last step of mask updates, exclusive: an int, or a float in
@@ -240,6 +243,7 @@ def set_sparse(
     ``0 < t < end_step`` and ``t % update_every == 0``
     (:func:`is_update_step`); the inner step runs on the old masks and the
     drop reads the stepped weights.
+
   Examples:
     >>> import jax
     >>> import jax.numpy as jnp
@@ -311,6 +315,7 @@ def rigl(
   :math:`|g|` (``updates`` as received, e.g. ``zo_sam``'s gradient at
   :math:`\theta + \epsilon`). Grown weights start at exactly zero, and the
   inner optimizer's moments are reset wherever the mask changed.
+
   Args:
     inner: the wrapped optimizer, e.g. ``optax.sgd(0.1, momentum=0.9)``.
     end_step: last step of mask updates, exclusive: an int, or a float in
@@ -338,6 +343,7 @@ def rigl(
     ``0 < t < end_step`` and ``t % update_every == 0``
     (:func:`is_update_step`); the inner step runs on the old masks and the
     drop reads the stepped weights.
+
   Examples:
     >>> import jax
     >>> import jax.numpy as jnp
