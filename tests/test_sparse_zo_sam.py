@@ -24,7 +24,7 @@ def test_no_direction_perturbation_or_update_touches_a_pruned_weight():
   loss = lambda p: helpers_sparse.mlp_loss(p, x, y)
   inner = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.05, momentum=0.9))
   tx = zosam_jax.zo_sam(
-      sparse.rigl(inner, sparsity=0.8, update_every=3, end_step=15, drop_fraction=0.5),
+      sparse.rigl(inner, sparsity=0.8, update_every=2, end_step=8, drop_fraction=0.5),
       rho=0.05, num_dirs=2, mask_fn="base_state", key=0,
   )
   state = tx.init(params)
@@ -45,7 +45,7 @@ def test_no_direction_perturbation_or_update_touches_a_pruned_weight():
 
   initial_masks = optax.tree.get(state, "masks")
   losses = []
-  for _ in range(16):
+  for _ in range(10):
     params, state, updates, old_masks = step(params, state)
     new_masks = optax.tree.get(state, "masks")
     losses.append(float(state.perturbed_loss))
@@ -55,7 +55,7 @@ def test_no_direction_perturbation_or_update_touches_a_pruned_weight():
     active_before_or_after = jax.tree.map(jnp.logical_or, old_masks, new_masks)
     assert float(largest_pruned_magnitude(updates, active_before_or_after)) == 0.0
   jax.effects_barrier()
-  assert len(seen) >= 16 * 5  # 2 directions x 2 points + the perturbed point
+  assert len(seen) >= 10 * 5  # 2 directions x 2 points + the perturbed point
   assert max(float(v) for v in seen) == 0.0
   final_masks = optax.tree.get(state, "masks")
   # RigL moved the masks and kept the per-layer counts.
@@ -64,4 +64,4 @@ def test_no_direction_perturbation_or_update_touches_a_pruned_weight():
   chex.assert_trees_all_equal(
       jax.tree.map(jnp.sum, final_masks), jax.tree.map(jnp.sum, initial_masks)
   )
-  assert np.mean(losses[-4:]) < np.mean(losses[:4])
+  assert np.mean(losses[-3:]) < np.mean(losses[:3])
