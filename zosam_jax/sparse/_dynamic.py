@@ -18,7 +18,7 @@ GrowScoreFn = Callable[[base.Updates, jax.Array], base.Updates]
 
 
 class DynamicSparseState(NamedTuple):
-  """State of :func:`set_sparse`, :func:`rigl` and :func:`gmp`.
+  """State of :func:`set_sparse` and :func:`rigl`.
 
   Attributes:
     count: number of ``update`` calls so far (int32).
@@ -68,11 +68,11 @@ def drop_and_grow(
   References:
     Evci et al., `Rigging the Lottery: Making All Tickets Winners
     <https://arxiv.org/abs/1911.11134>`_, ICML 2020
+
     Mocanu et al., `Scalable training of artificial neural networks with
     adaptive sparse connectivity inspired by network science
     <https://arxiv.org/abs/1707.04780>`_, Nature Communications 2018
   """
-
   neg_inf = jnp.float32(-jnp.inf)
   n_active = jax.tree.map(lambda m: jnp.sum(m, dtype=jnp.int32), masks)
 
@@ -187,8 +187,6 @@ def _check_and_build(
     return drop_fraction, end_step
   _schedules.check_drop_fraction(drop_fraction)
   return _schedules.cosine_drop_fraction(drop_fraction, end_step), end_step
-
-
 
 
 def set_sparse(
