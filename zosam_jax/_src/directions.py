@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import base
+from zosam_jax._src import sharding
 
 
 def sample_direction(key: jax.Array, like: base.Params, active: base.Params,
@@ -43,10 +44,16 @@ def sample_direction(key: jax.Array, like: base.Params, active: base.Params,
   """
   leaves, treedef = jax.tree.flatten(like)
   keys = jax.random.split(key, len(leaves))
-  if distribution == "rademacher":
-    draw = lambda k, x: jax.random.rademacher(k, jnp.shape(x), jnp.float32)
-  else:
-    draw = lambda k, x: jax.random.normal(k, jnp.shape(x), jnp.float32)
+  sample = (jax.random.rademacher if distribution == "rademacher"
+            else jax.random.normal)
+
+  def draw(k, x):
+    # Under explicit sharding, draw each device's block of the direction only
+    # (random bits do not depend on the sharding); elsewhere XLA propagates the
+    # params' sharding to the direction.
+    out_sharding = jax.typeof(x).sharding if sharding.explicit_axes(x) else None
+    return sample(k, jnp.shape(x), jnp.float32, out_sharding=out_sharding)
+
   u = jax.tree.unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
   if active is not None:
     u = jax.tree.map(jnp.multiply, u, active)

@@ -83,8 +83,10 @@ def zo_gradient(
   Direction ``i`` is drawn from ``jax.random.fold_in(key, i)``, so the
   directions never have to be held at once: with ``chunk_size=k`` only ``k``
   perturbed copies of the params exist at a time and the directions are
-  regenerated to form :math:`\\hat g`. Without ``chunk_size`` all evaluations
-  run in one ``jax.vmap``, which is fastest on launch-bound models.
+  regenerated to form :math:`\\hat g`. With ``chunk_size`` at least the
+  number of evaluations, they all run in one ``jax.vmap`` (fastest on
+  launch-bound models on GPU/TPU); with ``chunk_size=1`` one direction at a
+  time, unbatched (fastest on CPU).
 
   Args:
     loss_fn: ``params -> scalar`` loss on the current minibatch.
@@ -98,8 +100,9 @@ def zo_gradient(
       ``"jvp"``).
     estimator: ``"central"``, ``"forward"`` or ``"jvp"``.
     distribution: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
-    chunk_size: evaluate at most this many perturbed losses at once
-      (``None``: all at once).
+    chunk_size: evaluate at most this many perturbed losses at once in one
+      ``jax.vmap``; ``1`` evaluates them one after the other without batching
+      the weights; ``None`` chooses by backend (:func:`resolve_chunk_size`).
     axis_name: if given, the loss values (or directional derivatives) are
       averaged over this mapped axis with ``jax.lax.pmean`` so that every device
       uses the global minibatch loss.
@@ -120,12 +123,19 @@ def zo_gradient(
   direction = lambda i: directions.sample_direction(
       jax.random.fold_in(key, i), params, active, distribution)
   f32_loss = lambda p: jnp.asarray(loss_fn(p), jnp.float32)
-  all_at_once = chunk_size is None or chunk_size >= 2 * num_dirs
+  num_lanes = num_dirs if estimator == "jvp" else len(
+      _lanes(estimator, num_dirs, smoothing)[0])
+  chunk_size = resolve_chunk_size(chunk_size, num_lanes)
+  if chunk_size == 1:
+    g_hat, loss = _sequential(f32_loss, params, direction, num_dirs=num_dirs,
+                              smoothing=smoothing, estimator=estimator,
+                              axis_name=axis_name)
+    return jax.tree.map(lambda g: g / num_dirs, g_hat), loss
+  all_at_once = chunk_size >= num_lanes
 
   if estimator == "jvp":
     def derivative(u):
-      u = jax.tree.map(lambda d, p: d.astype(p.dtype), u, params)
-      return jax.jvp(f32_loss, (params,), (u,))
+      return jax.jvp(f32_loss, (params,), (_like(u, params),))
 
     if all_at_once:
       dirs = jax.vmap(direction)(jnp.arange(num_dirs))
@@ -158,6 +168,63 @@ def zo_gradient(
         0, num_dirs,
         lambda i, acc: jax.tree.map(lambda a, d: a + coeffs[i] * d, acc,
                                     direction(i)),
-        jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params))
+        jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
   g_hat = jax.tree.map(lambda g: g / num_dirs, g_hat)
   return g_hat, loss
+
+
+def resolve_chunk_size(chunk_size: Optional[int], num_lanes: int) -> int:
+  """How many perturbed evaluations run at once (``None``: by backend).
+
+  A ``jax.vmap`` over perturbed copies of the weights batches the weights of
+  every layer. On GPUs and TPUs that is nearly free for launch-bound models, so
+  all evaluations run at once; on CPUs XLA lowers batched-weight convolutions
+  to grouped convolutions that cost several times the separate passes
+  (``benchmarks/README.md``), so they run one after the other.
+
+  Args:
+    chunk_size: the user's ``chunk_size`` (``None`` for automatic).
+    num_lanes: the number of perturbed evaluations of the estimator.
+
+  Returns:
+    A chunk size in ``[1, num_lanes]``.
+  """
+  if chunk_size is None:
+    return 1 if jax.default_backend() == "cpu" else num_lanes
+  return min(chunk_size, num_lanes)
+
+
+def _like(u: base.Params, params: base.Params) -> base.Params:
+  """Casts a float32 direction to the params' dtypes (jvp tangents)."""
+  return jax.tree.map(lambda d, p: d.astype(p.dtype), u, params)
+
+
+def _sequential(f32_loss, params, direction, *, num_dirs, smoothing, estimator,
+                axis_name):
+  """One direction at a time, unbatched: each direction is drawn once."""
+  pmean = ((lambda x: x) if axis_name is None
+           else (lambda x: jax.lax.pmean(x, axis_name)))
+  at_params = pmean(f32_loss(params)) if estimator == "forward" else None
+
+  def body(i, carry):
+    g_hat, total = carry
+    u = direction(i)
+    if estimator == "jvp":
+      value, coeff = pmean(jax.jvp(f32_loss, (params,), (_like(u, params),)))
+    elif estimator == "central":
+      plus = pmean(f32_loss(perturb(params, u, smoothing)))
+      minus = pmean(f32_loss(perturb(params, u, -smoothing)))
+      value, coeff = (plus + minus) / 2, (plus - minus) / (2 * smoothing)
+    else:
+      plus = pmean(f32_loss(perturb(params, u, smoothing)))
+      value, coeff = at_params, (plus - at_params) / smoothing
+    g_hat = jax.tree.map(lambda a, d: a + coeff * d, g_hat, u)
+    return g_hat, total + value
+
+  zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+  # Unrolling the few directions of the usual settings lets XLA schedule the
+  # forward passes together; a loop keeps compile time bounded beyond that.
+  g_hat, total = jax.lax.fori_loop(0, num_dirs, body,
+                                   (zeros, jnp.zeros((), jnp.float32)),
+                                   unroll=min(num_dirs, 4))
+  return g_hat, total / num_dirs

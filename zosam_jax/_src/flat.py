@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import base
+from zosam_jax._src import sharding
 
 
 def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
@@ -26,6 +27,9 @@ def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
 
   Args:
     tree: a pytree of arrays, leaves of shape ``s_j`` and dtype ``t_j``.
+
+  Raises:
+    ValueError: if a leaf is sharded over a mesh axis under explicit sharding.
 
   Returns:
     ``(vector, unravel)``: ``vector`` has shape ``(sum_j prod(s_j),)`` and dtype
@@ -46,6 +50,13 @@ def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     Sparse Training <https://arxiv.org/abs/2603.13115>`_, 2026
   """
   leaves, treedef = jax.tree.flatten(tree)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if sharding.explicit_axes(leaf):
+      raise ValueError(
+          "`ravel=True` concatenates all parameters into one replicated"
+          f" vector, but the leaf at {jax.tree_util.keystr(path)} is sharded"
+          f" as {jax.typeof(leaf).sharding.spec}; pass `ravel=False` to work"
+          " leaf by leaf and keep the params' sharding")
   shapes = [jnp.shape(x) for x in leaves]
   dtypes = [jnp.result_type(x) for x in leaves]
   sizes = [math.prod(s) for s in shapes]

@@ -19,6 +19,7 @@ from zosam_jax._src import base
 from zosam_jax._src import estimators
 from zosam_jax._src import flat
 from zosam_jax._src import masking
+from zosam_jax._src import sharding
 
 # Called with the loss on the current minibatch, the params, the mask (or None)
 # and a PRNG key; returns the ascent direction (float32, masked) and a float32
@@ -101,6 +102,47 @@ def _check_base_tx(base_tx: Any) -> None:
                     f" {type(base_tx).__name__}")
 
 
+def _mean_value_and_grad(
+    fn: Callable[[Any], Any], params: base.Params, axis_name: Any,
+    has_aux: bool = False,
+) -> tuple[Any, base.Params]:
+  """``jax.value_and_grad`` of ``fn`` averaged over the mapped ``axis_name``."""
+  if axis_name is None:
+    return jax.value_and_grad(fn, has_aux=has_aux)(params)
+  # Under shard_map's replication checking (check_vma=True) the gradient with
+  # respect to replicated params comes out already summed over the axis;
+  # differentiating at a per-device ("varying") copy gives the local gradient
+  # in every mode (also pmap and check_vma=False), and its pmean is the
+  # gradient of the global mean loss.
+  names = set(axis_name) if isinstance(axis_name, tuple) else {axis_name}
+
+  def as_varying(x):
+    missing = tuple(sorted(names - sharding.varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  value, grads = jax.value_and_grad(fn, has_aux=has_aux)(
+      jax.tree.map(as_varying, params))
+  loss, aux = value if has_aux else (value, None)
+  loss, grads = jax.lax.pmean((loss, grads), axis_name)
+  return ((loss, aux) if has_aux else loss), grads
+
+
+def _check_reduced(name: str, axis_name: Any, **losses: jax.Array) -> None:
+  """Raises if a loss still differs between devices inside ``shard_map``."""
+  for what, loss in losses.items():
+    axes = sharding.varying_axes(loss)
+    if axes:
+      raise ValueError(
+          f"{name}: the {what} differs between devices along the mapped"
+          f" axes {tuple(sorted(axes))} (each device sees its own part of the"
+          " batch), so devices would take different steps. Pass"
+          f" `axis_name={tuple(sorted(axes)) if len(axes) > 1 else min(axes)!r}`"
+          f" to {name} to average loss values and gradients with"
+          " `jax.lax.pmean`"
+          + ("" if axis_name is None else
+             f" (it is {axis_name!r}, which does not cover all of them)"))
+
+
 def _sharpness_aware(
     name: str,
     base_tx: optax.GradientTransformation,
@@ -162,11 +204,10 @@ def _sharpness_aware(
     scale = jnp.where(ascent_norm > 0, rho / safe_norm, 0.0)
     perturbed_params = estimators.perturb(params, direction, scale)
 
-    value, grads = jax.value_and_grad(value_fn, has_aux=has_aux)(
-        perturbed_params)
+    value, grads = _mean_value_and_grad(value_fn, perturbed_params, axis_name,
+                                        has_aux)
     perturbed_loss, aux = value if has_aux else (value, None)
-    if axis_name is not None:
-      grads, perturbed_loss = jax.lax.pmean((grads, perturbed_loss), axis_name)
+    _check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
     # A sparse-training base transformation masks gradients and updates itself
     # and reads the dense gradient (RigL's grow criterion).
     if not masks_in_base_state:
@@ -383,9 +424,7 @@ def sam(
 
   def ascent_fn(loss_fn, params, mask, step_key):
     del step_key
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    if axis_name is not None:
-      loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    loss, grads = _mean_value_and_grad(loss_fn, params, axis_name)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32),
                          masking.apply_mask(grads, mask))
     return grads, loss
