@@ -1,0 +1,325 @@
+"""Step cost of ZO-SAM against SGD and SAM, measured in one run.
+
+For each model and method: the median wall-clock time of a jitted training
+step (after warm-up, synchronised with ``block_until_ready``, params and
+optimizer state donated), its compiled FLOPs from XLA's cost analysis, the
+compiled memory footprint, and the device's peak memory where the backend
+reports it. Every ratio is taken against SGD measured in the same run.
+
+Usage::
+
+  python benchmarks/step_cost.py --preset cpu   # this machine, minutes
+  python benchmarks/step_cost.py --preset gpu   # the full grid of the issue
+
+It prints a markdown table and writes JSON (``--out``).
+
+References:
+  Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+  Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
+"""
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import zosam_jax
+from zosam_jax import sparse
+from zosam_jax.train import models
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A benchmark model: a flax module and the shape of one batch."""
+  name: str
+  module: Any
+  input_shape: tuple[int, ...]
+  batch_size: int
+  num_classes: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One optimizer configuration of the grid."""
+  name: str
+  kind: str  # "sgd", "sam", "optax_sam", "zosam"
+  num_dirs: int = 0
+  estimator: str = "central"
+  chunk_size: Optional[int] = None
+  zo_batch_fraction: float = 1.0
+
+  @property
+  def forward_passes(self) -> int:
+    """Forward passes of the ascent step (the paper's count)."""
+    if self.kind != "zosam":
+      return 0
+    return {"central": 2 * self.num_dirs, "forward": self.num_dirs + 1,
+            "jvp": 2 * self.num_dirs}[self.estimator]
+
+
+def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
+  """The models of the grid; `cpu` uses smaller batches."""
+  small = preset == "cpu"
+  b = lambda gpu, cpu: batch_override or (cpu if small else gpu)
+  specs = [
+      ModelSpec("resnet32", models.get_model("resnet32", 10), (32, 32, 3),
+                b(128, 32)),
+      ModelSpec("mlp", models.get_model("mlp", 10, features=(512, 512)),
+                (28, 28, 1), b(256, 256)),
+      ModelSpec("vit", models.get_model("vit", 10, hidden_dim=128, depth=4,
+                                        num_heads=4, mlp_dim=256),
+                (32, 32, 3), b(128, 32)),
+      ModelSpec("wide_resnet32",
+                models.CifarResNet(10, blocks_per_stage=5,
+                                   widths=(64, 128, 256)),
+                (32, 32, 3), b(256, 16)),
+  ]
+  return specs
+
+
+def methods(preset: str) -> list[Method]:
+  """The optimizer grid; `cpu` keeps the rows the CPU table needs."""
+  rows = [Method("sgd", "sgd"), Method("sam", "sam"),
+          Method("optax.contrib.sam", "optax_sam")]
+  if preset == "cpu":
+    dirs, estimators = (1, 4), ("central", "forward", "jvp")
+  else:
+    dirs, estimators = (1, 2, 4, 8, 16), ("central", "forward", "jvp")
+  for estimator in estimators:
+    for m in dirs:
+      rows.append(Method(f"zosam m={m} {estimator}", "zosam", m, estimator))
+  rows.append(Method("zosam m=1 central chunk=1", "zosam", 1, "central",
+                     chunk_size=1))
+  rows.append(Method("zosam m=4 central chunk=2", "zosam", 4, "central",
+                     chunk_size=2))
+  rows.append(Method("zosam m=1 central zo_batch=0.25", "zosam", 1, "central",
+                     zo_batch_fraction=0.25))
+  return rows
+
+
+def _loss_fn(module, batch_stats, x, y):
+  """The training loss with BatchNorm statistics as aux (flax linen)."""
+  def loss(params):
+    variables = {"params": params}
+    if batch_stats is not None:
+      variables["batch_stats"] = batch_stats
+      logits, new_vars = module.apply(variables, x, train=True,
+                                      mutable=["batch_stats"])
+      new_stats = new_vars["batch_stats"]
+    else:
+      logits, new_stats = module.apply(variables, x, train=True), None
+    value = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return value, new_stats
+  return loss
+
+
+def make_step(spec: ModelSpec, method: Method, base: Callable[[], Any],
+              masks: Any) -> tuple[Callable, Any]:
+  """Returns ``(step, init_state)`` for a method: step(params, stats, state, x, y)."""
+  sparse_base = (lambda: sparse.static_sparse(base(), masks=masks)) if masks is not None else base
+  mask_fn = "base_state" if masks is not None else None
+  if method.kind == "sgd":
+    tx = sparse_base()
+
+    def step(params, stats, state, x, y):
+      (_, stats), grads = jax.value_and_grad(
+          _loss_fn(spec.module, stats, x, y), has_aux=True)(params)
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), stats, state
+    return step, tx
+
+  if method.kind == "optax_sam":
+    tx = optax.contrib.sam(sparse_base(), optax.chain(
+        optax.contrib.normalize(), optax.sgd(0.05)), opaque_mode=True)
+
+    def step(params, stats, state, x, y):
+      loss = _loss_fn(spec.module, stats, x, y)
+      (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      grad_fn = lambda p, _: jax.grad(lambda q: loss(q)[0])(p)
+      updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
+      return optax.apply_updates(params, updates), stats, state
+    return step, tx
+
+  if method.kind == "sam":
+    tx = zosam_jax.sam(sparse_base(), rho=0.05, mask_fn=mask_fn, has_aux=True)
+  else:
+    tx = zosam_jax.zo_sam(sparse_base(), rho=0.05, num_dirs=method.num_dirs,
+                          mask_fn=mask_fn, estimator=method.estimator,
+                          chunk_size=method.chunk_size, has_aux=True)
+
+  def step(params, stats, state, x, y):
+    kwargs = {}
+    if method.zo_batch_fraction < 1.0:
+      k = max(1, int(round(method.zo_batch_fraction * x.shape[0])))
+      kwargs["zo_value_fn"] = _loss_fn(spec.module, stats, x[:k], y[:k])
+    updates, state = tx.update(params, state, params,
+                               value_fn=_loss_fn(spec.module, stats, x, y),
+                               **kwargs)
+    stats, state = zosam_jax.pop_aux(state)
+    return optax.apply_updates(params, updates), stats, state
+  return step, tx
+
+
+def _memory(compiled) -> Optional[int]:
+  try:
+    m = compiled.memory_analysis()
+    return int(m.temp_size_in_bytes + m.argument_size_in_bytes
+               + m.output_size_in_bytes - m.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _peak_device_memory() -> Optional[int]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def measure(spec: ModelSpec, method: Method, sparsity: float, steps: int,
+            warmup: int) -> dict[str, Any]:
+  """Times one (model, method, sparsity) cell."""
+  kx, ky, kp = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (spec.batch_size,) + spec.input_shape)
+  y = jax.random.randint(ky, (spec.batch_size,), 0, spec.num_classes)
+  variables = spec.module.init(kp, x[:1], train=False)
+  params, stats = variables["params"], variables.get("batch_stats")
+  masks = None
+  if sparsity > 0:
+    masks = sparse.init_masks(params, sparsity, distribution="erk",
+                              method="random", key=jax.random.key(1))
+    params = sparse.apply_masks(params, masks)
+  base = lambda: optax.sgd(0.05, momentum=0.9)
+  step, tx = make_step(spec, method, base, masks)
+  state = tx.init(params)
+  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+  compiled = jitted.lower(params, stats, state, x, y).compile()
+  flops = compiled.cost_analysis().get("flops")
+  for _ in range(warmup):
+    params, stats, state = compiled(params, stats, state, x, y)
+  jax.block_until_ready(params)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    params, stats, state = compiled(params, stats, state, x, y)
+    jax.block_until_ready((params, stats, state))
+    times.append(time.perf_counter() - start)
+  return {"model": spec.name, "batch_size": spec.batch_size,
+          "method": method.name, "kind": method.kind,
+          "num_dirs": method.num_dirs, "estimator": method.estimator,
+          "chunk_size": method.chunk_size,
+          "zo_batch_fraction": method.zo_batch_fraction,
+          "forward_passes": method.forward_passes, "sparsity": sparsity,
+          "ms_per_step": 1e3 * statistics.median(times), "flops": flops,
+          "compiled_bytes": _memory(compiled),
+          "peak_device_bytes": _peak_device_memory()}
+
+
+def forward_flops(spec: ModelSpec) -> float:
+  """FLOPs of one training-mode forward pass (loss included)."""
+  x = jnp.zeros((spec.batch_size,) + spec.input_shape)
+  y = jnp.zeros((spec.batch_size,), jnp.int32)
+  variables = jax.eval_shape(lambda: spec.module.init(jax.random.key(0), x[:1],
+                                                      train=False))
+  loss = lambda p, s: _loss_fn(spec.module, s, x, y)(p)[0]
+  compiled = jax.jit(loss).lower(variables["params"],
+                                 variables.get("batch_stats")).compile()
+  return compiled.cost_analysis()["flops"]
+
+
+def target_checks(row: dict[str, Any], sgd: dict[str, Any],
+                  sam: Optional[dict[str, Any]], fwd: float) -> list[str]:
+  """PASS/FAIL of the issue's targets that apply to a row."""
+  out = []
+  ratio = row["ms_per_step"] / sgd["ms_per_step"]
+  # XLA's cost analysis counts a loop body once: only unrolled rows compare.
+  unrolled = row["chunk_size"] is None and row["num_dirs"] <= 4
+  if row["kind"] == "zosam" and row["estimator"] == "central" and unrolled:
+    expected = (sgd["flops"]
+                + 2 * row["num_dirs"] * fwd * row["zo_batch_fraction"])
+    ok = abs(row["flops"] - expected) <= 0.1 * expected
+    out.append(f"flops≈sgd+2m·fwd {'PASS' if ok else 'FAIL'}")
+    if sam is not None and row["num_dirs"] <= 4 and row["compiled_bytes"] and sam["compiled_bytes"]:
+      ok = row["compiled_bytes"] <= 1.1 * sam["compiled_bytes"]
+      out.append(f"mem≤1.1·SAM {'PASS' if ok else 'FAIL'}")
+  limits = {
+      ("resnet32", 1, 1.0): 1.6, ("resnet32", 4, 1.0): 1.7,
+      ("resnet32", 16, 1.0): 2.5, ("wide_resnet32", 1, 1.0): 1.65,
+      ("wide_resnet32", 1, 0.25): 1.3,
+  }
+  if row["kind"] == "zosam" and row["estimator"] == "central":
+    limit = limits.get((row["model"], row["num_dirs"], row["zo_batch_fraction"]))
+    if limit is not None:
+      out.append(f"≤{limit}×SGD {'PASS' if ratio <= limit else 'FAIL'}")
+    if (row["model"] == "resnet32" and row["num_dirs"] == 1 and sam is not None
+        and row["zo_batch_fraction"] == 1.0):
+      ok = row["ms_per_step"] <= 0.75 * sam["ms_per_step"]
+      out.append(f"≤0.75×SAM {'PASS' if ok else 'FAIL'}")
+  return out
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+  parser.add_argument("--models", default=None,
+                      help="comma-separated subset of resnet32,mlp,vit,wide_resnet32")
+  parser.add_argument("--methods", default=None,
+                      help="comma-separated substrings selecting method names")
+  parser.add_argument("--sparsities", default="0,0.9,0.98")
+  parser.add_argument("--batch-size", type=int, default=None)
+  parser.add_argument("--steps", type=int, default=None)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--out", default="benchmarks/results/step_cost.json")
+  args = parser.parse_args(argv)
+  steps = args.steps or (5 if args.preset == "cpu" else 50)
+  specs = model_specs(args.preset, args.batch_size)
+  if args.models:
+    wanted = args.models.split(",")
+    specs = [s for s in specs if s.name in wanted]
+  grid = methods(args.preset)
+  if args.methods:
+    keys = args.methods.split(",")
+    grid = [m for m in grid if m.kind == "sgd" or any(k in m.name for k in keys)]
+  sparsities = [float(s) for s in args.sparsities.split(",")]
+
+  device = jax.devices()[0]
+  header = {"backend": jax.default_backend(), "device": device.device_kind,
+            "jax": jax.__version__, "python": platform.python_version(),
+            "preset": args.preset, "steps": steps}
+  print(f"# step cost on {header['device']} ({header['backend']}), jax {jax.__version__}")
+  print("| model | batch | sparsity | method | ms/step | ×SGD | GFLOPs | FLOPs ×SGD | MiB (compiled) | targets |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  rows = []
+  for spec in specs:
+    fwd = forward_flops(spec)
+    for sparsity in sparsities:
+      cell = {}
+      for method in grid:
+        row = measure(spec, method, sparsity, steps, args.warmup)
+        cell[method.name] = row
+        sgd, sam = cell["sgd"], cell.get("sam")
+        row["ratio_to_sgd"] = row["ms_per_step"] / sgd["ms_per_step"]
+        row["flops_ratio_to_sgd"] = row["flops"] / sgd["flops"]
+        row["forward_flops"] = fwd
+        row["targets"] = target_checks(row, sgd, sam, fwd)
+        rows.append(row)
+        mib = (row["compiled_bytes"] or 0) / 2**20
+        print(f"| {spec.name} | {spec.batch_size} | {sparsity:g} | {method.name} | "
+              f"{row['ms_per_step']:.1f} | {row['ratio_to_sgd']:.2f} | "
+              f"{row['flops'] / 1e9:.2f} | {row['flops_ratio_to_sgd']:.2f} | "
+              f"{mib:.0f} | {', '.join(row['targets'])} |", flush=True)
+  import os  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump({"header": header, "rows": rows}, f, indent=1)
+  print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
