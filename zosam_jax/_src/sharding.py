@@ -38,17 +38,22 @@ def varying_axes(x: Any) -> frozenset:
   """The ``shard_map`` axes over which ``x`` may differ from device to device.
 
   Args:
-    x: an array or tracer.
+    x: an array, tracer or ``jax.ShapeDtypeStruct``.
 
   Returns:
     The manual axes ``x`` varies over, as tracked by ``shard_map`` with
     ``check_vma=True``; empty elsewhere (``pmap``, ``check_vma=False``).
   """
-  aval = jax.typeof(x)
+  aval = x if isinstance(x, jax.ShapeDtypeStruct) else jax.typeof(x)
   manual = getattr(aval, "manual_axis_type", None)
   if manual is not None:
     return frozenset(manual.varying)
   return frozenset(getattr(aval, "vma", ()))
+
+
+def manual_axes() -> tuple[str, ...]:
+  """The mesh axes of the enclosing ``shard_map`` (empty outside one)."""
+  return tuple(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
 
 
 def can_ravel(params: base.Params) -> bool:

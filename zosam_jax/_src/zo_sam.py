@@ -114,7 +114,7 @@ def _mean_value_and_grad(
   # differentiating at a per-device ("varying") copy gives the local gradient
   # in every mode (also pmap and check_vma=False), and its pmean is the
   # gradient of the global mean loss.
-  names = set(axis_name) if isinstance(axis_name, tuple) else {axis_name}
+  names = _axis_names(axis_name)
 
   def as_varying(x):
     missing = tuple(sorted(names - sharding.varying_axes(x)))
@@ -127,10 +127,16 @@ def _mean_value_and_grad(
   return ((loss, aux) if has_aux else loss), grads
 
 
-def _check_reduced(name: str, axis_name: Any, **losses: jax.Array) -> None:
-  """Raises if a loss still differs between devices inside ``shard_map``."""
+def _axis_names(axis_name: Any) -> frozenset:
+  if axis_name is None:
+    return frozenset()
+  return frozenset(axis_name if isinstance(axis_name, tuple) else (axis_name,))
+
+
+def _check_reduced(name: str, axis_name: Any, **losses: Any) -> None:
+  """Raises if a loss differs between devices over axes ``axis_name`` misses."""
   for what, loss in losses.items():
-    axes = sharding.varying_axes(loss)
+    axes = sharding.varying_axes(loss) - _axis_names(axis_name)
     if axes:
       raise ValueError(
           f"{name}: the {what} differs between devices along the mapped"
@@ -197,6 +203,11 @@ def _sharpness_aware(
     ascent_value_fn = value_fn if zo_value_fn is None else zo_value_fn
     ascent_loss = ((lambda p: ascent_value_fn(p)[0]) if has_aux
                    else ascent_value_fn)
+    if sharding.manual_axes():
+      # Inside shard_map, fail with a clear message before the estimator meets
+      # per-device losses (only the shape of this forward pass is traced).
+      _check_reduced(name, axis_name,
+                     loss=jax.eval_shape(ascent_loss, params))
     direction, loss = ascent_fn(ascent_loss, params, mask, step_key)
     ascent_norm = optax.tree.norm(direction)
     # ε = ρ d/‖d‖, and ε = 0 (not NaN) when d = 0.
