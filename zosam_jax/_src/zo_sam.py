@@ -304,8 +304,12 @@ def zo_sam(
       bound memory on large models; directions are regenerated from their keys
       rather than stored. ``None`` (default): all in one ``jax.vmap``.
     ravel: work on one raveled float32 vector of all parameters (default; fast
-      for many small leaves) or, with ``False``, leaf by leaf (keeps the
-      params' sharding, for FSDP-style sharded params).
+      for many small leaves) or, with ``False``, leaf by leaf. The vector is
+      replicated: with sharded (FSDP) params use ``ravel=False``, which draws
+      each device's block of the directions only (``ravel=True`` would gather
+      every parameter, and raises under explicit sharding).
+      ``zosam_jax.can_ravel(params)`` picks it; the two settings draw different
+      directions from the same key.
     has_aux: whether ``value_fn`` returns ``(loss, aux)``; the aux at the
       perturbed point (e.g. logits and updated BatchNorm statistics) is then
       stored in the state's ``aux`` field (take it out with :func:`pop_aux`).
@@ -315,8 +319,13 @@ def zo_sam(
       zeros of that structure instead of ``None``, so the state's structure
       never changes. Needed by ``flax.nnx.Optimizer``, which cannot change the
       structure of its state; ``None`` (default) otherwise.
-    axis_name: inside ``shard_map``/``pmap``, the name of the data axis over
-      which loss values and the gradient are averaged with ``jax.lax.pmean``.
+    axis_name: inside ``shard_map``/``pmap``, the name (or tuple of names) of
+      the data axis over which loss values and the gradient are averaged with
+      ``jax.lax.pmean``, so that every device takes the step of the global
+      batch; directions are identical on every device (the key in the state is
+      replicated). Inside ``shard_map`` a loss that still differs between
+      devices raises a ``ValueError`` (not detectable under ``pmap`` or
+      ``check_vma=False``). Not needed under ``jax.jit`` with shardings.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`. Its ``update`` is called
@@ -412,7 +421,8 @@ def sam(
       :func:`zo_sam`.
     aux_like: the structure of the aux for the initial state, as in
       :func:`zo_sam`.
-    axis_name: the data axis to average over inside ``shard_map``/``pmap``.
+    axis_name: the data axis to average over inside ``shard_map``/``pmap``,
+      as in :func:`zo_sam`.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, called as
