@@ -1,0 +1,70 @@
+"""Helpers shared by the gradient analyses: checkpoints, masks, losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def find_masks(opt_state: Any) -> Any | None:
+  """The sparse masks held somewhere in an optimizer state (``None`` if dense).
+
+  ``zo_sam``/``sam`` keep the sparse method's state in ``base_tx_state``; the
+  sparse states (static, SET/RigL, GMP) have a ``masks`` field.
+  """
+  if hasattr(opt_state, "masks"):
+    return opt_state.masks
+  if isinstance(opt_state, (tuple, list)):
+    for child in opt_state:
+      found = find_masks(child)
+      if found is not None:
+        return found
+  return None
+
+
+def active_mask(params: Any, masks: Any | None) -> Any:
+  """A float32 0/1 pytree shaped like ``params`` (ones where dense)."""
+  if masks is None:
+    return jax.tree.map(lambda p: jnp.ones(p.shape, jnp.float32), params)
+  return jax.tree.map(lambda p, m: jnp.broadcast_to(jnp.asarray(m, jnp.float32), p.shape),
+                      params, masks)
+
+
+def load_run(workdir: str, step: int | None = None):
+  """``(params, active, cfg, model, ds)`` of a run's checkpoint."""
+  from zosam_jax.train import get_model, load_dataset, load_train_state
+
+  state, _, cfg = load_train_state(workdir, step)
+  ds = load_dataset(cfg.dataset)
+  model = get_model(cfg.model, ds.num_classes)
+  return state.params, active_mask(state.params, find_masks(state.opt_state)), cfg, model, ds
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  from pathlib import Path
+  root = Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+
+
+def make_loss(model, mean, std):
+  """``loss(params, x, y)``: mean cross-entropy on raw (storage-scale) inputs."""
+  import optax
+  mean, std = jnp.asarray(mean), jnp.asarray(std)
+
+  def loss(params, x, y):
+    logits = model.apply({"params": params}, (x.astype(jnp.float32) - mean) / std,
+                         train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return loss
+
+
+def sample_batches(num_examples: int, batch_size: int, num_batches: int,
+                   seed: int = 0) -> np.ndarray:
+  """``(num_batches, batch_size)`` indices, each batch without replacement."""
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.choice(num_examples, batch_size, replace=False)
+                   for _ in range(num_batches)])
