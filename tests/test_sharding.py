@@ -134,17 +134,19 @@ def test_fsdp_directions_are_drawn_per_shard_not_gathered(method):
   assert shapes and shapes <= {"16,4", "4", "4,3", "3"}, shapes
 
 
-def test_explicit_sharding_draws_directions_with_the_params_sharding():
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher", "sphere"])
+def test_explicit_sharding_draws_directions_with_the_params_sharding(
+    distribution):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
   with jax.set_mesh(mesh):
     like = jax.device_put(jnp.zeros((16, 32)), P(None, "data"))
     draw = jax.jit(lambda k, p: directions.sample_direction(
-        k, p, None, "gaussian"))
+        k, p, None, distribution))
     u = draw(jax.random.key(0), like)
   assert u.sharding.spec == P(None, "data")
-  chex.assert_trees_all_equal(
+  chex.assert_trees_all_close(
       u, directions.sample_direction(jax.random.key(0), jnp.zeros((16, 32)),
-                                     None, "gaussian"))
+                                     None, distribution), rtol=1e-6)
 
 
 def test_explicit_fsdp_matches_one_device():

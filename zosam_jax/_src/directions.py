@@ -44,19 +44,21 @@ def sample_direction(key: jax.Array, like: base.Params, active: base.Params,
   """
   leaves, treedef = jax.tree.flatten(like)
   keys = jax.random.split(key, len(leaves))
-  sample = (jax.random.rademacher if distribution == "rademacher"
-            else jax.random.normal)
 
   def draw(k, x):
     # Under explicit sharding, draw each device's block of the direction only
     # (random bits do not depend on the sharding); elsewhere XLA propagates the
     # params' sharding to the direction.
-    if sharding.explicit_axes(x):
-      return sample(k, jnp.shape(x), jnp.float32,
-                    out_sharding=jax.typeof(x).sharding)
+    explicit = sharding.explicit_axes(x)
     if distribution == "rademacher":
-      return packed_rademacher(k, jnp.shape(x))
-    return sample(k, jnp.shape(x), jnp.float32)
+      # Packed signs depend on the flat layout: draw them whole, then shard,
+      # so that every layout gets the same direction from the same key.
+      u = packed_rademacher(k, jnp.shape(x))
+      return jax.sharding.reshard(u, jax.typeof(x).sharding) if explicit else u
+    if explicit:
+      return jax.random.normal(k, jnp.shape(x), jnp.float32,
+                               out_sharding=jax.typeof(x).sharding)
+    return jax.random.normal(k, jnp.shape(x), jnp.float32)
 
   u = jax.tree.unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
   if active is not None:
