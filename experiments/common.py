@@ -22,8 +22,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 EXP = REPO / "experiments"
-RESULTS = EXP / "results"
-FIGURES = EXP / "figures"
+RESULTS = Path(os.environ.get("ZOSAM_RESULTS", EXP / "results"))
+FIGURES = Path(os.environ.get("ZOSAM_FIGURES", EXP / "figures"))
 RUNS = Path(os.environ.get("ZOSAM_RUNS", REPO / "runs" / "experiments"))
 
 OPTIMIZERS = ("sgd", "sam", "zosam")

@@ -1,0 +1,74 @@
+"""Smoke tests of the experiment scripts' corruption and aggregation code."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import common  # noqa: E402
+import corruptions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images():
+  rng = np.random.default_rng(0)
+  x = np.zeros((16, 8, 8, 1), np.float32)
+  x[:, 2:6, 3:5] = rng.uniform(0.5, 1.0, (16, 4, 2, 1))
+  return x
+
+
+@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+def test_corruption_keeps_shape_range_and_is_deterministic(images, name):
+  for sev in corruptions.SEVERITIES:
+    y = corruptions.corrupt(images, name, sev, seed=3)
+    assert y.shape == images.shape and y.dtype == np.float32
+    assert y.min() >= 0.0 and y.max() <= 1.0
+    np.testing.assert_array_equal(y, corruptions.corrupt(images, name, sev, seed=3))
+
+
+@pytest.mark.parametrize("name", corruptions.CORRUPTIONS)
+def test_corruption_strength_grows_with_severity(images, name):
+  dist = [np.abs(corruptions.corrupt(images, name, s) - images).mean()
+          for s in corruptions.SEVERITIES]
+  assert dist[0] > 0
+  assert dist[-1] > dist[0]
+
+
+def test_corrupt_rejects_unknown_name_and_severity(images):
+  with pytest.raises(ValueError, match="unknown corruption"):
+    corruptions.corrupt(images, "fog", 1)
+  with pytest.raises(ValueError, match="severity"):
+    corruptions.corrupt(images, "contrast", 6)
+
+
+def test_aggregate_and_paper_table_layout():
+  rows = [dict(sparse_method="rigl", optimizer=o, sparsity=s, test_accuracy=a)
+          for o, s, a in [("sgd", 0.9, 0.90), ("sgd", 0.9, 0.92), ("zosam", 0.9, 0.95),
+                          ("zosam", 0.9, 0.97), ("sgd", 0.98, 0.80)]]
+  stats = common.aggregate(rows, ("sparse_method", "optimizer", "sparsity"),
+                           "test_accuracy")
+  assert stats[("rigl", "sgd", 0.9)]["n"] == 2
+  np.testing.assert_allclose(stats[("rigl", "sgd", 0.9)]["mean"], 0.91)
+  np.testing.assert_allclose(stats[("rigl", "sgd", 0.9)]["std"], np.std([0.9, 0.92], ddof=1))
+  table = common.paper_table(rows, ["rigl"], [0.9, 0.98]).splitlines()
+  assert table[0] == "| method | optimizer | 90% | 98% |"
+  assert table[2] == "| RigL | SGD | 91.00 ± 1.41 | 80.00 |"
+  assert table[3] == "| RigL | ZO-SAM | 96.00 ± 1.41 | — |"
+  assert len(table) == 4  # SAM has no rows, so no line.
+
+
+def test_passes_per_step_counts_backward_and_forward_passes():
+  assert common.passes_per_step("sgd") == (1, 1)
+  assert common.passes_per_step("sam") == (2, 2)
+  assert common.passes_per_step("zosam", 1) == (1, 3)
+  assert common.passes_per_step("zosam", 4, "forward") == (1, 6)
+
+
+def test_run_name_is_stable_and_spells_out_extra_fields():
+  base = dict(dataset="digits", steps=800)
+  name = common.run_name(dict(sparse_method="rigl", sparsity=0.95, optimizer="zosam",
+                              rho=0.05, seed=2), base)
+  assert name == "digits-rigl-s0.95-zosam-rho=0.05-seed2"
