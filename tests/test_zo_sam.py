@@ -320,3 +320,21 @@ def test_base_state_masks_need_a_sparse_base():
   tx = zosam_jax.zo_sam(optax.sgd(0.1), mask_fn="base_state")
   with pytest.raises(ValueError, match="zosam_jax.sparse"):
     tx.update(params, tx.init(params), params, value_fn=jnp.sum)
+
+
+def test_state_round_trips_through_an_orbax_checkpoint(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  params, loss = helpers.mlp_problem()
+  mask = helpers.random_mask(params)
+  tx = zosam_jax.zo_sam(optax.adam(1e-2), rho=0.05, num_dirs=2, mask_fn=mask)
+  _, state = _run(tx, params, loss, steps=3)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "state", state)
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(
+      tmp_path / "state",
+      jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+  assert isinstance(restored, zosam_jax.ZOSAMState)
+  step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
+  chex.assert_trees_all_equal(step(params, restored)[0],
+                              step(params, state)[0])
