@@ -21,6 +21,7 @@ References:
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import time
@@ -55,6 +56,8 @@ class Method:
   estimator: str = "central"
   chunk_size: Optional[int] = None
   zo_batch_fraction: float = 1.0
+  distribution: str = "gaussian"
+  ravel: bool = True
 
   @property
   def forward_passes(self) -> int:
@@ -102,6 +105,10 @@ def methods(preset: str) -> list[Method]:
                      chunk_size=2))
   rows.append(Method("zosam m=1 central zo_batch=0.25", "zosam", 1, "central",
                      zo_batch_fraction=0.25))
+  rows.append(Method("zosam m=1 central rademacher", "zosam", 1, "central",
+                     distribution="rademacher"))
+  rows.append(Method("zosam m=1 central ravel=False", "zosam", 1, "central",
+                     ravel=False))
   return rows
 
 
@@ -153,7 +160,9 @@ def make_step(spec: ModelSpec, method: Method, base: Callable[[], Any],
   else:
     tx = zosam_jax.zo_sam(sparse_base(), rho=0.05, num_dirs=method.num_dirs,
                           mask_fn=mask_fn, estimator=method.estimator,
-                          chunk_size=method.chunk_size, has_aux=True)
+                          distribution=method.distribution,
+                          chunk_size=method.chunk_size, ravel=method.ravel,
+                          has_aux=True)
 
   def step(params, stats, state, x, y):
     kwargs = {}
@@ -182,9 +191,8 @@ def _peak_device_memory() -> Optional[int]:
   return stats.get("peak_bytes_in_use")
 
 
-def measure(spec: ModelSpec, method: Method, sparsity: float, steps: int,
-            warmup: int) -> dict[str, Any]:
-  """Times one (model, method, sparsity) cell."""
+def _cell_inputs(spec: ModelSpec, sparsity: float):
+  """The batch, params, BatchNorm statistics and masks of one grid cell."""
   kx, ky, kp = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (spec.batch_size,) + spec.input_shape)
   y = jax.random.randint(ky, (spec.batch_size,), 0, spec.num_classes)
@@ -195,30 +203,56 @@ def measure(spec: ModelSpec, method: Method, sparsity: float, steps: int,
     masks = sparse.init_masks(params, sparsity, distribution="erk",
                               method="random", key=jax.random.key(1))
     params = sparse.apply_masks(params, masks)
+  return x, y, params, stats, masks
+
+
+def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
+                 steps: int, rounds: int, warmup: int) -> list[dict[str, Any]]:
+  """Times every method of one (model, sparsity) cell, interleaved.
+
+  Each of ``rounds`` rounds runs ``steps`` steps of every method in turn, so a
+  change of machine load affects all methods alike; the time of a method is
+  the median over its ``rounds * steps`` steps.
+  """
+  x, y, params, stats, masks = _cell_inputs(spec, sparsity)
   base = lambda: optax.sgd(0.05, momentum=0.9)
-  step, tx = make_step(spec, method, base, masks)
-  state = tx.init(params)
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
-  compiled = jitted.lower(params, stats, state, x, y).compile()
-  flops = compiled.cost_analysis().get("flops")
-  for _ in range(warmup):
-    params, stats, state = compiled(params, stats, state, x, y)
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    params, stats, state = compiled(params, stats, state, x, y)
-    jax.block_until_ready((params, stats, state))
-    times.append(time.perf_counter() - start)
-  return {"model": spec.name, "batch_size": spec.batch_size,
-          "method": method.name, "kind": method.kind,
-          "num_dirs": method.num_dirs, "estimator": method.estimator,
-          "chunk_size": method.chunk_size,
-          "zo_batch_fraction": method.zo_batch_fraction,
-          "forward_passes": method.forward_passes, "sparsity": sparsity,
-          "ms_per_step": 1e3 * statistics.median(times), "flops": flops,
-          "compiled_bytes": _memory(compiled),
-          "peak_device_bytes": _peak_device_memory()}
+  runs = []
+  for method in grid:
+    step, tx = make_step(spec, method, base, masks)
+    state = tx.init(params)
+    compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(
+        params, stats, state, x, y).compile()
+    # Donated buffers are deleted: every method runs on its own copies (the
+    # masks, for one, are shared by all the states of a cell).
+    carry = jax.tree.map(jnp.copy, (params, stats, state))
+    for _ in range(warmup):
+      carry = compiled(*carry, x, y)
+    jax.block_until_ready(carry)
+    runs.append({"method": method, "compiled": compiled, "carry": carry,
+                 "times": []})
+  for _ in range(rounds):
+    for run in runs:
+      for _ in range(steps):
+        start = time.perf_counter()
+        run["carry"] = run["compiled"](*run["carry"], x, y)
+        jax.block_until_ready(run["carry"])
+        run["times"].append(time.perf_counter() - start)
+  rows = []
+  for run in runs:
+    method = run["method"]
+    rows.append({
+        "model": spec.name, "batch_size": spec.batch_size,
+        "method": method.name, "kind": method.kind,
+        "num_dirs": method.num_dirs, "estimator": method.estimator,
+        "chunk_size": method.chunk_size,
+        "zo_batch_fraction": method.zo_batch_fraction,
+        "distribution": method.distribution, "ravel": method.ravel,
+        "forward_passes": method.forward_passes, "sparsity": sparsity,
+        "ms_per_step": 1e3 * statistics.median(run["times"]),
+        "flops": run["compiled"].cost_analysis().get("flops"),
+        "compiled_bytes": _memory(run["compiled"]),
+        "peak_device_bytes": _peak_device_memory()})
+  return rows
 
 
 def forward_flops(spec: ModelSpec) -> float:
@@ -274,10 +308,13 @@ def main(argv=None) -> None:
   parser.add_argument("--sparsities", default="0,0.9,0.98")
   parser.add_argument("--batch-size", type=int, default=None)
   parser.add_argument("--steps", type=int, default=None)
+  parser.add_argument("--rounds", type=int, default=None,
+                      help="interleaved rounds of --steps steps per method")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/results/step_cost.json")
   args = parser.parse_args(argv)
-  steps = args.steps or (5 if args.preset == "cpu" else 50)
+  steps = args.steps or (2 if args.preset == "cpu" else 10)
+  args.rounds = args.rounds or (3 if args.preset == "cpu" else 5)
   specs = model_specs(args.preset, args.batch_size)
   if args.models:
     wanted = args.models.split(",")
@@ -291,7 +328,7 @@ def main(argv=None) -> None:
   device = jax.devices()[0]
   header = {"backend": jax.default_backend(), "device": device.device_kind,
             "jax": jax.__version__, "python": platform.python_version(),
-            "preset": args.preset, "steps": steps}
+            "preset": args.preset, "steps": steps, "rounds": args.rounds}
   print(f"# step cost on {header['device']} ({header['backend']}), jax {jax.__version__}")
   print("| model | batch | sparsity | method | ms/step | ×SGD | GFLOPs | FLOPs ×SGD | MiB (compiled) | targets |")
   print("|---|---|---|---|---|---|---|---|---|---|")
@@ -299,22 +336,20 @@ def main(argv=None) -> None:
   for spec in specs:
     fwd = forward_flops(spec)
     for sparsity in sparsities:
-      cell = {}
-      for method in grid:
-        row = measure(spec, method, sparsity, steps, args.warmup)
-        cell[method.name] = row
-        sgd, sam = cell["sgd"], cell.get("sam")
+      cell = measure_cell(spec, grid, sparsity, steps, args.rounds, args.warmup)
+      by_name = {row["method"]: row for row in cell}
+      sgd, sam = by_name["sgd"], by_name.get("sam")
+      for row in cell:
         row["ratio_to_sgd"] = row["ms_per_step"] / sgd["ms_per_step"]
         row["flops_ratio_to_sgd"] = row["flops"] / sgd["flops"]
         row["forward_flops"] = fwd
         row["targets"] = target_checks(row, sgd, sam, fwd)
         rows.append(row)
         mib = (row["compiled_bytes"] or 0) / 2**20
-        print(f"| {spec.name} | {spec.batch_size} | {sparsity:g} | {method.name} | "
+        print(f"| {spec.name} | {spec.batch_size} | {sparsity:g} | {row['method']} | "
               f"{row['ms_per_step']:.1f} | {row['ratio_to_sgd']:.2f} | "
               f"{row['flops'] / 1e9:.2f} | {row['flops_ratio_to_sgd']:.2f} | "
               f"{mib:.0f} | {', '.join(row['targets'])} |", flush=True)
-  import os  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"header": header, "rows": rows}, f, indent=1)
