@@ -120,14 +120,16 @@ def plot(res, sparsities, path):
             pts.append((100 * s, np.mean(v), np.std(v)))
         if pts:
           x, m, e = zip(*pts)
-          ax.errorbar(x, m, yerr=e, ls=ls, marker="o", capsize=2,
+          ax.errorbar(x, m, yerr=e, ls=ls, capsize=2, alpha=0.8,
+                      marker={"sgd": "s", "sam": "o", "zosam": "^"}[o],
+                      markerfacecolor="none" if o == "sgd" else None,
                       label=f"{common.OPT_LABEL[o]} ({phase})",
                       color={"sgd": "C0", "sam": "C1", "zosam": "C2"}[o])
     ax.set_yscale("log")
     ax.set_xlabel("sparsity (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-  axes[0].set_ylabel("minibatch gradient variance")
+  axes[0].set_ylabel("minibatch gradient variance\n(SGD hollow squares)")
   axes[0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
