@@ -20,6 +20,7 @@ References:
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import platform
@@ -304,7 +305,8 @@ def main(argv=None) -> None:
   parser.add_argument("--models", default=None,
                       help="comma-separated subset of resnet32,mlp,vit,wide_resnet32")
   parser.add_argument("--methods", default=None,
-                      help="comma-separated substrings selecting method names")
+                      help="comma-separated names or glob patterns of methods"
+                      " (sgd always runs), e.g. 'sam,zosam m=1 *'")
   parser.add_argument("--sparsities", default="0,0.9,0.98")
   parser.add_argument("--batch-size", type=int, default=None)
   parser.add_argument("--steps", type=int, default=None)
@@ -321,8 +323,9 @@ def main(argv=None) -> None:
     specs = [s for s in specs if s.name in wanted]
   grid = methods(args.preset)
   if args.methods:
-    keys = args.methods.split(",")
-    grid = [m for m in grid if m.kind == "sgd" or any(k in m.name for k in keys)]
+    patterns = args.methods.split(",")
+    grid = [m for m in grid if m.kind == "sgd" or any(
+        fnmatch.fnmatch(m.name, p) for p in patterns)]
   sparsities = [float(s) for s in args.sparsities.split(",")]
 
   device = jax.devices()[0]

@@ -1,0 +1,27 @@
+"""The step-cost benchmark runs end to end and writes its table and JSON."""
+
+import json
+import pathlib
+import runpy
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_cost.py"
+
+
+@pytest.mark.slow  # Compiles eight training steps: about a minute on 2 cores.
+def test_step_cost_benchmark_writes_rows_with_ratios_to_sgd(tmp_path, capsys):
+  main = runpy.run_path(str(SCRIPT))["main"]
+  out = tmp_path / "cost.json"
+  main(["--models", "mlp", "--batch-size", "8", "--methods",
+        "sam,optax.contrib.sam,zosam m=1 central", "--sparsities", "0,0.9",
+        "--steps", "1", "--rounds", "1", "--warmup", "1", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  methods = {row["method"] for row in rows}
+  assert methods == {"sgd", "sam", "optax.contrib.sam", "zosam m=1 central"}
+  assert {row["sparsity"] for row in rows} == {0.0, 0.9}
+  for row in rows:
+    assert row["ms_per_step"] > 0 and row["flops"] > 0
+    if row["method"] == "sgd":
+      assert row["ratio_to_sgd"] == 1.0
+  assert "| mlp | 8 |" in capsys.readouterr().out
