@@ -51,6 +51,8 @@ _HELP = {
     "sparse_update_every": "SET/RigL/GMP: steps between mask updates",
     "drop_fraction": "SET/RigL: initial fraction of active weights regrown",
     "seed": "seed of initialisation, data order, augmentation and directions",
+    "devices": "data-parallel over this many local devices ('all' for every "
+               "one): the batch is split over them, params are replicated",
     "eval_every": "evaluate on the test set every N steps (and at the end)",
     "log_every": "write a train-metrics record every N steps",
     "eval_batch_size": "evaluation batch size",
@@ -143,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except loop.NonFiniteLossError as e:
     print(f"zosam-train: error: {e}", file=sys.stderr)
     return 3
+  except config_lib.ConfigError as e:  # Checks that need the machine (--devices).
+    print(f"zosam-train: error: {e}", file=sys.stderr)
+    return 2
   except (data_lib.DataNotFoundError, FileExistsError, loop.ResumeError) as e:
     print(f"zosam-train: error: {e}", file=sys.stderr)
     return 1

@@ -74,6 +74,7 @@ class TrainConfig:
   drop_fraction: float = 0.3
   # Bookkeeping.
   seed: int = 0
+  devices: str = "1"
   eval_every: int = 100
   log_every: int = 10
   eval_batch_size: int = 1000
@@ -99,7 +100,7 @@ class TrainConfig:
 #: Fields that may differ between a run and its ``--resume`` continuation.
 RESUME_FREE_FIELDS: frozenset[str] = frozenset(
     {"resume", "overwrite", "stop_after", "progress", "workdir", "data_dir",
-     "download", "eval_batch_size", "compare"})
+     "download", "eval_batch_size", "compare", "devices"})
 
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
@@ -162,6 +163,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         or value < (0 if allow_zero else 1)):
       kind = "a non-negative" if allow_zero else "a positive"
       raise ConfigError(f"{flag(name)} must be {kind} integer, got {value!r}")
+  if cfg.devices != "all" and not (cfg.devices.isdigit() and int(cfg.devices) >= 1):
+    raise ConfigError(
+        f"--devices must be 'all' or a positive integer, got {cfg.devices!r}")
   _positive(cfg, "epochs", allow_none=True)
   if cfg.steps is not None and cfg.epochs is not None:
     raise ConfigError("--steps and --epochs are mutually exclusive; give one")
@@ -229,3 +233,27 @@ def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
 def steps_per_epoch(cfg: TrainConfig, num_train_examples: int) -> int:
   """Full minibatches per epoch (the last partial batch is dropped)."""
   return max(1, num_train_examples // cfg.batch_size)
+
+
+def num_devices(cfg: TrainConfig, available: int) -> int:
+  """The number of devices a run uses, checked against what is available.
+
+  Args:
+    cfg: the configuration.
+    available: ``jax.device_count()``.
+
+  Returns:
+    The device count: all of them for ``--devices all``.
+
+  Raises:
+    ConfigError: if more devices are asked for than exist, or the batch size
+      does not split evenly over them.
+  """
+  n = available if cfg.devices == "all" else int(cfg.devices)
+  if n > available:
+    raise ConfigError(f"--devices {cfg.devices} asks for {n} devices, but"
+                      f" only {available} are available")
+  if cfg.batch_size % n:
+    raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the"
+                      f" number of devices ({n}, from --devices {cfg.devices})")
+  return n

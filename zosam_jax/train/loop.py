@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+import zosam_jax
 from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
@@ -167,13 +168,24 @@ def train_and_evaluate(config: config_lib.TrainConfig,
         f"{cfg.sparse_method} sparsity {cfg.sparsity}; {num_steps} steps"
         + (f", resumed at step {start_step}" if resumed else ""), flush=True)
 
-  x_all, y_all = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
+  num_devices = config_lib.num_devices(cfg, jax.device_count())
+  batch_sharding = None
+  x_all, y_all = ds.x_train, ds.y_train
+  if num_devices > 1:
+    # Data parallel: params, optimizer state and the (small) training set are
+    # replicated; each step's minibatch is split over the data axis.
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state, x_all, y_all = jax.device_put((state, x_all, y_all), replicated)
+    batch_sharding = zosam_jax.data_sharding(mesh)
+  x_all, y_all = jax.device_put(x_all), jax.device_put(y_all)
   test_x, test_y, test_w = _eval_batches(ds.x_test, ds.y_test, cfg.eval_batch_size)
   train_step = jax.jit(
       steps_lib.make_train_step(
           model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
           augment=ds.augment, augment_key=jax.random.fold_in(root_key, 1),
-          zo_batch_fraction=cfg.zo_batch_fraction),
+          zo_batch_fraction=cfg.zo_batch_fraction,
+          batch_sharding=batch_sharding),
       donate_argnums=() if jax.default_backend() == "cpu" else (0,))
   eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
   order = pipeline.BatchOrder(cfg.seed, num_train, cfg.batch_size)

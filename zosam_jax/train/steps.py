@@ -116,7 +116,8 @@ def make_loss_fn(model: nn.Module, batch_stats: Any, images: jax.Array,
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     optimizer: str, mean: np.ndarray, std: np.ndarray,
                     augment: bool, augment_key: jax.Array,
-                    zo_batch_fraction: float = 1.0) -> Callable[..., TrainState]:
+                    zo_batch_fraction: float = 1.0,
+                    batch_sharding: Any = None) -> Callable[..., TrainState]:
   """Returns the (un-jitted) training step.
 
   Args:
@@ -130,6 +131,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       ``fold_in(augment_key, s)``.
     zo_batch_fraction: fraction of the minibatch (its first examples) used
       for ZO-SAM's forward passes.
+    batch_sharding: a sharding of the minibatch over a data axis (e.g.
+      ``zosam_jax.data_sharding(mesh)``) for data-parallel training; ``None``
+      on one device.
 
   Returns:
     ``step(state, x_all, y_all, indices) -> state``.
@@ -140,6 +144,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     key = jax.random.fold_in(augment_key, state.step)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
                                             std, augment)
+    if batch_sharding is not None:
+      images, labels = jax.lax.with_sharding_constraint((images, labels),
+                                                        batch_sharding)
     loss_fn = make_loss_fn(model, state.batch_stats, images, labels)
     if optimizer == "sgd":
       (loss, (logits, batch_stats)), grads = jax.value_and_grad(

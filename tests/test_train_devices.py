@@ -1,0 +1,44 @@
+"""Data-parallel training over the simulated CPU devices (`--devices`)."""
+
+import chex
+import jax
+import optax
+import pytest
+
+from zosam_jax.train import cli
+from zosam_jax.train import loop
+
+FLAGS = ["--steps", "12", "--batch-size", "64", "--eval-every", "12",
+         "--log-every", "6", "--checkpoint-every", "0", "--no-progress",
+         "--optimizer", "zosam", "--sparsity", "0.9", "--sparse-method", "rigl",
+         "--sparse-update-every", "5"]
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+def test_all_devices_train_like_one_device(tmp_path):
+  assert cli.main(FLAGS + ["--devices", "1", "--workdir", str(tmp_path / "one")]) == 0
+  assert cli.main(FLAGS + ["--devices", "all", "--workdir",
+                           str(tmp_path / "all")]) == 0
+  one, _, _ = loop.load_train_state(tmp_path / "one")
+  many, _, cfg = loop.load_train_state(tmp_path / "all")
+  assert cfg.devices == "all"
+  chex.assert_trees_all_close(many.params, one.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_equal(optax.tree.get(many.opt_state, "masks"),
+                              optax.tree.get(one.opt_state, "masks"))
+
+
+@pytest.mark.parametrize(("devices", "batch", "match"), [
+    ("0", "64", "--devices must be 'all' or a positive integer"),
+    ("two", "64", "--devices must be 'all' or a positive integer"),
+    ("3", "64", "--batch-size 64 must be divisible"),
+    ("1000", "64", "--devices 1000 asks for 1000 devices"),
+])
+def test_bad_devices_flag_names_the_flag(tmp_path, capsys, devices, batch, match):
+  argv = ["--devices", devices, "--batch-size", batch, "--steps", "2",
+          "--no-progress", "--workdir", str(tmp_path)]
+  try:
+    code = cli.main(argv)
+  except SystemExit as e:
+    code = e.code
+  assert code == 2
+  assert match in capsys.readouterr().err
