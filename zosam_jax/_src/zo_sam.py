@@ -341,9 +341,12 @@ def zo_sam(
     >>> params = {'w': jnp.zeros(3)}
     >>> tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, num_dirs=1)
     >>> state = tx.init(params)
-    >>> for _ in range(50):
+    >>> @jax.jit
+    ... def step(params, state):
     ...   updates, state = tx.update(params, state, params, value_fn=loss_fn)
-    ...   params = optax.apply_updates(params, updates)
+    ...   return optax.apply_updates(params, updates), state
+    >>> for _ in range(50):
+    ...   params, state = step(params, state)
     >>> bool(loss_fn(params) < 1e-2)
     True
 
