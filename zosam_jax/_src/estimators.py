@@ -113,6 +113,16 @@ def zo_gradient(
     (exact for ``"forward"`` and ``"jvp"``, :math:`O(\\delta^2)` for
     ``"central"``), obtained without any extra evaluation.
 
+  Examples:
+    >>> import jax, jax.numpy as jnp, zosam_jax
+    >>> loss_fn = lambda p: jnp.sum(p ** 2)
+    >>> g_hat, loss = zosam_jax.zo_gradient(
+    ...     loss_fn, jnp.ones(3), None, jax.random.key(0), num_dirs=2000,
+    ...     smoothing=1e-3, estimator="central", distribution="gaussian",
+    ...     chunk_size=4000)
+    >>> g_hat.shape, bool(jnp.allclose(g_hat, 2.0, atol=0.4))
+    ((3,), True)
+
   References:
     Nesterov & Spokoiny, `Random Gradient-Free Minimization of Convex
     Functions <https://doi.org/10.1007/s10208-015-9296-2>`_, 2017
