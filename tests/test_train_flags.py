@@ -1,4 +1,4 @@
-"""Data-parallel training over the simulated CPU devices (`--devices`)."""
+"""Flags for data-parallel training (`--devices`) and dense first/last layers."""
 
 import chex
 import jax
@@ -42,3 +42,24 @@ def test_bad_devices_flag_names_the_flag(tmp_path, capsys, devices, batch, match
     code = e.code
   assert code == 2
   assert match in capsys.readouterr().err
+
+
+def test_dense_first_last_keeps_the_first_and_last_layers_dense(tmp_path):
+  argv = ["--steps", "3", "--batch-size", "32", "--no-progress",
+          "--sparsity", "0.9", "--sparse-method", "static",
+          "--dense-first-last", "--workdir", str(tmp_path)]
+  assert cli.main(argv) == 0
+  state, _, _ = loop.load_train_state(tmp_path)
+  masks = optax.tree.get(state.opt_state, "masks")
+  kernels = [m for m in jax.tree.leaves(masks) if m.ndim > 1]
+  assert kernels[0].all() and kernels[-1].all()
+  assert not all(m.all() for m in kernels[1:-1])
+
+
+def test_dense_first_last_needs_a_sparse_method(tmp_path, capsys):
+  try:
+    code = cli.main(["--dense-first-last", "--workdir", str(tmp_path)])
+  except SystemExit as e:
+    code = e.code
+  assert code == 2
+  assert "--dense-first-last needs a --sparse-method" in capsys.readouterr().err

@@ -50,6 +50,8 @@ _HELP = {
     "sparse_distribution": "how sparsity is spread over layers: erk or uniform",
     "sparse_update_every": "SET/RigL/GMP: steps between mask updates",
     "drop_fraction": "SET/RigL: initial fraction of active weights regrown",
+    "dense_first_last": "keep the first and the last layer dense (MEST's and "
+                        "RigL's CIFAR setting)",
     "seed": "seed of initialisation, data order, augmentation and directions",
     "devices": "data-parallel over this many local devices ('all' for every "
                "one): the batch is split over them, params are replicated",

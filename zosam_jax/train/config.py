@@ -72,6 +72,7 @@ class TrainConfig:
   sparse_distribution: str = "erk"
   sparse_update_every: int = 100
   drop_fraction: float = 0.3
+  dense_first_last: bool = False
   # Bookkeeping.
   seed: int = 0
   devices: str = "1"
@@ -184,6 +185,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   if cfg.sparse_method != "dense" and cfg.sparsity == 0:
     raise ConfigError(
         f"--sparse-method {cfg.sparse_method} needs --sparsity > 0")
+  if cfg.dense_first_last and cfg.sparse_method == "dense":
+    raise ConfigError("--dense-first-last needs a --sparse-method other than "
+                      "dense")
   # A ZO-only flag given to another optimizer is most likely a typo'd
   # --optimizer; --compare runs reset these per optimizer instead.
   if cfg.optimizer != "zosam" and not cfg.compare:

@@ -64,7 +64,8 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
 
   Args:
     cfg: the configuration (``sparse_method``, ``sparsity``,
-      ``sparse_distribution``, ``sparse_update_every``, ``drop_fraction``).
+      ``sparse_distribution``, ``sparse_update_every``, ``drop_fraction``,
+      ``dense_first_last``).
     inner: the base optimizer.
     num_steps: total steps (drop-fraction and pruning schedules end at 75%
       of the run, as in RigL).
@@ -78,7 +79,9 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
   from zosam_jax import sparse  # Imported lazily: optional for dense runs.
 
   end_step = max(1, int(0.75 * num_steps))
-  common = dict(sparsity=cfg.sparsity, distribution=cfg.sparse_distribution)
+  common = dict(sparsity=cfg.sparsity, distribution=cfg.sparse_distribution,
+                dense_first_layer=cfg.dense_first_last,
+                dense_last_layer=cfg.dense_first_last)
   if cfg.sparse_method == "static":
     return sparse.static_sparse(inner, key=seed, **common)
   if cfg.sparse_method in ("set", "rigl"):
