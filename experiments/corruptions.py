@@ -81,7 +81,8 @@ def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarra
   """Applies a corruption to a batch of images.
 
   Args:
-    x: ``(N, H, W)`` or ``(N, H, W, 1)`` float images in [0, 1].
+    x: ``(N, H, W)`` or ``(N, H, W, C)`` float images in [0, 1] (C = 1 for
+      digits, 3 for CIFAR; colour channels are corrupted alike).
     name: one of :data:`CORRUPTIONS`.
     severity: 1 (mild) to 5 (strong).
     seed: seed of the random corruptions (noise).
@@ -95,8 +96,11 @@ def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarra
     raise ValueError(f"severity must be 1..5, got {severity!r}")
   c = PARAMS[name][severity - 1]
   shape = x.shape
-  x = np.asarray(x, np.float64).reshape(shape[0], shape[1], shape[2])
+  x = np.asarray(x, np.float64)
+  x = x[..., None] if x.ndim == 3 else x  # (N, H, W, C)
   rng = np.random.default_rng([seed, severity, list(PARAMS).index(name)])
+  per_channel = lambda fn: _per_image(
+      lambda im: np.stack([fn(im[..., ch]) for ch in range(im.shape[-1])], -1), x)
   if name == "gaussian_noise":
     y = x + rng.normal(size=x.shape) * c
   elif name == "shot_noise":
@@ -105,12 +109,12 @@ def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarra
     u = rng.random(x.shape)
     y = np.where(u < c / 2, 0.0, np.where(u < c, 1.0, x))
   elif name == "gaussian_blur":
-    y = _per_image(lambda im: ndimage.gaussian_filter(im, c, mode="nearest"), x)
+    y = per_channel(lambda im: ndimage.gaussian_filter(im, c, mode="nearest"))
   elif name == "defocus_blur":
     k = _disk(c, 0.25)
-    y = _per_image(lambda im: ndimage.convolve(im, k, mode="nearest"), x)
+    y = per_channel(lambda im: ndimage.convolve(im, k, mode="nearest"))
   elif name == "contrast":
-    means = x.mean(axis=(1, 2), keepdims=True)
+    means = x.mean(axis=(1, 2, 3), keepdims=True)
     y = (x - means) * c + means
   elif name == "brightness":
     y = x + c
@@ -118,10 +122,12 @@ def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarra
     from PIL import Image
 
     def jpeg(im):
-      img = Image.fromarray(np.uint8(np.round(np.clip(im, 0, 1) * 255)))
+      pixels = np.uint8(np.round(np.clip(im, 0, 1) * 255))
+      img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
       buf = io.BytesIO()
       img.save(buf, "JPEG", quality=int(c))
-      return np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float64) / 255.0
+      out = np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float64) / 255.0
+      return out.reshape(im.shape)
 
     y = _per_image(jpeg, x)
   return np.clip(y, 0.0, 1.0).astype(np.float32).reshape(shape)

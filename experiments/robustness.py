@@ -24,7 +24,7 @@ import common
 import corruptions as C
 
 #: Scale of the stored digits (uint8 0..16) to [0, 1].
-PIXEL_MAX = {"digits": 16.0}
+PIXEL_MAX = {"digits": 16.0, "cifar10": 255.0, "cifar100": 255.0}
 
 
 def corrupted_sets(x_test: np.ndarray, pixel_max: float):

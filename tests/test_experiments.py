@@ -72,3 +72,14 @@ def test_run_name_is_stable_and_spells_out_extra_fields():
   name = common.run_name(dict(sparse_method="rigl", sparsity=0.95, optimizer="zosam",
                               rho=0.05, seed=2), base)
   assert name == "digits-rigl-s0.95-zosam-rho=0.05-seed2"
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise",
+                                  "gaussian_blur", "defocus_blur", "contrast",
+                                  "brightness", "jpeg"])
+def test_corruptions_keep_the_shape_of_colour_images(name):
+  x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+  y = corruptions.corrupt(x, name, severity=3)
+  assert y.shape == x.shape and y.dtype == np.float32
+  assert 0.0 <= y.min() and y.max() <= 1.0
+  assert not np.allclose(y, x)
