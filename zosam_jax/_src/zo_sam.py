@@ -300,9 +300,12 @@ def zo_sam(
     distribution: the directions' distribution, ``"gaussian"`` (default),
       ``"rademacher"`` or ``"sphere"`` (uniform on the sphere of radius
       :math:`\sqrt{d}`).
-    chunk_size: evaluate at most this many perturbed forward passes at once to
-      bound memory on large models; directions are regenerated from their keys
-      rather than stored. ``None`` (default): all in one ``jax.vmap``.
+    chunk_size: evaluate at most this many perturbed forward passes at once in
+      one ``jax.vmap``, to bound memory on large models; directions are
+      regenerated from their keys rather than stored; ``1`` runs them one
+      after the other, unbatched. ``None`` (default): all in one ``jax.vmap``
+      on GPU/TPU, one after the other on CPU, where batching the weights of a
+      convolution is several times slower (``benchmarks/README.md``).
     ravel: work on one raveled float32 vector of all parameters (default; fast
       for many small leaves) or, with ``False``, leaf by leaf. The vector is
       replicated: with sharded (FSDP) params use ``ravel=False``, which draws
