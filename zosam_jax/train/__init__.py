@@ -24,6 +24,8 @@ from zosam_jax.train.loop import load_train_state
 from zosam_jax.train.loop import train_and_evaluate
 from zosam_jax.train.models import get_model
 from zosam_jax.train.optim import build_optimizer
+from zosam_jax.train.pipeline import normalize
+from zosam_jax.train.pipeline import random_crop_flip
 from zosam_jax.train.steps import TrainState
 from zosam_jax.train.steps import make_eval_step
 from zosam_jax.train.steps import make_train_step
@@ -42,6 +44,8 @@ __all__ = (
     "load_train_state",
     "make_eval_step",
     "make_train_step",
+    "normalize",
+    "random_crop_flip",
     "run_comparison",
     "train_and_evaluate",
     "validate",
