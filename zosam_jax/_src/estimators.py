@@ -133,8 +133,8 @@ def zo_gradient(
   direction = lambda i: directions.sample_direction(
       jax.random.fold_in(key, i), params, active, distribution)
   f32_loss = lambda p: jnp.asarray(loss_fn(p), jnp.float32)
-  num_lanes = num_dirs if estimator == "jvp" else len(
-      _lanes(estimator, num_dirs, smoothing)[0])
+  num_lanes = {"central": 2 * num_dirs, "forward": num_dirs + 1,
+               "jvp": num_dirs}[estimator]
   chunk_size = resolve_chunk_size(chunk_size, num_lanes)
   if chunk_size == 1:
     g_hat, loss = _sequential(f32_loss, params, direction, num_dirs=num_dirs,

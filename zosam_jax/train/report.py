@@ -100,13 +100,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike,
                 markersize=3)
   ax_loss.set(xlabel="step", ylabel="cross-entropy loss", yscale="log")
   ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1))
-  for ax in (ax_loss, ax_acc):
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish_figure(fig, (ax_loss, ax_acc), title, path)
 
 
 COMPARISON_COLUMNS = ("optimizer", "final_test_accuracy", "best_test_accuracy",
@@ -131,13 +125,7 @@ def plot_comparison(runs: dict[str, Sequence[dict[str, Any]]],
                  label=name, markersize=3)
   ax_step.set(xlabel="step", ylabel="test accuracy")
   ax_time.set(xlabel="training wall-clock time (s, evaluation excluded)")
-  for ax in (ax_step, ax_time):
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish_figure(fig, (ax_step, ax_time), title, path)
 
 
 def write_comparison(summaries: dict[str, dict[str, Any]],
@@ -170,3 +158,14 @@ def write_comparison(summaries: dict[str, dict[str, Any]],
   (workdir / "comparison.json").write_text(json.dumps(result, indent=2))
   plot_comparison(runs, workdir / "comparison.png", title="test accuracy")
   return result
+
+
+def _finish_figure(fig, axes, title: str, path: str | os.PathLike) -> None:
+  """Grid and legend on every axis, the title, then writes and closes."""
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

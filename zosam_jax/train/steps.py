@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import zosam_jax
 from zosam_jax.train import pipeline
 
 
@@ -161,10 +162,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                                             images[:size], labels[:size])
       updates, opt_state = tx.update(state.params, state.opt_state, state.params,
                                      value_fn=loss_fn, **extra)
-      logits, batch_stats = opt_state.aux
+      (logits, batch_stats), opt_state = zosam_jax.pop_aux(opt_state)
       loss = opt_state.perturbed_loss
       sharpness = opt_state.perturbed_loss - opt_state.loss
-      opt_state = opt_state._replace(aux=None)
     params = optax.apply_updates(state.params, updates)
     step_number = state.step + 1
     m = state.metrics
