@@ -35,10 +35,10 @@ def active_mask(params: Any, masks: Any | None) -> Any:
 
 def load_run(workdir: str, step: int | None = None):
   """``(params, active, cfg, model, ds)`` of a run's checkpoint."""
-  from zosam_jax.train import get_model, load_dataset, load_train_state
+  from zosam_jax.train import get_model, load_train_state, run_dataset
 
   state, _, cfg = load_train_state(workdir, step)
-  ds = load_dataset(cfg.dataset)
+  ds = run_dataset(cfg)
   model = get_model(cfg.model, ds.num_classes)
   return state.params, active_mask(state.params, find_masks(state.opt_state)), cfg, model, ds
 
@@ -60,6 +60,28 @@ def make_loss(model, mean, std):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   return loss
+
+
+def variance_fn(model, mean, std):
+  """Jitted ``(params, active, xb, yb) -> (var, ‖ḡ‖², active count)``.
+
+  ``var`` is :math:`\\frac{1}{K}\\sum_k \\|m \\odot (g_k - \\bar g)\\|^2` over the
+  K minibatch gradients ``g_k`` of ``xb``/``yb`` (shapes ``(K, B, ...)``, ``(K, B)``)
+  at the same params, with :math:`\\bar g` their mean, on the active weights.
+  """
+  grad = jax.grad(make_loss(model, mean, std))
+
+  @jax.jit
+  def stats(params, active, xb, yb):
+    per = jax.vmap(lambda xi, yi: jax.tree.map(
+        jnp.multiply, grad(params, xi, yi), active))(xb, yb)
+    mean_g = jax.tree.map(lambda b: b.mean(0), per)
+    sq = sum(jnp.sum((b - a[None]) ** 2) for a, b in zip(
+        jax.tree.leaves(mean_g), jax.tree.leaves(per))) / xb.shape[0]
+    norm2 = sum(jnp.sum(a ** 2) for a in jax.tree.leaves(mean_g))
+    return sq, norm2, sum(jnp.sum(a) for a in jax.tree.leaves(active))
+
+  return stats
 
 
 def sample_batches(num_examples: int, batch_size: int, num_batches: int,

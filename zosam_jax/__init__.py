@@ -8,9 +8,11 @@ References:
 from zosam_jax import sparse
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
 from zosam_jax._src.estimators import zo_gradient
+from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
 from zosam_jax._src.sharding import fsdp_sharding
+from zosam_jax._src.zo_sam import adaptive_perturbation
 from zosam_jax._src.zo_sam import pop_aux
 from zosam_jax._src.zo_sam import sam
 from zosam_jax._src.zo_sam import zo_sam
@@ -20,10 +22,12 @@ __version__ = "0.1.0"
 
 __all__ = (
     "MASKS_FROM_BASE_STATE",
+    "adaptive_perturbation",
     "can_ravel",
     "data_sharding",
     "fsdp_sharding",
     "pop_aux",
+    "prior_guided_gradient",
     "sam",
     "sparse",
     "zo_gradient",

@@ -20,11 +20,11 @@ ValueFn = Callable[[Params], Any]
 #: A PRNG key: a new-style typed key, a raw ``uint32[2]`` key or an ``int`` seed.
 KeyLike = Union[jax.Array, int]
 #: How the directional derivatives are estimated.
-Estimator = Literal["central", "forward", "jvp"]
+Estimator = Literal["central", "forward", "jvp", "random"]
 #: The distribution the random directions are drawn from.
 Distribution = Literal["gaussian", "rademacher", "sphere"]
 
-ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp")
+ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp", "random")
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
 #: ``mask_fn`` value that reads the masks of a sparse-training transformation
 #: (from :mod:`zosam_jax.sparse`) held in the base optimizer's state.

@@ -11,8 +11,13 @@ combine the directional derivatives :math:`c_i \\approx u_i^\\top \\nabla L`:
     \\frac{L(\\theta + \\delta u_i) - L(\\theta)}{\\delta}
       & \\text{forward (m + 1 forward passes)} \\\\
     u_i^\\top \\nabla L(\\theta) \\text{ by } \\texttt{jax.jvp}
-      & \\text{jvp (exact, forward mode)}
+      & \\text{jvp (exact, forward mode)} \\\\
+    1 & \\text{random (a control: no loss difference, no sign)}
   \\end{cases}
+
+``"random"`` is not an estimate of the gradient: it gives a random weight
+perturbation of the same radius as ZO-SAM's, the control that tells whether
+the loss differences matter at all (one forward pass, for the loss at θ).
 """
 
 from collections.abc import Callable
@@ -98,7 +103,8 @@ def zo_gradient(
     num_dirs: the number of directions ``m``.
     smoothing: the finite-difference step :math:`\\delta` (unused by
       ``"jvp"``).
-    estimator: ``"central"``, ``"forward"`` or ``"jvp"``.
+    estimator: ``"central"``, ``"forward"``, ``"jvp"`` or ``"random"`` (the
+      control: the mean of the directions, coefficients 1).
     distribution: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
     chunk_size: evaluate at most this many perturbed losses at once in one
       ``jax.vmap``; ``1`` evaluates them one after the other without batching
@@ -133,6 +139,13 @@ def zo_gradient(
   direction = lambda i: directions.sample_direction(
       jax.random.fold_in(key, i), params, active, distribution)
   f32_loss = lambda p: jnp.asarray(loss_fn(p), jnp.float32)
+  if estimator == "random":
+    loss = f32_loss(params)
+    g_hat = jax.lax.fori_loop(
+        0, num_dirs, lambda i, acc: jax.tree.map(jnp.add, acc, direction(i)),
+        jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
+    return (jax.tree.map(lambda g: g / num_dirs, g_hat),
+            loss if axis_name is None else jax.lax.pmean(loss, axis_name))
   num_lanes = {"central": 2 * num_dirs, "forward": num_dirs + 1,
                "jvp": num_dirs}[estimator]
   chunk_size = resolve_chunk_size(chunk_size, num_lanes)

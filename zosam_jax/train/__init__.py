@@ -21,6 +21,7 @@ from zosam_jax.train.data import load_dataset
 from zosam_jax.train.loop import NonFiniteLossError
 from zosam_jax.train.loop import evaluate_checkpoint
 from zosam_jax.train.loop import load_train_state
+from zosam_jax.train.loop import run_dataset
 from zosam_jax.train.loop import train_and_evaluate
 from zosam_jax.train.models import get_model
 from zosam_jax.train.optim import build_optimizer
@@ -47,6 +48,7 @@ __all__ = (
     "normalize",
     "random_crop_flip",
     "run_comparison",
+    "run_dataset",
     "train_and_evaluate",
     "validate",
 )

@@ -22,18 +22,26 @@ from zosam_jax.train import loop
 from zosam_jax.train import report
 
 _HELP = {
-    "dataset": "digits (sklearn, offline), mnist1d (generated offline), cifar10, "
-               "cifar100",
-    "data_dir": "folder with the CIFAR archive or its extracted folder "
+    "dataset": "digits (sklearn, offline), mnist1d (generated offline), "
+               "fashion_mnist (idx files), cifar10, cifar100",
+    "train_subset": "train on a stratified subset of N training examples (the "
+                    "same N examples for every seed and optimizer)",
+    "data_dir": "folder with the Fashion-MNIST idx files, the CIFAR archive or "
+                "its extracted folder "
                 "(else $ZOSAM_DATA or ~/.cache/zosam_jax)",
     "download": "download CIFAR (md5-checked) when it is not found",
-    "model": "the network; resnet32 is the paper's CIFAR model",
+    "model": "the network: mlp, cnn (two conv layers), CIFAR ResNets (resnet32 "
+             "is the paper's), VGG, ViT",
     "optimizer": "sgd, sam (exact, two backward passes) or zosam (one)",
     "rho": "SAM/ZO-SAM perturbation radius",
     "num_dirs": "ZO-SAM: number of random directions m",
-    "estimator": "ZO-SAM: central (2m forward passes), forward (m+1) or jvp",
+    "estimator": "ZO-SAM: central (2m forward passes), forward (m+1), jvp, or "
+                 "random (a control: a random perturbation of radius rho, no sign)",
     "zo_distribution": "ZO-SAM: distribution of the random directions",
     "smoothing": "ZO-SAM: finite-difference step delta",
+    "zo_prior": "ZO-SAM: none (the paper's random directions) or gradient (spend "
+                "the forward passes along the previous step's gradient)",
+    "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "
                          "zeroth-order forward passes",
     "chunk_size": "ZO-SAM: at most this many perturbed forward passes at once",
@@ -48,6 +56,8 @@ _HELP = {
     "sparsity": "fraction of weights fixed at zero, in [0, 1)",
     "sparse_method": "dense, static (fixed random mask), set, rigl or gmp",
     "sparse_distribution": "how sparsity is spread over layers: erk or uniform",
+    "sparse_init": "static masks: random, snip (connection sensitivity on the "
+                   "first batch) or magnitude",
     "sparse_update_every": "SET/RigL/GMP: steps between mask updates",
     "drop_fraction": "SET/RigL: initial fraction of active weights regrown",
     "dense_first_last": "keep the first and the last layer dense (MEST's and "
@@ -76,6 +86,7 @@ _CHOICES = {
     "zo_distribution": config_lib.ZO_DISTRIBUTIONS,
     "schedule": config_lib.SCHEDULES, "sparse_method": config_lib.SPARSE_METHODS,
     "sparse_distribution": config_lib.SPARSE_DISTRIBUTIONS,
+    "sparse_init": config_lib.SPARSE_INITS, "zo_prior": config_lib.ZO_PRIORS,
 }
 
 
@@ -101,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
-    elif name in ("steps", "warmup_steps", "stop_after", "chunk_size"):
+    elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
+                  "train_subset"):
       kwargs["type"] = int
     elif name == "epochs":
       kwargs["type"] = float

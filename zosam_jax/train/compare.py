@@ -19,7 +19,7 @@ from zosam_jax.train import loop
 from zosam_jax.train import report
 
 _ZO_FIELDS = ("num_dirs", "estimator", "zo_distribution", "smoothing",
-              "zo_batch_fraction", "chunk_size")
+              "zo_prior", "zo_batch_fraction", "chunk_size")
 
 
 def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainConfig:
@@ -29,7 +29,7 @@ def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainC
   if optimizer != "zosam":
     changes.update({k: getattr(defaults, k) for k in _ZO_FIELDS})
   if optimizer == "sgd":
-    changes["rho"] = defaults.rho
+    changes.update(rho=defaults.rho, adaptive=defaults.adaptive)
   return config_lib.validate(dataclasses.replace(cfg, **changes))
 
 

@@ -12,14 +12,17 @@ import math
 from typing import Any
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam")
-ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp")
+ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp", "random")
 ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
 SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
 SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
+SPARSE_INITS: tuple[str, ...] = ("random", "snip", "magnitude")
+ZO_PRIORS: tuple[str, ...] = ("none", "gradient")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100")
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "fashion_mnist", "cifar10",
+                             "cifar100")
 MODELS: tuple[str, ...] = (
-    "mlp", "resnet20", "resnet32", "resnet56",
+    "mlp", "cnn", "resnet20", "resnet32", "resnet56",
     "vgg11", "vgg16", "vgg19", "vit",
 )
 
@@ -46,6 +49,7 @@ class TrainConfig:
 
   # Data and model.
   dataset: str = "digits"
+  train_subset: int | None = None
   data_dir: str | None = None
   download: bool = True
   model: str = "mlp"
@@ -56,6 +60,8 @@ class TrainConfig:
   estimator: str = "central"
   zo_distribution: str = "gaussian"
   smoothing: float = 1e-3
+  zo_prior: str = "none"
+  adaptive: bool = False
   zo_batch_fraction: float = 1.0
   chunk_size: int | None = None
   lr: float = 0.1
@@ -70,6 +76,7 @@ class TrainConfig:
   sparsity: float = 0.0
   sparse_method: str = "dense"
   sparse_distribution: str = "erk"
+  sparse_init: str = "random"
   sparse_update_every: int = 100
   drop_fraction: float = 0.3
   dense_first_last: bool = False
@@ -143,9 +150,23 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   _choice(cfg, "schedule", SCHEDULES)
   _choice(cfg, "sparse_method", SPARSE_METHODS)
   _choice(cfg, "sparse_distribution", SPARSE_DISTRIBUTIONS)
+  _choice(cfg, "sparse_init", SPARSE_INITS)
+  _choice(cfg, "zo_prior", ZO_PRIORS)
+  if cfg.sparse_init != "random" and cfg.sparse_method != "static":
+    raise ConfigError(
+        f"--sparse-init {cfg.sparse_init} needs --sparse-method static (SET, RigL "
+        "and GMP start from random or dense masks)")
+  if cfg.train_subset is not None and (
+      isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
+      or cfg.train_subset < 10):
+    raise ConfigError(
+        f"--train-subset must be an integer of at least 10 (one example per "
+        f"class), got {cfg.train_subset!r}")
   for name in ("num_dirs", "batch_size", "eval_every", "log_every",
                "eval_batch_size", "sparse_update_every"):
     value = getattr(cfg, name)
+    if name == "num_dirs" and cfg.zo_prior != "none" and value == 0:
+      continue  # With a prior, m = 0 random directions is allowed.
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ConfigError(f"{flag(name)} must be a positive integer, got {value!r}")
   for name in ("rho", "lr", "smoothing"):
@@ -193,13 +214,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   if cfg.optimizer != "zosam" and not cfg.compare:
     zo_defaults = TrainConfig()
     for name in ("num_dirs", "estimator", "zo_distribution", "smoothing",
-                 "zo_batch_fraction", "chunk_size"):
+                 "zo_prior", "zo_batch_fraction", "chunk_size"):
       if getattr(cfg, name) != getattr(zo_defaults, name):
         raise ConfigError(
             f"{flag(name)} only applies to --optimizer zosam, "
             f"got --optimizer {cfg.optimizer}")
-  if cfg.optimizer == "sgd" and not cfg.compare and cfg.rho != TrainConfig.rho:
-    raise ConfigError("--rho only applies to --optimizer sam or zosam")
+  if cfg.optimizer == "sgd" and not cfg.compare:
+    for name in ("rho", "adaptive"):
+      if getattr(cfg, name) != getattr(TrainConfig, name):
+        raise ConfigError(f"{flag(name)} only applies to --optimizer sam or zosam")
   for name in cfg.compare:
     if name not in OPTIMIZERS:
       raise ConfigError(

@@ -6,6 +6,10 @@
 * ``mnist1d``: the MNIST-1D benchmark, generated offline by the ``mnist1d``
   package with its default arguments (4000 train / 1000 test signals of
   length 40, stored as ``(N, 40, 1, 1)`` images).
+* ``fashion_mnist``: Zalando's Fashion-MNIST (60k/10k 28x28 grey images) from
+  its four original gzipped idx files, checked against their sha256, looked
+  up in ``--data-dir``, then Debian's ``/usr/share/datasets/fashion-mnist``
+  (package ``dataset-fashion-mnist``), then ``../shared/data/fashion-mnist``.
 * ``cifar10`` / ``cifar100``: the official python-pickle archives, looked up
   in this order: ``--data-dir``; the cache directory (``$ZOSAM_DATA`` or
   ``~/.cache/zosam_jax``); for CIFAR-10 only, the ``.npz`` parts of
@@ -19,6 +23,7 @@ augmentation happen on the accelerator, see :mod:`zosam_jax.train.pipeline`.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pickle
@@ -72,6 +77,21 @@ CIFAR_MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+
+
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz":
+        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz":
+        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz":
+        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz":
+        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+#: Where Debian's package ``dataset-fashion-mnist`` installs the idx files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
 
 
 def cache_dir() -> Path:
@@ -136,6 +156,139 @@ def load_mnist1d() -> Dataset:
   return Dataset("mnist1d", x_tr, data["y"].astype(np.int32), x_te,
                  data["y_test"].astype(np.int32), 10, mean, std, False,
                  "mnist1d, generated offline with get_dataset_args()")
+
+
+def read_idx(path: Path) -> np.ndarray:
+  """Reads a gzipped idx file (LeCun's MNIST format) into a NumPy array.
+
+  Args:
+    path: an ``*-idx{1,3}-ubyte.gz`` file: a big-endian header (two zero
+      bytes, the type code 0x08 for uint8, the number of dimensions, one
+      uint32 per dimension) followed by the data.
+
+  Returns:
+    A ``uint8`` array of the header's shape, e.g. ``(60000, 28, 28)``.
+
+  Raises:
+    DataNotFoundError: if the file is not a complete idx file; the message
+      names it.
+  """
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise DataNotFoundError(f"{path} is not a readable gzip file ({e}); delete "
+                            "it and download it again") from e
+  ndim = raw[3] if len(raw) > 4 else 0
+  header = 4 + 4 * ndim
+  if len(raw) < header or raw[:3] != b"\0\0\x08" or ndim == 0:
+    raise DataNotFoundError(f"{path} is not a uint8 idx file; delete it and "
+                            "download it again")
+  shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+  if len(raw) - header != int(np.prod(shape)):
+    raise DataNotFoundError(f"{path} holds {len(raw) - header} bytes of data, its "
+                            f"header says {shape}; delete it and download it again")
+  return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def sha256sum(path: Path) -> str:
+  """The hex sha256 digest of a file."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def fashion_mnist_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+  """The folders searched for Fashion-MNIST, in order."""
+  dirs = [] if data_dir is None else [Path(data_dir), Path(data_dir) / "fashion-mnist"]
+  return dirs + [DEBIAN_FASHION_MNIST] + [d / "fashion-mnist" for d in shared_data_dirs()]
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
+  """Loads Fashion-MNIST from its four original gzipped idx files.
+
+  Args:
+    data_dir: a folder holding the four files (or a ``fashion-mnist/``
+      folder with them), searched before Debian's folder and the shared data.
+
+  Returns:
+    A :class:`Dataset` with ``uint8`` images of shape ``(N, 28, 28, 1)``:
+    60,000 training and the full 10,000 test images.
+
+  Raises:
+    DataNotFoundError: if no folder holds all four files (the message names
+      them, the folders searched and the Debian package), or a file's sha256
+      differs from the published one.
+
+  References:
+    Xiao, Rasul, Vollgraf, `Fashion-MNIST: a Novel Image Dataset for
+    Benchmarking Machine Learning Algorithms <https://arxiv.org/abs/1708.07747>`_,
+    2017
+  """
+  searched = fashion_mnist_dirs(data_dir)
+  folder = next((d for d in searched
+                 if all((d / f).is_file() for f in FASHION_MNIST_FILES)), None)
+  if folder is None:
+    raise DataNotFoundError(
+        f"fashion_mnist not found: need {', '.join(FASHION_MNIST_FILES)} in one of "
+        f"{', '.join(str(d) for d in searched)}. Install Debian's package "
+        "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or "
+        f"download the four files from {FASHION_MNIST_URL} into --data-dir DIR.")
+  for name, expected in FASHION_MNIST_FILES.items():
+    got = sha256sum(folder / name)
+    if got != expected:
+      raise DataNotFoundError(
+          f"{folder / name}: sha256 {got} differs from the published {expected}; "
+          "delete it and download it again")
+  x_tr, y_tr, x_te, y_te = (read_idx(folder / name) for name in FASHION_MNIST_FILES)
+  x_tr, x_te = x_tr[..., None], x_te[..., None]
+  mean, std = _channel_stats(x_tr)
+  return Dataset("fashion_mnist", x_tr, y_tr.astype(np.int32), x_te,
+                 y_te.astype(np.int32), 10, mean, std, False,
+                 f"Fashion-MNIST from {folder} (sha256 checked); full 10k test set")
+
+
+def stratified_subset(ds: Dataset, size: int, seed: int = 0) -> Dataset:
+  """Keeps ``size`` training examples with the class proportions of the set.
+
+  The choice depends only on ``size`` and ``seed`` (not on the run's seed),
+  so every optimizer and seed of a study trains on the same examples; the
+  normalisation statistics are recomputed on the subset; the test set is
+  untouched.
+
+  Args:
+    ds: a :class:`Dataset`.
+    size: the number of training examples to keep, at most the training set.
+    seed: the seed of the choice.
+
+  Returns:
+    A :class:`Dataset` whose ``note`` records the subset.
+
+  Raises:
+    ValueError: if ``size`` is not in ``[num_classes, len(x_train)]``.
+
+  Examples:
+    >>> ds = stratified_subset(load_dataset("digits"), 100)
+    >>> ds.x_train.shape[0], int((ds.y_train == 0).sum())
+    (100, 10)
+  """
+  n = ds.x_train.shape[0]
+  if not ds.num_classes <= size <= n:
+    raise ValueError(f"--train-subset must be between {ds.num_classes} (one per "
+                     f"class) and the {n} training examples of {ds.name}, got {size}")
+  if size == n:
+    return ds
+  from sklearn.model_selection import train_test_split  # Imported lazily: slow.
+
+  keep, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
+                             stratify=ds.y_train)
+  keep = np.sort(keep)
+  x_tr = ds.x_train[keep]
+  mean, std = (ds.mean, ds.std) if ds.augment else _channel_stats(x_tr)
+  return ds._replace(x_train=x_tr, y_train=ds.y_train[keep], mean=mean, std=std,
+                     note=ds.note + f"; stratified training subset of {size}")
 
 
 def _unpickle(path: Path) -> dict:
@@ -291,8 +444,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
   """Loads a dataset by name.
 
   Args:
-    name: ``digits``, ``mnist1d``, ``cifar10`` or ``cifar100``.
-    data_dir: where to look for CIFAR archives first.
+    name: ``digits``, ``mnist1d``, ``fashion_mnist``, ``cifar10`` or
+      ``cifar100``.
+    data_dir: where to look for Fashion-MNIST or CIFAR files first.
     download: whether CIFAR may be downloaded when not found.
 
   Returns:
@@ -311,7 +465,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return load_digits()
   if name == "mnist1d":
     return load_mnist1d()
+  if name == "fashion_mnist":
+    return load_fashion_mnist(data_dir)
   if name in CIFAR_ARCHIVES:
     return load_cifar(name, data_dir, download=download)
-  raise ValueError(f"unknown dataset {name!r}; choose digits, mnist1d, cifar10 "
-                   "or cifar100")
+  raise ValueError(f"unknown dataset {name!r}; choose digits, mnist1d, "
+                   "fashion_mnist, cifar10 or cifar100")

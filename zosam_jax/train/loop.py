@@ -11,6 +11,7 @@ exactly: same parameters, same ``metrics.jsonl`` apart from timings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -66,6 +67,40 @@ def _check_resumable(saved: dict[str, Any], cfg: config_lib.TrainConfig) -> None
                       f"{current[k]!r})" for k in differ)
     raise ResumeError(f"--resume needs the flags of the interrupted run; differ: "
                       f"{flags}")
+
+
+def run_dataset(cfg: config_lib.TrainConfig,
+                dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
+  """The data a run trains and tests on: ``--dataset``, cut to ``--train-subset``.
+
+  Args:
+    cfg: the run's configuration.
+    dataset: the full dataset if already loaded (else loaded from ``cfg``).
+
+  Returns:
+    The :class:`~zosam_jax.train.data.Dataset` of the run.
+
+  Raises:
+    ConfigError: if ``--train-subset`` exceeds the training set.
+  """
+  ds = dataset if dataset is not None else data_lib.load_dataset(
+      cfg.dataset, cfg.data_dir, download=cfg.download)
+  if cfg.train_subset is None:
+    return ds
+  try:
+    return data_lib.stratified_subset(ds, cfg.train_subset)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+
+
+def _snip_loss_fn(cfg, model, ds):
+  """``params -> loss`` on the run's first minibatch (for ``--sparse-init snip``)."""
+  if cfg.sparse_init != "snip":
+    return None
+  indices = pipeline.BatchOrder(cfg.seed, ds.x_train.shape[0], cfg.batch_size).indices(0)
+  images = pipeline.normalize(jnp.asarray(ds.x_train[indices]), ds.mean, ds.std)
+  loss_fn = steps_lib.make_loss_fn(model, {}, images, jnp.asarray(ds.y_train[indices]))
+  return lambda params: loss_fn(params)[0]
 
 
 def _prepare_workdir(cfg: config_lib.TrainConfig, workdir: Path) -> None:
@@ -140,13 +175,12 @@ def train_and_evaluate(config: config_lib.TrainConfig,
   cfg = config_lib.validate(config)
   workdir = Path(workdir if workdir is not None else cfg.workdir)
   _prepare_workdir(cfg, workdir)
-  ds = dataset if dataset is not None else data_lib.load_dataset(
-      cfg.dataset, cfg.data_dir, download=cfg.download)
+  ds = run_dataset(cfg, dataset)
   num_train = ds.x_train.shape[0]
   num_steps = config_lib.total_steps(cfg, num_train)
   stop = min(num_steps, cfg.stop_after or num_steps)
   model = models.get_model(cfg.model, ds.num_classes)
-  tx, schedule = optim.build_optimizer(cfg, num_steps)
+  tx, schedule = optim.build_optimizer(cfg, num_steps, _snip_loss_fn(cfg, model, ds))
 
   root_key = jax.random.key(cfg.seed)
   example = np.zeros((1,) + ds.x_train.shape[1:], np.float32)
@@ -308,9 +342,10 @@ def load_train_state(workdir: str | Path, step: int | None = None
   workdir = Path(workdir)
   saved = json.loads((workdir / "config.json").read_text())
   cfg = config_lib.TrainConfig(**dict(saved, compare=tuple(saved["compare"])))
-  ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=False)
+  ds = run_dataset(dataclasses.replace(cfg, download=False))
   model = models.get_model(cfg.model, ds.num_classes)
-  tx, _ = optim.build_optimizer(cfg, config_lib.total_steps(cfg, ds.x_train.shape[0]))
+  tx, _ = optim.build_optimizer(cfg, config_lib.total_steps(cfg, ds.x_train.shape[0]),
+                                _snip_loss_fn(cfg, model, ds))
   template = steps_lib.init_train_state(
       model, tx, np.zeros((1,) + ds.x_train.shape[1:], np.float32), jax.random.key(0))
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
@@ -332,7 +367,7 @@ def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[st
     ``{"step", "loss", "accuracy", "params_finite"}``.
   """
   state, meta, cfg = load_train_state(workdir, step)
-  ds = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=False)
+  ds = run_dataset(dataclasses.replace(cfg, download=False))
   model = models.get_model(cfg.model, ds.num_classes)
   eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
   x, y, w = _eval_batches(ds.x_test, ds.y_test, cfg.eval_batch_size)

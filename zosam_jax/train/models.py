@@ -5,6 +5,8 @@ All models take an NHWC batch and a ``train`` flag and return logits:
 running statistics in the ``batch_stats`` collection.
 
 * ``mlp``: a small multilayer perceptron (the default, for 8x8 digits).
+* ``cnn``: a small convolutional net (two 3x3 convolutions with max-pooling,
+  one hidden dense layer), LeNet-like, for 8x8 digits and 28x28 Fashion-MNIST.
 * ``resnet20/32/56``: the CIFAR ResNet of He et al. (2016), section 4.2:
   a 3x3 stem, three stages of n basic blocks with 16/32/64 channels,
   BatchNorm and ReLU, global average pooling and one dense layer; depth
@@ -51,6 +53,23 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.features:
       x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+class SmallCNN(nn.Module):
+  """Two 3x3 ReLU convolutions, each followed by 2x2 max-pooling, then MLP."""
+
+  num_classes: int
+  channels: Sequence[int] = (16, 32)
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train  # No BatchNorm or dropout.
+    for c in self.channels:
+      x = nn.relu(nn.Conv(c, (3, 3), kernel_init=_CONV_INIT)(x))
+      x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
+    x = nn.relu(nn.Dense(self.hidden)(x.reshape((x.shape[0], -1))))
     return nn.Dense(self.num_classes)(x)
 
 
@@ -194,7 +213,7 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds a model by name.
 
   Args:
-    name: one of ``mlp``, ``resnet20``, ``resnet32``, ``resnet56`` (any
+    name: one of ``mlp``, ``cnn``, ``resnet20``, ``resnet32``, ``resnet56`` (any
       ``resnet{6n+2}``, e.g. ``resnet8`` for quick tests), ``vgg11``,
       ``vgg16``, ``vgg19``, ``vit``.
     num_classes: number of output logits.
@@ -220,6 +239,8 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """
   if name == "mlp":
     return MLP(num_classes, **kwargs)
+  if name == "cnn":
+    return SmallCNN(num_classes, **kwargs)
   if name.startswith("resnet") and name[6:].isdigit():
     depth = int(name[6:])
     if depth < 8 or (depth - 2) % 6:
@@ -230,5 +251,5 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   if name == "vit":
     return ViT(num_classes, **kwargs)
   raise ValueError(
-      f"unknown model {name!r}; choose mlp, resnet20, resnet32, resnet56, "
+      f"unknown model {name!r}; choose mlp, cnn, resnet20, resnet32, resnet56, "
       "vgg11, vgg16, vgg19 or vit")

@@ -13,6 +13,7 @@ The layers, from the inside out:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -59,7 +60,9 @@ def base_optimizer(cfg: TrainConfig, schedule: optax.Schedule
 
 
 def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
-                   num_steps: int, seed: int) -> optax.GradientTransformation:
+                   num_steps: int, seed: int,
+                   snip_loss_fn: Callable[[Any], jax.Array] | None = None
+                   ) -> optax.GradientTransformation:
   """Wraps ``inner`` in the :mod:`zosam_jax.sparse` method of ``cfg``.
 
   Args:
@@ -70,6 +73,8 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
     num_steps: total steps (drop-fraction and pruning schedules end at 75%
       of the run, as in RigL).
     seed: seed of the random initial masks.
+    snip_loss_fn: ``params -> scalar`` loss on one batch, for
+      ``--sparse-init snip``.
 
   Returns:
     ``inner`` itself for ``dense``, else the sparse transformation.
@@ -83,7 +88,8 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
                 dense_first_layer=cfg.dense_first_last,
                 dense_last_layer=cfg.dense_first_last)
   if cfg.sparse_method == "static":
-    return sparse.static_sparse(inner, key=seed, **common)
+    return sparse.static_sparse(inner, key=seed, init_method=cfg.sparse_init,
+                                loss_fn=snip_loss_fn, **common)
   if cfg.sparse_method in ("set", "rigl"):
     factory = sparse.set_sparse if cfg.sparse_method == "set" else sparse.rigl
     return factory(inner, key=seed, update_every=cfg.sparse_update_every,
@@ -92,13 +98,16 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
                     end_step=end_step, **common)
 
 
-def build_optimizer(cfg: TrainConfig, num_steps: int
+def build_optimizer(cfg: TrainConfig, num_steps: int,
+                    snip_loss_fn: Callable[[Any], jax.Array] | None = None
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Builds the run's optimizer.
 
   Args:
     cfg: the configuration.
     num_steps: total number of steps.
+    snip_loss_fn: ``params -> scalar`` on the first batch, needed by
+      ``--sparse-init snip``.
 
   Returns:
     ``(tx, schedule)``. For ``sgd``, ``tx.update(grads, state, params)``; for
@@ -107,13 +116,17 @@ def build_optimizer(cfg: TrainConfig, num_steps: int
     batch_stats))``.
   """
   schedule = learning_rate_schedule(cfg, num_steps)
-  tx: Any = sparse_wrapper(cfg, base_optimizer(cfg, schedule), num_steps, cfg.seed)
+  tx: Any = sparse_wrapper(cfg, base_optimizer(cfg, schedule), num_steps, cfg.seed,
+                           snip_loss_fn)
   mask_fn = None if cfg.sparse_method == "dense" else zosam_jax.MASKS_FROM_BASE_STATE
   if cfg.optimizer == "sam":
-    tx = zosam_jax.sam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True)
+    tx = zosam_jax.sam(tx, rho=cfg.rho, mask_fn=mask_fn, adaptive=cfg.adaptive,
+                       has_aux=True)
   elif cfg.optimizer == "zosam":
     tx = zosam_jax.zo_sam(
         tx, rho=cfg.rho, num_dirs=cfg.num_dirs, mask_fn=mask_fn,
         key=jax.random.fold_in(jax.random.key(cfg.seed), 2), smoothing=cfg.smoothing, estimator=cfg.estimator,
-        distribution=cfg.zo_distribution, chunk_size=cfg.chunk_size, has_aux=True)
+        distribution=cfg.zo_distribution,
+        prior=None if cfg.zo_prior == "none" else cfg.zo_prior,
+        adaptive=cfg.adaptive, chunk_size=cfg.chunk_size, has_aux=True)
   return tx, schedule

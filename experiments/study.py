@@ -1,0 +1,191 @@
+"""Paired-seed study on Fashion-MNIST: positive control, grid and controls.
+
+A cell is (setting, sparsity, variant, seed): one run of the training program
+(``zosam_jax.train.train_and_evaluate``). Its row (final and best test
+accuracy on the full 10k test set, the test-accuracy curve, realised
+sharpness, minibatch-gradient variance at the end, wall-clock and passes) is
+appended to ``results/study_fashion_mnist.jsonl``, with the run folder relative
+to the repository. Cells already in that file are skipped, so a study can run
+in the background, be committed with the cells done, and be continued later by
+the same command. Everything was declared here before any cell ran: settings,
+the order of the positive-control attempts, seeds, variants.
+
+  python experiments/study.py control    # SAM vs SGD, attempts in order, until one passes
+  python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
+  python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
+  python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0
+
+``python experiments/render_results.py`` turns the rows into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+import analysis
+import common
+import stats
+
+ROWS = common.RESULTS / "study_fashion_mnist.jsonl"
+SEEDS = (0, 1, 2, 3, 4, 5)
+
+_RECIPE = dict(dataset="fashion_mnist", batch_size=128, lr=0.05, momentum=0.9,
+               weight_decay=5e-4, schedule="cosine", steps=3000, eval_every=200,
+               log_every=50, checkpoint_every=0, sparse_method="rigl")
+#: Declared settings: the same recipe, a model and a stratified training subset.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "mlp-10k": dict(_RECIPE, model="mlp", train_subset=10000),
+    "mlp-2k": dict(_RECIPE, model="mlp", train_subset=2000),
+    "cnn-10k": dict(_RECIPE, model="cnn", train_subset=10000),
+    "cnn-2k": dict(_RECIPE, model="cnn", train_subset=2000),
+}
+#: Positive-control attempts, in the order they are tried: (setting, sparsity).
+CONTROL_ATTEMPTS = (("mlp-10k", 0.9), ("mlp-2k", 0.9), ("mlp-2k", 0.98))
+#: Optimizer variants: config overrides on top of the setting.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sgd": dict(optimizer="sgd"),
+    "sam": dict(optimizer="sam", rho=0.05),
+    "zosam": dict(optimizer="zosam", rho=0.05),
+    "zosam-random-eps": dict(optimizer="zosam", rho=0.05, estimator="random"),
+    "zosam-m16": dict(optimizer="zosam", rho=0.05, num_dirs=16),
+    "zosam-rho0.1": dict(optimizer="zosam", rho=0.1),
+    "zosam-rho0.2": dict(optimizer="zosam", rho=0.2),
+    "zosam-prior": dict(optimizer="zosam", rho=0.05, zo_prior="gradient", num_dirs=0),
+}
+GRID_VARIANTS = ("sgd", "sam", "zosam")
+CONTROL_VARIANTS = ("zosam-random-eps", "zosam-m16", "zosam-rho0.1", "zosam-rho0.2",
+                    "zosam-prior")
+#: Convergence: steps to reach this test accuracy (first evaluation at or above).
+TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84}
+
+
+def cell_id(setting: str, sparsity: float, variant: str, seed: int) -> str:
+  return f"{setting}/rigl{sparsity}/{variant}/seed{seed}"
+
+
+def config_of(setting: str, sparsity: float, variant: str, seed: int) -> dict[str, Any]:
+  return dict(SETTINGS[setting], sparsity=sparsity, seed=seed, **VARIANTS[variant])
+
+
+def curve_of(records) -> list[list[float]]:
+  return [[r["step"], r["accuracy"]] for r in records if r["split"] == "test"]
+
+
+def sharpness_of(records) -> float | None:
+  values = [r["sharpness"] for r in records if "sharpness" in r]
+  return float(np.mean(values)) if values else None
+
+
+def gradient_variance(workdir, num_batches: int = 16, batch_size: int = 128) -> dict:
+  """Minibatch-gradient variance over the active weights at the final params."""
+  params, active, _, model, ds = analysis.load_run(str(workdir))
+  idx = analysis.sample_batches(ds.x_train.shape[0], batch_size, num_batches, seed=0)
+  sq, norm2, n = (float(v) for v in analysis.variance_fn(model, ds.mean, ds.std)(
+      params, active, ds.x_train[idx], ds.y_train[idx]))
+  return {"grad_var": sq, "grad_var_rel": sq / norm2, "active_weights": int(n)}
+
+
+def run_cell(setting: str, sparsity: float, variant: str, seed: int,
+             dataset=None) -> dict[str, Any]:
+  """Trains one cell and returns its row."""
+  from zosam_jax.train import TrainConfig, train_and_evaluate
+  from zosam_jax.train import report
+
+  cfg_dict = config_of(setting, sparsity, variant, seed)
+  rel = f"runs/study/{cell_id(setting, sparsity, variant, seed)}"
+  workdir = common.REPO / rel
+  t0 = time.perf_counter()
+  summary = train_and_evaluate(
+      TrainConfig(**dict(cfg_dict, progress=False, overwrite=True, workdir=rel)),
+      workdir, dataset=dataset)
+  wall = time.perf_counter() - t0
+  records = report.read_metrics(workdir / "metrics.jsonl")
+  bwd, fwd = common.passes_per_step(cfg_dict["optimizer"], cfg_dict.get("num_dirs", 1),
+                                    cfg_dict.get("estimator", "central"),
+                                    cfg_dict.get("zo_prior", "none"))
+  return dict(
+      cell=cell_id(setting, sparsity, variant, seed), setting=setting,
+      model=cfg_dict["model"], train_subset=cfg_dict["train_subset"],
+      sparsity=sparsity, variant=variant, seed=seed, config=cfg_dict,
+      test_set="fashion_mnist test, 10000 images",
+      test_accuracy=summary["final_test_accuracy"],
+      best_test_accuracy=summary["best_test_accuracy"],
+      test_loss=summary["final_test_loss"], train_loss=summary["final_train_loss"],
+      curve=curve_of(records), sharpness=sharpness_of(records),
+      steps=summary["steps"], seconds_per_step=summary["seconds_per_step"],
+      train_seconds=summary["train_seconds"], wall_seconds=round(wall, 2),
+      backward_passes=bwd * summary["steps"], forward_passes=fwd * summary["steps"],
+      workdir=rel, **gradient_variance(workdir))
+
+
+def run_cells(cells, dataset=None) -> list[dict[str, Any]]:
+  """Runs the cells not yet in :data:`ROWS`, appending each row as it finishes."""
+  done = {r["cell"]: r for r in read_rows()}
+  for cell in cells:
+    key = cell_id(*cell)
+    if key not in done:
+      row = run_cell(*cell, dataset=dataset)
+      with open(ROWS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      done[key] = row
+      print(f"{key}: acc {row['test_accuracy']:.4f} ({row['wall_seconds']:.0f} s)",
+            flush=True)
+  return [done[cell_id(*c)] for c in cells]
+
+
+def read_rows() -> list[dict[str, Any]]:
+  return common.read_rows_any(ROWS) if ROWS.exists() else []
+
+
+def control_passes(rows, setting: str, sparsity: float) -> bool | None:
+  """SAM − SGD paired over :data:`SEEDS`: is the 95% interval above 0?"""
+  diff = stats.paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
+  return None if diff is None or diff["n"] < len(SEEDS) else diff["low"] > 0
+
+
+def run_control(dataset) -> tuple[str, float] | None:
+  """Tries :data:`CONTROL_ATTEMPTS` in order; returns the first that passes."""
+  for setting, sparsity in CONTROL_ATTEMPTS:
+    rows = run_cells([(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")],
+                     dataset)
+    if control_passes(rows, setting, sparsity):
+      return setting, sparsity
+  return None
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("what", choices=("control", "grid", "controls", "one"))
+  p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+  p.add_argument("--setting")
+  p.add_argument("--variant")
+  p.add_argument("--sparsity", type=float, default=0.9)
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args()
+  from zosam_jax.train import load_dataset
+
+  ds = load_dataset("fashion_mnist")
+  if args.what == "one":
+    print(json.dumps(run_cell(args.setting, args.sparsity, args.variant, args.seed, ds)))
+    return
+  if args.what == "control":
+    print("positive control passed in", run_control(ds))
+    return
+  passed = stats.first_passing_control(read_rows(), CONTROL_ATTEMPTS)
+  size = (passed or ("mlp-10k", 0.9))[0].split("-")[1]
+  if args.what == "grid":
+    run_cells([(f"{m}-{size}", sp, v, s) for m in args.models
+               for sp in (0.9, 0.95, 0.98) for s in SEEDS for v in GRID_VARIANTS], ds)
+  else:
+    run_cells([(f"{m}-{size}", 0.9, v, s) for m in args.models
+               for s in SEEDS for v in CONTROL_VARIANTS], ds)
+
+
+if __name__ == "__main__":
+  main()
