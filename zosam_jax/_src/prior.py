@@ -147,7 +147,9 @@ def prior_guided_gradient(
     return g_hat, loss
   g_rand, loss_rand = random_estimate(loss_fn, params, active, random_key)
   # The random part's component orthogonal to the unit vector v.
-  along = optax.tree.vdot(g_rand, v)
+  # (elementwise products: a dot product of sharded vectors needs an out_sharding).
+  along = sum(jnp.sum(r * x) for r, x in zip(jax.tree.leaves(g_rand),
+                                               jax.tree.leaves(v)))
   weight = num_dirs / jnp.maximum(_num_active(params, active), 1.0)
   g_hat = jax.tree.map(lambda g, r, x: g + weight * (r - along * x), g_hat, g_rand, v)
   return g_hat, (loss + num_dirs * loss_rand) / (1 + num_dirs)

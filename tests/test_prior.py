@@ -1,0 +1,269 @@
+"""The prior-guided ascent (``prior="gradient"``) and adaptive SAM (ASAM)."""
+
+import pathlib
+import runpy
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import zosam_jax
+from tests import helpers
+
+BENCH = runpy.run_path(str(pathlib.Path(__file__).parents[1] / "benchmarks"
+                           / "ascent_quality.py"))
+
+
+def _with_prior(tx, params, prior):
+  return tx.init(params)._replace(prior=prior)
+
+
+def _perturbed_point(tx, state, params, loss):
+  """θ + ε of one step: ``value_fn`` returns the point it was called at."""
+  _, state = tx.update(params, state, params, value_fn=lambda p: (loss(p), p))
+  return state.aux, state
+
+
+def test_default_is_the_papers_random_directions():
+  params, _ = helpers.mlp_problem()
+  assert zosam_jax.zo_sam(optax.sgd(0.1)).init(params).prior is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(num_dirs=0), "num_dirs"),
+    (dict(prior="momentum"), "prior"),
+    (dict(prior="gradient", num_dirs=-1), "num_dirs"),
+    (dict(adaptive=1), "adaptive"),
+    (dict(adaptive=True, adaptive_eta=-1.0), "adaptive_eta"),
+])
+def test_bad_prior_arguments_fail_at_construction(kwargs, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    zosam_jax.zo_sam(optax.sgd(0.1), **kwargs)
+
+
+@pytest.mark.parametrize("ravel", [True, False])
+def test_exact_gradient_prior_gives_sams_perturbation(ravel):
+  params, loss = helpers.mlp_problem()
+  g = jax.grad(loss)(params)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, prior="gradient", num_dirs=0,
+                        ravel=ravel, has_aux=True)
+  for prior in (g, jax.tree.map(jnp.negative, g)):  # The sign comes from the loss.
+    point, _ = _perturbed_point(tx, _with_prior(tx, params, prior), params, loss)
+    sam_point = jax.tree.map(lambda p, d: p + 0.05 * d / optax.tree.norm(g), params, g)
+    chex.assert_trees_all_close(point, sam_point, atol=1e-5)
+
+
+def test_first_step_falls_back_to_a_random_direction_and_stores_the_gradient():
+  params, loss = helpers.mlp_problem()
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, prior="gradient", num_dirs=0,
+                        has_aux=True)
+  state = tx.init(params)
+  chex.assert_trees_all_equal(state.prior, jax.tree.map(jnp.zeros_like, params))
+  point, state = _perturbed_point(tx, state, params, loss)
+  assert float(state.perturbation_norm) == pytest.approx(0.05, rel=1e-4)
+  assert float(state.perturbed_loss) > float(loss(params))  # Uphill, by its sign.
+  chex.assert_trees_all_close(state.prior, jax.grad(loss)(point), rtol=1e-5)
+
+
+def test_prior_is_remasked_with_the_current_mask():
+  params, loss = helpers.mlp_problem()
+  mask = helpers.random_mask(params)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0, mask_fn=mask,
+                        has_aux=True)
+  dense_prior = jax.tree.map(jnp.ones_like, params)
+  point, _ = _perturbed_point(tx, _with_prior(tx, params, dense_prior), params, loss)
+  moved = jax.tree.map(lambda a, b: a != b, point, params)
+  assert not any(bool(jnp.any(m & ~k)) for m, k in
+                 zip(jax.tree.leaves(moved), jax.tree.leaves(mask)))
+
+
+def test_random_directions_are_added_orthogonally_and_chunking_agrees():
+  params, loss = helpers.mlp_problem()
+  g = jax.grad(loss)(params)
+  results = []
+  for chunk_size in (1, 2, 8):
+    tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=4,
+                          chunk_size=chunk_size, has_aux=True)
+    point, state = _perturbed_point(tx, _with_prior(tx, params, g), params, loss)
+    results.append(point)
+  for other in results[1:]:
+    chex.assert_trees_all_close(results[0], other, atol=1e-6)
+  eps = jax.tree.map(jnp.subtract, results[0], params)
+  cos = optax.tree.vdot(eps, g) / (optax.tree.norm(eps) * optax.tree.norm(g))
+  assert 0.5 < float(cos) < 1.0  # Mostly the prior, a little of the rest.
+  assert float(state.ascent_norm) > 0
+
+
+def test_bfloat16_prior_is_stored_in_the_params_dtype():
+  params, loss = helpers.mlp_problem()
+  params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0)
+  _, state = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))(params, tx.init(params))
+  assert {x.dtype for x in jax.tree.leaves(state.prior)} == {jnp.dtype(jnp.bfloat16)}
+  assert float(state.perturbation_norm) > 0
+
+
+def test_scan_inject_hyperparams_and_fixed_state_structure():
+  params, loss = helpers.mlp_problem()
+  tx = optax.inject_hyperparams(zosam_jax.zo_sam, static_args=("num_dirs", "prior", "key"))(
+      optax.sgd(0.1), rho=0.05, num_dirs=0, prior="gradient")
+  state = tx.init(params)
+
+  def body(carry, _):
+    params, state = carry
+    updates, state = tx.update(params, state, params, value_fn=loss)
+    return (optax.apply_updates(params, updates), state), loss(params)
+
+  (new_params, new_state), losses = jax.lax.scan(body, (params, state), None, length=20)
+  chex.assert_trees_all_equal_structs(state, new_state)
+  assert losses[-1] < losses[0]
+  assert float(optax.tree.norm(optax.tree.get(new_state, "prior"))) > 0
+
+
+def test_prior_round_trips_through_an_orbax_checkpoint(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  params, loss = helpers.mlp_problem()
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=1)
+  step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
+  _, state = step(params, tx.init(params))
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "state", state)
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(
+      tmp_path / "state", jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+  chex.assert_trees_all_equal(step(params, restored)[0], step(params, state)[0])
+
+
+def test_under_pmap_the_prior_is_the_averaged_gradient_on_every_device():
+  params, _ = helpers.mlp_problem()
+  n = 4
+  x = jax.random.normal(jax.random.key(3), (n, 8, 4))
+  y = jnp.sin(x.sum(-1, keepdims=True))
+
+  def loss_on(p, xb, yb):
+    h = jnp.tanh(xb @ p["dense1"]["kernel"] + p["dense1"]["bias"][None, :])
+    return jnp.mean((h @ p["dense2"]["kernel"] + p["dense2"]["bias"][None, :] - yb) ** 2)
+
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0,
+                        axis_name="data", has_aux=True)
+
+  def step(state, xb, yb):
+    _, state = tx.update(params, state, params,
+                         value_fn=lambda p: (loss_on(p, xb, yb), p))
+    return state
+
+  state = jax.pmap(step, axis_name="data", in_axes=(None, 0, 0))(tx.init(params), x, y)
+  point = jax.tree.map(lambda a: a[0], state.aux)
+  full_grad = jax.grad(lambda p: jnp.mean(jax.vmap(
+      lambda xb, yb: loss_on(p, xb, yb))(x, y)))(point)
+  for leaf, want in zip(jax.tree.leaves(state.prior), jax.tree.leaves(full_grad)):
+    np.testing.assert_allclose(leaf, np.broadcast_to(want, leaf.shape), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: zosam_jax.sam(optax.sgd(0.1), **kw),
+    lambda **kw: zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0, **kw),
+], ids=["sam", "zo_sam"])
+def test_adaptive_matches_the_asam_formula_on_a_masked_tree(make):
+  params = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([[0.3, -0.1], [2.0, 1.0]])}
+  c = {"a": jnp.array([0.5, 1.0, -1.0]), "b": jnp.array([[1.0, 2.0], [-0.5, 0.2]])}
+  loss = lambda p: jnp.sum(c["a"] * p["a"]) + jnp.sum(c["b"] * p["b"]) + 0.1 * jnp.sum(
+      p["a"] ** 2)
+  mask = {"a": jnp.array([True, False, True]), "b": jnp.array([[True, True], [False, True]])}
+  rho, eta = 0.3, 0.01
+  g = jax.tree.map(lambda d, m: d * m, jax.grad(loss)(params), mask)
+  t = jax.tree.map(lambda p: jnp.abs(p) + eta, params)
+  tg_norm = jnp.sqrt(sum(jnp.sum((ti * gi) ** 2) for ti, gi in
+                         zip(jax.tree.leaves(t), jax.tree.leaves(g))))
+  want = jax.tree.map(lambda p, ti, gi: p + rho * ti ** 2 * gi / tg_norm, params, t, g)
+  tx = make(rho=rho, adaptive=True, adaptive_eta=eta, mask_fn=mask, has_aux=True)
+  state = tx.init(params)
+  if state.prior is not None:
+    state = state._replace(prior=jax.grad(loss)(params))
+  point, state = _perturbed_point(tx, state, params, loss)
+  chex.assert_trees_all_close(point, want, atol=1e-5)
+  assert float(state.perturbation_norm) == pytest.approx(
+      float(optax.tree.norm(jax.tree.map(jnp.subtract, want, params))), rel=1e-4)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+def test_prior_points_uphill_on_the_digits_mlp(sparsity):
+  measure = BENCH["measure"]
+  with_prior = measure(dict(prior="gradient", num_dirs=0), sparsity)
+  paper = measure(dict(num_dirs=1), sparsity)
+  assert with_prior["cos"] >= 0.25 and with_prior["sharpness_ratio"] >= 0.30
+  assert paper["cos"] <= 0.03
+
+
+def _flops_and_memory(fn, *args):
+  compiled = jax.jit(fn).lower(*args).compile()
+  mem = compiled.memory_analysis()
+  return compiled.cost_analysis()["flops"], mem.temp_size_in_bytes
+
+
+def test_prior_costs_two_forward_passes_and_one_parameter_copy():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(0), (1024, 128))
+  y = jnp.zeros((1024,), jnp.int32)
+  model = nn.Sequential([nn.Dense(256), nn.relu, nn.Dense(256), nn.relu, nn.Dense(10)])
+  params = model.init(jax.random.key(1), x)
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply(p, x), y).mean()
+  base_tx = optax.sgd(0.1, momentum=0.9)
+  counter = {"backward": 0}
+
+  @jax.custom_vjp
+  def tap(p):
+    return p
+
+  def tap_bwd(_, g):
+    counter["backward"] += 1
+    return (g,)
+
+  tap.defvjp(lambda p: (p, None), tap_bwd)
+
+  def step_of(tx, value_fn=loss):
+    def step(p, s):
+      u, s = tx.update(p, s, p, value_fn=value_fn)
+      return optax.apply_updates(p, u), s
+    return step
+
+  def sgd_step(p, s):
+    u, s = base_tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  forward, _ = _flops_and_memory(loss, params)
+  sgd, _ = _flops_and_memory(sgd_step, params, base_tx.init(params))
+  tx = zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0)
+  flops, memory = _flops_and_memory(step_of(tx), params, tx.init(params))
+  assert abs(flops - (sgd + 2 * forward)) <= 0.1 * (sgd + 2 * forward)
+  sam = zosam_jax.sam(base_tx)
+  _, sam_memory = _flops_and_memory(step_of(sam), params, sam.init(params))
+  param_bytes = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params))
+  assert memory <= sam_memory + param_bytes
+  jax.jit(step_of(tx, lambda p: loss(tap(p))))(params, tx.init(params))
+  assert counter["backward"] == 1
+
+
+def test_under_explicit_fsdp_sharding_the_prior_keeps_the_params_sharding():
+  from jax.sharding import AxisType, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from tests import test_sharding  # pylint: disable=import-outside-toplevel
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
+  with jax.set_mesh(mesh):
+    params, batch, mask = test_sharding._problem()  # pylint: disable=protected-access
+    params = jax.device_put(params, jax.tree.map(
+        lambda s: s.spec, zosam_jax.fsdp_sharding(params, mesh)))
+    batch = jax.device_put(batch, P("data"))
+    tx = zosam_jax.zo_sam(optax.adam(1e-2), prior="gradient", num_dirs=1,
+                          mask_fn=mask, ravel=False)
+    loss = lambda q: test_sharding._loss(  # pylint: disable=protected-access
+        q, batch, lambda p: jax.sharding.reshard(p, P()))
+    step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
+    _, state = step(params, tx.init(params))
+    _, state = step(params, state)
+  for leaf, p in zip(jax.tree.leaves(state.prior), jax.tree.leaves(params)):
+    assert leaf.sharding.is_equivalent_to(p.sharding, leaf.ndim)
+  assert float(state.perturbation_norm) == pytest.approx(0.05, rel=1e-4)
