@@ -138,3 +138,77 @@ def test_normalize_uses_per_channel_statistics():
   x = jnp.full((1, 2, 2, 3), 10, jnp.uint8)
   out = pipeline.normalize(x, jnp.array([10.0, 0.0, 5.0]), jnp.array([1.0, 2.0, 5.0]))
   np.testing.assert_allclose(out[0, 0, 0], [0.0, 5.0, 1.0])
+
+
+def _write_idx(path, array):
+  import gzip  # pylint: disable=import-outside-toplevel
+  header = bytes([0, 0, 8, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist(folder, n=30):
+  """The four idx files with tiny contents; returns their sha256 table."""
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (n, 28, 28)),
+            "train-labels-idx1-ubyte.gz": np.arange(n) % 10,
+            "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28)),
+            "t10k-labels-idx1-ubyte.gz": np.arange(10)}
+  for name, a in arrays.items():
+    _write_idx(folder / name, a)
+  return {name: data.sha256sum(folder / name) for name in arrays}
+
+
+@pytest.fixture
+def no_system_fashion_mnist(monkeypatch, tmp_path):
+  monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+  monkeypatch.setattr(data, "shared_data_dirs", lambda: [tmp_path / "no-shared"])
+
+
+def test_fashion_mnist_idx_files_are_read_from_data_dir(tmp_path, monkeypatch,
+                                                        no_system_fashion_mnist):
+  monkeypatch.setattr(data, "FASHION_MNIST_FILES",
+                      make_fashion_mnist(tmp_path / "fm" / "fashion-mnist"))
+  ds = data.load_dataset("fashion_mnist", tmp_path / "fm")
+  assert ds.x_train.shape == (30, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
+  assert ds.x_train.dtype == np.uint8 and list(ds.y_test) == list(range(10))
+
+
+def test_fashion_mnist_with_a_wrong_checksum_names_the_file(tmp_path, no_system_fashion_mnist):
+  make_fashion_mnist(tmp_path)
+  with pytest.raises(data.DataNotFoundError, match="train-images-idx3-ubyte.gz: sha256"):
+    data.load_dataset("fashion_mnist", tmp_path)
+
+
+def test_truncated_idx_file_names_the_file(tmp_path):
+  _write_idx(tmp_path / "x.gz", np.zeros((4, 28, 28)))
+  raw = (tmp_path / "x.gz").read_bytes()
+  (tmp_path / "x.gz").write_bytes(raw[: len(raw) // 2])
+  with pytest.raises(data.DataNotFoundError, match="x.gz"):
+    data.read_idx(tmp_path / "x.gz")
+
+
+def test_missing_fashion_mnist_names_files_folders_and_package(tmp_path, capsys,
+                                                               no_system_fashion_mnist):
+  assert cli.main(["--dataset", "fashion_mnist", "--data-dir", str(tmp_path),
+                   "--workdir", str(tmp_path / "run"), "--no-progress"]) == 1
+  err = capsys.readouterr().err
+  assert "t10k-labels-idx1-ubyte.gz" in err and str(tmp_path) in err
+  assert "dataset-fashion-mnist" in err and "Traceback" not in err
+
+
+def test_stratified_subset_keeps_class_proportions_and_is_seed_independent():
+  ds = data.load_dataset("digits")
+  a, b = data.stratified_subset(ds, 200), data.stratified_subset(ds, 200)
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+  counts = np.bincount(a.y_train, minlength=10)
+  assert a.x_train.shape[0] == 200 and counts.min() >= 19 and counts.max() <= 21
+  assert "subset of 200" in a.note and a.x_test.shape == ds.x_test.shape
+
+
+def test_train_subset_larger_than_the_training_set_is_a_clear_error(tmp_path, capsys):
+  assert cli.main(["--train-subset", "5000", "--steps", "2", "--no-progress",
+                   "--workdir", str(tmp_path)]) == 2
+  assert "--train-subset must be between 10" in capsys.readouterr().err

@@ -63,3 +63,54 @@ def test_dense_first_last_needs_a_sparse_method(tmp_path, capsys):
     code = e.code
   assert code == 2
   assert "--dense-first-last needs a --sparse-method" in capsys.readouterr().err
+
+
+def _exit_code(argv):
+  try:
+    return cli.main(argv)
+  except SystemExit as e:
+    return e.code
+
+
+@pytest.mark.parametrize("init", ["snip", "magnitude"])
+def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
+  base = ["--steps", "2", "--batch-size", "32", "--no-progress", "--sparsity", "0.9",
+          "--sparse-method", "static", "--optimizer", "sgd"]
+  assert cli.main(base + ["--workdir", str(tmp_path / "random")]) == 0
+  assert cli.main(base + ["--sparse-init", init, "--workdir", str(tmp_path / init)]) == 0
+  masks = [optax.tree.get(loop.load_train_state(tmp_path / name)[0].opt_state, "masks")
+           for name in ("random", init)]
+  densities = [[float(m.mean()) for m in jax.tree.leaves(t)] for t in masks]
+  assert densities[0] == pytest.approx(densities[1], abs=0.01)
+  assert any(bool((a != b).any()) for a, b in zip(*map(jax.tree.leaves, masks)))
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--sparse-init", "snip", "--sparse-method", "rigl", "--sparsity", "0.9"],
+     "--sparse-init snip needs --sparse-method static"),
+    (["--sparse-init", "grasp"], "invalid choice"),
+    (["--zo-prior", "gradient", "--optimizer", "sgd"], "--zo-prior only applies"),
+    (["--adaptive", "--optimizer", "sgd"], "--adaptive only applies"),
+    (["--num-dirs", "0"], "--num-dirs must be a positive integer"),
+    (["--train-subset", "3"], "--train-subset must be an integer of at least 10"),
+])
+def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, message):
+  assert _exit_code(flags + ["--workdir", str(tmp_path)]) == 2
+  assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [
+    ["--zo-prior", "gradient", "--num-dirs", "0"],
+    ["--adaptive", "--rho", "0.5"],
+    ["--estimator", "random"],
+    ["--optimizer", "sam", "--adaptive", "--rho", "0.5"],
+])
+def test_ascent_options_train(tmp_path, flags):
+  argv = ["--steps", "4", "--batch-size", "32", "--no-progress", "--log-every", "2",
+          "--workdir", str(tmp_path)] + flags
+  assert cli.main(argv) == 0
+  state, _, cfg = loop.load_train_state(tmp_path)
+  assert bool(jax.tree.reduce(lambda a, b: a & b, jax.tree.map(
+      lambda p: jax.numpy.isfinite(p).all(), state.params)))
+  if cfg.zo_prior == "gradient":
+    assert float(optax.tree.norm(optax.tree.get(state.opt_state, "prior"))) > 0
