@@ -52,11 +52,11 @@ def checkpoint_steps(workdir: str) -> list[int]:
 def make_loss(model, mean, std):
   """``loss(params, x, y)``: mean cross-entropy on raw (storage-scale) inputs."""
   import optax
+  from zosam_jax.train import normalize
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
   def loss(params, x, y):
-    logits = model.apply({"params": params}, (x.astype(jnp.float32) - mean) / std,
-                         train=False)
+    logits = model.apply({"params": params}, normalize(x, mean, std), train=False)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   return loss

@@ -95,8 +95,16 @@ def run_one(base: dict[str, Any], overrides: dict[str, Any], grid: str,
       steady_seconds=summary["seconds_per_step"] * summary["steps"],
       steps=summary["steps"], backward_passes=bwd * summary["steps"],
       forward_passes=fwd * summary["steps"],
-      weight_sparsity=summary["weight_sparsity"], workdir=str(workdir))
+      weight_sparsity=summary["weight_sparsity"], workdir=_relative(workdir))
   return row
+
+
+def _relative(path: Path) -> str:
+  """``path`` relative to the repository when inside it (rows are committed)."""
+  try:
+    return str(Path(path).resolve().relative_to(REPO))
+  except ValueError:
+    return str(path)
 
 
 def run_grid(base: dict[str, Any], overrides_list: Iterable[dict[str, Any]],

@@ -2,7 +2,9 @@
 
 A line ``{{include results/NAME.md}}`` is replaced by that file (or a note
 that it was not produced), ``{{zo_batch_fraction digits}}`` by the comparison
-of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM).
+of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM), ``{{study fashion_mnist}}``
+by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`). Reads
+committed files only.
 
   python experiments/render_results.py
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import re
 
 import common
+import study
+import study_report
 
 
 def zo_batch_fraction_table(dataset: str) -> str:
@@ -36,34 +40,8 @@ def zo_batch_fraction_table(dataset: str) -> str:
   return "\n".join(lines)
 
 
-def sharpness_table(dataset: str) -> str:
-  """Measured L(θ+ε) − L(θ) (mean over the logged training windows) per run."""
-  import json
-  from pathlib import Path
-
-  rows = []
-  for r in common.read_rows(common.RESULTS / f"grid_{dataset}.jsonl"):
-    if r["optimizer"] == "sgd":
-      continue
-    recs = [json.loads(line) for line in
-            (Path(r["workdir"]) / "metrics.jsonl").read_text().splitlines()]
-    sh = [x["sharpness"] for x in recs if x["split"] == "train" and "sharpness" in x]
-    half = len(sh) // 2
-    rows.append(dict(r, sharp_first=sum(sh[:half]) / max(half, 1),
-                     sharp_second=sum(sh[half:]) / max(len(sh) - half, 1)))
-  methods = [m for m in ("dense", "static", "set", "rigl", "gmp")
-             if any(r["sparse_method"] == m for r in rows)]
-  sp = sorted({r["sparsity"] for r in rows})
-  out = []
-  for key, label in (("sharp_first", "first half of training"),
-                     ("sharp_second", "second half of training")):
-    out += [f"L(θ+ε) − L(θ) on the training minibatch (×1e-3), {label}:", "",
-            common.paper_table(rows, methods, sp, optimizers=("sam", "zosam"),
-                               value=key, scale=1e3, digits=3), ""]
-  return "\n".join(out)
-
-
-def main() -> None:
+def render() -> str:
+  """RESULTS.md's text, from ``RESULTS.in.md`` and the committed results."""
   text = (common.EXP / "RESULTS.in.md").read_text()
 
   def include(m):
@@ -73,8 +51,13 @@ def main() -> None:
   text = re.sub(r"\{\{include (\S+)\}\}", include, text)
   text = re.sub(r"\{\{zo_batch_fraction (\S+)\}\}",
                 lambda m: zo_batch_fraction_table(m.group(1)), text)
-  text = re.sub(r"\{\{sharpness (\S+)\}\}", lambda m: sharpness_table(m.group(1)), text)
-  (common.EXP / "RESULTS.md").write_text(text)
+  text = re.sub(r"\{\{study fashion_mnist\}\}",
+                lambda m: study_report.render(study.read_rows()), text)
+  return text
+
+
+def main() -> None:
+  (common.EXP / "RESULTS.md").write_text(render())
 
 
 if __name__ == "__main__":

@@ -91,14 +91,14 @@ def gradient_variance(workdir, num_batches: int = 16, batch_size: int = 128) -> 
 
 
 def run_cell(setting: str, sparsity: float, variant: str, seed: int,
-             dataset=None) -> dict[str, Any]:
-  """Trains one cell and returns its row."""
+             dataset=None, root=common.REPO) -> dict[str, Any]:
+  """Trains one cell (its run folder under ``root``) and returns its row."""
   from zosam_jax.train import TrainConfig, train_and_evaluate
   from zosam_jax.train import report
 
   cfg_dict = config_of(setting, sparsity, variant, seed)
   rel = f"runs/study/{cell_id(setting, sparsity, variant, seed)}"
-  workdir = common.REPO / rel
+  workdir = root / rel
   t0 = time.perf_counter()
   summary = train_and_evaluate(
       TrainConfig(**dict(cfg_dict, progress=False, overwrite=True, workdir=rel)),

@@ -83,3 +83,48 @@ def test_corruptions_keep_the_shape_of_colour_images(name):
   assert y.shape == x.shape and y.dtype == np.float32
   assert 0.0 <= y.min() and y.max() <= 1.0
   assert not np.allclose(y, x)
+
+
+def test_results_md_is_rendered_from_committed_files_byte_for_byte():
+  import render_results  # pylint: disable=import-outside-toplevel
+  assert render_results.render() == (common.EXP / "RESULTS.md").read_text()
+
+
+def test_committed_rows_hold_no_absolute_paths():
+  for path in common.RESULTS.glob("*.jsonl"):
+    assert '"/' not in path.read_text(), path
+
+
+def test_paired_statistics_match_a_hand_computed_t_interval():
+  import stats  # pylint: disable=import-outside-toplevel
+  rows = [dict(variant=v, seed=s, test_accuracy=a, setting="x")
+          for v, accs in (("a", [0.5, 0.6, 0.7]), ("b", [0.4, 0.4, 0.6]))
+          for s, a in enumerate(accs)]
+  d = stats.paired(rows, dict(setting="x"), "a", "b")
+  # Differences 0.1, 0.2, 0.1: mean 0.1333, sd 0.0577, t(0.975, 2) = 4.3027.
+  assert d["n"] == 3 and d["mean"] == pytest.approx(0.13333, abs=1e-4)
+  assert d["high"] - d["mean"] == pytest.approx(4.3027 * 0.057735 / 3 ** 0.5, rel=1e-3)
+  assert d["p"] == pytest.approx(0.0572, abs=1e-3)  # t = 4.0, 2 degrees of freedom.
+  assert stats.verdict(d) == "no significant difference"
+  assert stats.verdict(dict(d, low=0.01)) == "better"
+  assert stats.verdict(dict(d, low=-0.2, high=-0.01)) == "worse"
+  assert stats.verdict(dict(d, low=0.01), control=dict(d, low=-0.1)).startswith(
+      "inconclusive")
+
+
+def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
+  import study  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import DataNotFoundError  # pylint: disable=import-outside-toplevel
+  committed = next((r for r in study.read_rows()
+                    if r["cell"] == "mlp-10k/rigl0.9/sgd/seed0"), None)
+  if committed is None:
+    pytest.skip("the cell is not committed yet")
+  try:
+    row = study.run_cell("mlp-10k", 0.9, "sgd", 0, root=tmp_path)
+  except DataNotFoundError:
+    pytest.skip("Fashion-MNIST is not on this machine")
+  # Same code, seeds and data: the same curve, up to XLA's CPU-dependent rounding.
+  np.testing.assert_allclose([a for _, a in row["curve"]],
+                             [a for _, a in committed["curve"]], atol=2e-3)
+  assert row["steps"] == committed["steps"] and row["forward_passes"] == committed[
+      "forward_passes"]
