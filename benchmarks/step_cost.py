@@ -75,6 +75,7 @@ def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
   small = preset == "cpu"
   b = lambda gpu, cpu: batch_override or (cpu if small else gpu)
   specs = [
+      ModelSpec("cnn_digits", models.get_model("cnn", 10), (8, 8, 1), b(128, 128)),
       ModelSpec("resnet32", models.get_model("resnet32", 10), (32, 32, 3),
                 b(128, 32)),
       ModelSpec("mlp", models.get_model("mlp", 10, features=(512, 512)),
@@ -111,6 +112,8 @@ def methods(preset: str) -> list[Method]:
                      distribution="rademacher"))
   rows.append(Method("zosam m=1 central ravel=False", "zosam", 1, "central",
                      ravel=False))
+  rows.append(Method("zosam m=1 central rademacher ravel=False", "zosam", 1,
+                     "central", distribution="rademacher", ravel=False))
   rows.append(Method("zosam prior m=0", "zosam", 0, "central", prior="gradient"))
   rows.append(Method("zosam prior m=1", "zosam", 1, "central", prior="gradient"))
   return rows
@@ -317,7 +320,8 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--models", default=None,
-                      help="comma-separated subset of resnet32,mlp,vit,wide_resnet32")
+                      help="comma-separated subset of cnn_digits,resnet32,mlp,vit,"
+                      "wide_resnet32")
   parser.add_argument("--methods", default=None,
                       help="comma-separated names or glob patterns of methods"
                       " (sgd always runs), e.g. 'sam,zosam m=1 *'")

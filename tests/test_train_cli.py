@@ -13,7 +13,7 @@ from zosam_jax.train import load_train_state
 from zosam_jax.train import report
 
 # Short runs: 8x8 digits, the MLP, no progress bar.
-FAST = ["--steps", "40", "--eval-every", "20", "--log-every", "10",
+FAST = ["--model", "mlp", "--steps", "40", "--eval-every", "20", "--log-every", "10",
         "--checkpoint-every", "20", "--batch-size", "64", "--no-progress"]
 TIMING_KEYS = ("steps_per_second", "train_seconds")
 

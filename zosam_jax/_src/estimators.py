@@ -217,6 +217,10 @@ def resolve_chunk_size(chunk_size: Optional[int], num_lanes: int) -> int:
   return min(chunk_size, num_lanes)
 
 
+#: Up to this many directions, the sequential path is a straight-line program.
+_MAX_UNROLLED = 4
+
+
 def _like(u: base.Params, params: base.Params) -> base.Params:
   """Casts a float32 direction to the params' dtypes (jvp tangents)."""
   return jax.tree.map(lambda d, p: d.astype(p.dtype), u, params)
@@ -244,10 +248,15 @@ def _sequential(f32_loss, params, direction, *, num_dirs, smoothing, estimator,
     g_hat = jax.tree.map(lambda a, d: a + coeff * d, g_hat, u)
     return g_hat, total + value
 
-  zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
-  # Unrolling the few directions of the usual settings lets XLA schedule the
-  # forward passes together; a loop keeps compile time bounded beyond that.
-  g_hat, total = jax.lax.fori_loop(0, num_dirs, body,
-                                   (zeros, jnp.zeros((), jnp.float32)),
-                                   unroll=min(num_dirs, 4))
+  carry = (jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params),
+           jnp.zeros((), jnp.float32))
+  if num_dirs <= _MAX_UNROLLED:
+    # No loop for the few directions of the usual settings: XLA schedules the
+    # forward passes together and a CPU while loop's per-iteration overhead
+    # is avoided; a loop keeps compile time bounded beyond that.
+    for i in range(num_dirs):
+      carry = body(i, carry)
+  else:
+    carry = jax.lax.fori_loop(0, num_dirs, body, carry, unroll=_MAX_UNROLLED)
+  g_hat, total = carry
   return g_hat, total / num_dirs

@@ -52,7 +52,7 @@ class TrainConfig:
   train_subset: int | None = None
   data_dir: str | None = None
   download: bool = True
-  model: str = "mlp"
+  model: str = "cnn"
   # Optimizer: SGD / SAM / ZO-SAM on top of SGD with momentum.
   optimizer: str = "zosam"
   rho: float = 0.05

@@ -4,9 +4,11 @@ All models take an NHWC batch and a ``train`` flag and return logits:
 ``model.apply(variables, x, train=False)``. Models with BatchNorm keep their
 running statistics in the ``batch_stats`` collection.
 
-* ``mlp``: a small multilayer perceptron (the default, for 8x8 digits).
-* ``cnn``: a small convolutional net (two 3x3 convolutions with max-pooling,
-  one hidden dense layer), LeNet-like, for 8x8 digits and 28x28 Fashion-MNIST.
+* ``mlp``: a small multilayer perceptron.
+* ``cnn`` (the default): a small convolutional net (two 3x3 convolutions with
+  max-pooling, one hidden dense layer), LeNet-like, for 8x8 digits and 28x28
+  Fashion-MNIST; where a backward pass costs more than a forward pass, as in
+  the models ZO-SAM is meant for.
 * ``resnet20/32/56``: the CIFAR ResNet of He et al. (2016), section 4.2:
   a 3x3 stem, three stages of n basic blocks with 16/32/64 channels,
   BatchNorm and ReLU, global average pooling and one dense layer; depth
