@@ -33,9 +33,9 @@ import zosam_jax
 OUT = pathlib.Path(__file__).parent / "results" / "ascent_quality.json"
 #: The ascents compared: name -> zo_sam keyword arguments.
 ASCENTS: dict[str, dict[str, Any]] = {
-    "random m=1 (paper)": dict(num_dirs=1),
-    "prior=gradient, m=0": dict(prior="gradient", num_dirs=0),
-    "prior=gradient, m=1": dict(prior="gradient", num_dirs=1),
+    "random m=1 (paper)": dict(num_dirs=1, distribution="gaussian"),
+    "prior=gradient, m=0": dict(prior="gradient", num_dirs=0, distribution="gaussian"),
+    "prior=gradient, m=1": dict(prior="gradient", num_dirs=1, distribution="gaussian"),
 }
 
 
@@ -69,8 +69,13 @@ def measure(ascent: dict[str, Any], sparsity: float, *, steps: int = 300,
     updates, state = tx.update(params, state, params,
                                value_fn=lambda p: (loss(p), p))
     eps = jax.tree.map(jnp.subtract, state.aux, params)
-    cos = optax.tree.vdot(eps, g) / (optax.tree.norm(eps) * optax.tree.norm(g))
-    sam_point = jax.tree.map(lambda p, d: p + rho * d / optax.tree.norm(g), params, g)
+    # A minibatch whose loss rounds to 0 has g = 0: cos is undefined there (NaN,
+    # skipped); an ε of 0 where g ≠ 0 does not point uphill (cos 0).
+    norms = optax.tree.norm(eps) * optax.tree.norm(g)
+    cos = jnp.where(optax.tree.norm(g) > 0,
+                    optax.tree.vdot(eps, g) / jnp.where(norms > 0, norms, 1.0), jnp.nan)
+    g_norm = jnp.where(optax.tree.norm(g) > 0, optax.tree.norm(g), 1.0)
+    sam_point = jax.tree.map(lambda p, d: p + rho * d / g_norm, params, g)
     at = loss(params)
     metrics = (cos, loss(jax.tree.map(jnp.add, params, eps)) - at, loss(sam_point) - at)
     return optax.apply_updates(params, updates), state._replace(aux=None), metrics
@@ -82,7 +87,7 @@ def measure(ascent: dict[str, Any], sparsity: float, *, steps: int = 300,
     params, state, metrics = step(params, state, x[idx], y[idx])
     if s >= window_start:
       rows.append([float(v) for v in metrics])
-  cos, zo_sharp, sam_sharp = np.asarray(rows).mean(axis=0)
+  cos, zo_sharp, sam_sharp = np.nanmean(np.asarray(rows), axis=0)
   return {"cos": float(cos), "sharpness": float(zo_sharp),
           "sam_sharpness": float(sam_sharp), "sharpness_ratio": float(zo_sharp / sam_sharp)}
 

@@ -48,8 +48,11 @@ def _tx(method, ravel=True, axis_name=None, mask=None):
                          axis_name=axis_name)
   # jvp evaluates its 2 directions in one vmap (the GPU default), central one
   # after the other (the CPU default): both code paths run sharded.
+  # Gaussian: drawn shard by shard under FSDP (packed Rademacher signs are
+  # drawn whole, then sharded).
   return zosam_jax.zo_sam(optax.adam(1e-2), rho=0.05, num_dirs=2,
                           mask_fn=mask, key=3, estimator=method,
+                          distribution="gaussian",
                           smoothing=1e-2, ravel=ravel, axis_name=axis_name,
                           chunk_size=2 if method == "jvp" else 1)
 
