@@ -52,10 +52,21 @@ def test_cifar10_pickles_are_read_as_nhwc_uint8(tmp_path):
   np.testing.assert_allclose(ds.mean / 255, [0.4914, 0.4822, 0.4465])
 
 
-def test_cifar10_archive_is_extracted(tmp_path):
-  folder = make_cifar10(tmp_path / "src")
-  with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+def make_cifar10_archive(root, monkeypatch, truncate=False):
+  """A tiny ``cifar-10-python.tar.gz`` whose md5 is made the official one."""
+  folder = make_cifar10(root / "src")
+  archive = root / "cifar-10-python.tar.gz"
+  with tarfile.open(archive, "w:gz") as tar:
     tar.add(folder, arcname="cifar-10-batches-py")
+  if truncate:
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+  url, _, name = data.CIFAR_ARCHIVES["cifar10"]
+  monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", (url, data.md5sum(archive), name))
+  return archive
+
+
+def test_cifar10_archive_is_extracted(tmp_path, monkeypatch):
+  make_cifar10_archive(tmp_path, monkeypatch)
   ds = data.load_dataset("cifar10", tmp_path, download=False)
   assert ds.x_train.shape[0] == 40
   assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file()
@@ -212,3 +223,69 @@ def test_train_subset_larger_than_the_training_set_is_a_clear_error(tmp_path, ca
   assert cli.main(["--train-subset", "5000", "--steps", "2", "--no-progress",
                    "--workdir", str(tmp_path)]) == 2
   assert "--train-subset must be between 10" in capsys.readouterr().err
+
+
+def test_truncated_archive_names_itself_and_leaves_no_half_extracted_folder(
+    tmp_path, monkeypatch, capsys):
+  archive = make_cifar10_archive(tmp_path, monkeypatch, truncate=True)
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download",
+          "--workdir", str(tmp_path / "run"), "--no-progress"]
+  for _ in range(2):  # Still the same clear error the second time.
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(archive) in err and "download it again" in err and "Traceback" not in err
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    assert not list(tmp_path.glob(".extract-*"))
+
+
+def test_archive_with_a_wrong_md5_is_not_extracted(tmp_path, monkeypatch):
+  archive = make_cifar10_archive(tmp_path, monkeypatch)
+  url, md5, name = data.CIFAR_ARCHIVES["cifar10"]
+  monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", (url, "0" * 32, name))
+  with pytest.raises(data.DataNotFoundError, match="md5 .* differs"):
+    data.load_dataset("cifar10", tmp_path, download=False)
+  assert archive.exists() and not (tmp_path / "cifar-10-batches-py").exists()
+
+
+def test_damaged_extracted_folder_names_the_file_and_what_to_do(tmp_path):
+  folder = make_cifar10(tmp_path)
+  (folder / "data_batch_3").write_bytes(b"\x80\x04not a pickle")
+  with pytest.raises(data.DataNotFoundError, match="data_batch_3 is damaged.*delete the folder"):
+    data.load_dataset("cifar10", tmp_path, download=False)
+
+
+def _write_cifar10_npz(folder, n=20):
+  rng = np.random.default_rng(0)
+  folder.mkdir(parents=True, exist_ok=True)
+  for k in range(4):
+    np.savez(folder / f"cifar10_train_{k}.npz",
+             x_train=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(n) % 10)
+  np.savez(folder / "cifar10_test.npz",
+           x_test_lossless_1k=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+           y_test_lossless_1k=np.arange(10))
+
+
+def test_data_dir_holding_the_npz_parts_is_accepted(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  _write_cifar10_npz(tmp_path)
+  ds = data.load_dataset("cifar10", tmp_path, download=False)
+  assert ds.x_train.shape == (80, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
+
+
+def test_truncated_npz_names_the_file(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  _write_cifar10_npz(tmp_path)
+  part = tmp_path / "cifar10_train_2.npz"
+  part.write_bytes(part.read_bytes()[:500])
+  assert cli.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download",
+                   "--workdir", str(tmp_path / "run"), "--no-progress"]) == 1
+  err = capsys.readouterr().err
+  assert str(part) in err and "Traceback" not in err
+
+
+def test_npz_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
+  _write_cifar10_npz(tmp_path)
+  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {"cifar10_test.npz": "0" * 64})
+  with pytest.raises(data.DataNotFoundError, match="cifar10_test.npz: sha256"):
+    data.load_dataset("cifar10", tmp_path, download=False)

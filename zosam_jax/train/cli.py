@@ -165,9 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (data_lib.DataNotFoundError, FileExistsError, loop.ResumeError) as e:
     print(f"zosam-train: error: {e}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:
-    print(f"\nzosam-train: interrupted; continue with --resume --workdir "
-          f"{cfg.workdir}", file=sys.stderr)
+  except loop.Interrupted as e:
+    print(f"\nzosam-train: interrupted; step {e.step} is checkpointed. Continue "
+          f"with:\n  {e.command}", file=sys.stderr)
+    return 130
+  except KeyboardInterrupt:  # Before training started: nothing to keep.
+    print("\nzosam-train: interrupted before training started", file=sys.stderr)
     return 130
   print("\n" + report.summary_table(summary))
   print(f"\nwrote {cfg.workdir}/metrics.jsonl, summary.json, curves.png, "

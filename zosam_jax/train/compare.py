@@ -10,6 +10,7 @@ wall-clock time).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,27 @@ def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainC
   return config_lib.validate(dataclasses.replace(cfg, **changes))
 
 
+def _check_compare_folder(cfg: config_lib.TrainConfig, workdir: Path) -> None:
+  """``--resume`` needs this comparison's flags; a new one, an unused folder."""
+  path = workdir / "compare.json"
+  saved = json.loads(path.read_text()) if path.is_file() else None
+  if cfg.resume and saved is None:
+    raise loop.ResumeError(f"no --compare run to resume in {workdir} (no "
+                           "compare.json there); check --workdir")
+  if cfg.resume:
+    differ = [k for k, v in saved.items() if k not in config_lib.RESUME_FREE_FIELDS
+              | {"compare"} and cfg.to_dict().get(k) != v]
+    if saved["compare"] != list(cfg.compare) or differ:
+      raise loop.ResumeError(
+          f"--resume needs the flags of the interrupted comparison; continue it "
+          f"with: {config_lib.command_line(dict(saved, workdir=cfg.workdir), resume=True)}")
+  elif (saved is not None or any((workdir / n).exists() for n in cfg.compare)) and (
+      not cfg.overwrite):
+    raise FileExistsError(f"{workdir} already holds a comparison; pass --resume to "
+                          "continue it, --overwrite to start it again, or another "
+                          "--workdir")
+
+
 def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = None
                    ) -> dict[str, Any]:
   """Trains ``cfg`` once per optimizer in ``cfg.compare`` and compares them.
@@ -47,13 +69,20 @@ def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = Non
   """
   cfg = config_lib.validate(cfg)
   workdir = Path(workdir if workdir is not None else cfg.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  _check_compare_folder(cfg, workdir)
   dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "compare.json").write_text(json.dumps(cfg.to_dict(), indent=2))
   summaries, runs = {}, {}
   for name in cfg.compare:
     run_dir = workdir / name
-    summaries[name] = loop.train_and_evaluate(config_for(cfg, name), run_dir,
-                                              dataset=dataset)
+    member = config_for(cfg, name)
+    if cfg.resume and not (run_dir / "config.json").exists():
+      member = dataclasses.replace(member, resume=False)  # Not started yet.
+    try:
+      summaries[name] = loop.train_and_evaluate(member, run_dir, dataset=dataset)
+    except loop.Interrupted as e:  # Continue the comparison, not one member.
+      raise loop.Interrupted(e.step, config_lib.command_line(cfg, resume=True)) from None
     runs[name] = report.read_metrics(run_dir / "metrics.jsonl")
   result = report.write_comparison(summaries, runs, workdir)
   return dict(result, summaries=summaries)

@@ -129,6 +129,41 @@ def _positive(cfg: TrainConfig, name: str, *, allow_none: bool = False,
     raise ConfigError(f"{flag(name)} must be {bound} number, got {value!r}")
 
 
+#: Fields never written into a command line (bookkeeping of one invocation).
+_NOT_IN_COMMAND = frozenset({"resume", "overwrite", "progress", "stop_after"})
+
+
+def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False) -> str:
+  """The ``zosam-train`` command that runs ``cfg``: every non-default flag.
+
+  Args:
+    cfg: a configuration, or a dict of some of its fields.
+    resume: append ``--resume`` (the command that continues the run).
+
+  Returns:
+    e.g. ``zosam-train --steps 6000 --workdir runs/int --resume``.
+
+  Examples:
+    >>> command_line(TrainConfig(steps=6000, compare=("sgd", "zosam"),
+    ...                          workdir="runs/c"), resume=True)
+    'zosam-train --steps 6000 --compare sgd,zosam --workdir runs/c --resume'
+  """
+  fields = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+  default = TrainConfig().to_dict()
+  parts = ["zosam-train"]
+  for name, value in fields.items():
+    if name in _NOT_IN_COMMAND or name == "workdir" or value == default.get(name):
+      continue
+    if isinstance(value, bool):
+      parts.append(flag(name) if value else "--no-" + flag(name)[2:])
+    elif isinstance(value, (list, tuple)):
+      parts.append(f"{flag(name)} {','.join(value)}")
+    else:
+      parts.append(f"{flag(name)} {value}")
+  parts.append(f"--workdir {fields.get('workdir', default['workdir'])}")
+  return " ".join(parts + (["--resume"] if resume else []))
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
   """Checks every field and the combinations of fields.
 
@@ -230,8 +265,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
           f"got {name!r}")
   if cfg.resume and cfg.overwrite:
     raise ConfigError("--resume and --overwrite are mutually exclusive")
-  if cfg.compare and cfg.resume:
-    raise ConfigError("--compare cannot be combined with --resume")
+  if cfg.warmup_steps is not None and cfg.steps is not None and (
+      cfg.warmup_steps >= cfg.steps):
+    raise ConfigError(f"--warmup-steps {cfg.warmup_steps} must be less than --steps "
+                      f"{cfg.steps} (the learning rate would never decay)")
   if cfg.stop_after is not None and cfg.steps is not None and (
       cfg.stop_after > cfg.steps):
     raise ConfigError(

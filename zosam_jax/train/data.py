@@ -27,8 +27,11 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
+import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,6 +91,14 @@ FASHION_MNIST_FILES = {
         "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
     "t10k-labels-idx1-ubyte.gz":
         "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+#: sha256 of the shared CIFAR-10 ``.npz`` parts (``shared/data/SOURCE.md``).
+CIFAR10_NPZ_SHA256 = {
+    "cifar10_train_0.npz": "0a91051088d3930c12c1905dd2c1a9541a77cae15e554d64d15363762cafa686",
+    "cifar10_train_1.npz": "109d5ee07a7226ff85a1f8bcdc1d76f4d01fdb9eb7b6397fa3812f60592651cd",
+    "cifar10_train_2.npz": "e49097d10f30d7615f5ea07b7ffd3266cf89a4c5aec4160d640e2ba212ac168d",
+    "cifar10_train_3.npz": "4bcff4d0ff94956faf749b4ff1b95f540ebe69942a35e529686699872d742ab1",
+    "cifar10_test.npz": "cc7d8c677cb3b63ba6388e060143c5480115c1ba163df8818d51ad00c652a32f",
 }
 #: Where Debian's package ``dataset-fashion-mnist`` installs the idx files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -291,6 +302,16 @@ def stratified_subset(ds: Dataset, size: int, seed: int = 0) -> Dataset:
                      note=ds.note + f"; stratified training subset of {size}")
 
 
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)
+
+
+def _damaged(path: Path, error: BaseException, what_to_do: str) -> DataNotFoundError:
+  reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+  return DataNotFoundError(f"{path} is damaged or not what was expected ({reason}); "
+                           f"{what_to_do}")
+
+
 def _unpickle(path: Path) -> dict:
   with open(path, "rb") as f:
     return pickle.load(f, encoding="bytes")
@@ -313,15 +334,24 @@ def read_cifar_pickles(folder: Path, name: str) -> tuple[np.ndarray, ...]:
   Returns:
     ``(x_train, y_train, x_test, y_test)`` with ``uint8`` NHWC images.
   """
-  if name == "cifar10":
-    train = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test, key = _unpickle(folder / "test_batch"), b"labels"
-  else:
-    train, test, key = [_unpickle(folder / "train")], _unpickle(folder / "test"), (
-        b"fine_labels")
-  x_tr = np.concatenate([_images(b) for b in train])
-  y_tr = np.concatenate([np.asarray(b[key], np.int32) for b in train])
-  return x_tr, y_tr, _images(test), np.asarray(test[key], np.int32)
+  files = ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+           if name == "cifar10" else ["train", "test"])
+  key = b"labels" if name == "cifar10" else b"fine_labels"
+  batches = []
+  for file in files:
+    try:
+      batch = _unpickle(folder / file)
+      batches.append((_images(batch), np.asarray(batch[key], np.int32)))
+    except _DAMAGED as e:
+      raise _damaged(folder / file, e, f"delete the folder {folder} and run again "
+                     "(it is extracted again from the archive, or downloaded)") from None
+    if batches[-1][0].shape[0] != batches[-1][1].shape[0]:
+      raise DataNotFoundError(f"{folder / file}: {batches[-1][0].shape[0]} images but "
+                              f"{batches[-1][1].shape[0]} labels; delete {folder} and "
+                              "run again")
+  *train, test = batches
+  return (np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]),
+          *test)
 
 
 def md5sum(path: Path) -> str:
@@ -333,12 +363,30 @@ def md5sum(path: Path) -> str:
   return digest.hexdigest()
 
 
-def _extract(archive: Path, dest: Path) -> None:
-  with tarfile.open(archive, "r:gz") as tar:
-    if hasattr(tarfile, "data_filter"):
-      tar.extractall(dest, filter="data")
-    else:  # Python < 3.11.4 has no extraction filters.
-      tar.extractall(dest)  # noqa: S202
+def _extract(archive: Path, dest: Path, folder_name: str, md5: str) -> None:
+  """Checks the archive's md5, extracts it into a temporary folder, then renames.
+
+  An interrupted or failed extraction leaves nothing half-done in ``dest``.
+  """
+  got = md5sum(archive)
+  if got != md5:
+    raise DataNotFoundError(f"{archive}: md5 {got} differs from the official {md5} "
+                            "(damaged or incomplete); delete it and download it again")
+  tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+  try:
+    with tarfile.open(archive, "r:gz") as tar:
+      if hasattr(tarfile, "data_filter"):
+        tar.extractall(tmp, filter="data")
+      else:  # Python < 3.11.4 has no extraction filters.
+        tar.extractall(tmp)  # noqa: S202
+    if not (tmp / folder_name).is_dir():
+      raise DataNotFoundError(f"{archive} holds no {folder_name}/ folder; delete it "
+                              "and download it again")
+    os.replace(tmp / folder_name, dest / folder_name)
+  except _DAMAGED as e:
+    raise _damaged(archive, e, "delete it and download it again") from None
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _find_extracted(root: Path, name: str) -> Path | None:
@@ -350,7 +398,7 @@ def _find_extracted(root: Path, name: str) -> Path | None:
       return candidate
   archive = root / url.rsplit("/", 1)[-1]
   if archive.is_file():
-    _extract(archive, root)
+    _extract(archive, root, folder_name, CIFAR_ARCHIVES[name][1])
     if (root / folder_name / marker).is_file():
       return root / folder_name
   return None
@@ -373,12 +421,32 @@ def _download(name: str, dest: Path) -> Path:
   return archive
 
 
-def _load_shared_cifar10() -> tuple[tuple[np.ndarray, ...], str] | None:
-  for folder in shared_data_dirs():
+def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """The arrays ``keys`` of an ``.npz`` file; a damaged file names itself."""
+  expected = CIFAR10_NPZ_SHA256.get(path.name)
+  if expected is not None and (got := sha256sum(path)) != expected:
+    raise DataNotFoundError(f"{path}: sha256 {got} differs from the published "
+                            f"{expected}; delete it and copy it again")
+  try:
+    with np.load(path) as f:
+      arrays = {k: f[k] for k in keys}
+  except _DAMAGED as e:
+    raise _damaged(path, e, "delete it and copy it again") from None
+  for k in keys:
+    if k.startswith("x_") and (arrays[k].ndim != 4 or arrays[k].shape[1:] != (32, 32, 3)):
+      raise DataNotFoundError(f"{path}: {k} has shape {arrays[k].shape}, expected "
+                              "(N, 32, 32, 3); delete it and copy it again")
+  return arrays
+
+
+def _load_cifar10_npz(folders: list[Path]) -> tuple[tuple[np.ndarray, ...], str] | None:
+  """CIFAR-10 from the ``.npz`` parts of the shared data, if in one of ``folders``."""
+  for folder in folders:
     parts = [folder / f"cifar10_train_{k}.npz" for k in range(4)]
     if all(p.is_file() for p in parts) and (folder / "cifar10_test.npz").is_file():
-      train = [np.load(p) for p in parts]
-      test = np.load(folder / "cifar10_test.npz")
+      train = [_read_npz(p, ("x_train", "y_train")) for p in parts]
+      test = _read_npz(folder / "cifar10_test.npz",
+                       ("x_test_lossless_1k", "y_test_lossless_1k"))
       arrays = (np.concatenate([t["x_train"] for t in train]),
                 np.concatenate([t["y_train"] for t in train]).astype(np.int32),
                 test["x_test_lossless_1k"], test["y_test_lossless_1k"].astype(np.int32))
@@ -420,8 +488,10 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
     if folder is not None:
       arrays, note = read_cifar_pickles(folder, name), f"{name} from {folder}"
       break
-  if arrays is None and name == "cifar10" and data_dir is None:
-    found = _load_shared_cifar10()
+  if arrays is None and name == "cifar10":
+    # The .npz parts: in --data-dir if given, else in the shared data folder.
+    found = _load_cifar10_npz([Path(data_dir)] if data_dir is not None
+                              else shared_data_dirs())
     if found is not None:
       arrays, note = found
   if arrays is None:
