@@ -65,12 +65,11 @@ def test_device_blocks_of_a_sharded_direction_are_independent(distribution):
                                            jnp.zeros((8, SIZE // 8))), rtol=1e-6)
 
 
-def test_ravel_is_chosen_for_many_small_leaves_not_few_large_ones():
-  many_small = {f"b{i}": jnp.zeros(128) for i in range(50)}
-  few_large = {"w1": jnp.zeros((784, 512)), "b1": jnp.zeros(512),
-               "w2": jnp.zeros((512, 10)), "b2": jnp.zeros(10)}
-  assert flat.prefers_ravel(many_small)
-  assert not flat.prefers_ravel(few_large)
+def test_leaf_by_leaf_on_cpu_and_under_explicit_sharding(monkeypatch):
+  params = {"w1": jnp.zeros((784, 512)), "b1": jnp.zeros(512)}
+  assert not flat.prefers_ravel(params)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert flat.prefers_ravel(params)
   mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
   with jax.set_mesh(mesh):
     sharded = {"w": jax.device_put(jnp.zeros((8, 4)), P("data"))}

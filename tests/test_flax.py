@@ -190,3 +190,36 @@ def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back():
 def test_aux_like_needs_has_aux():
   with pytest.raises(ValueError, match="`aux_like` needs `has_aux=True`"):
     zosam_jax.zo_sam(optax.sgd(0.1), aux_like={"a": jnp.zeros(2)})
+
+
+def test_linen_train_state_trains_with_the_helper_and_reads_batch_stats():
+  from flax.training import train_state  # pylint: disable=import-outside-toplevel
+
+  class State(train_state.TrainState):
+    batch_stats: dict
+
+  model = _LinenNet()
+  x, y = _data()
+  variables = model.init(jax.random.key(1), x, train=False)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1, momentum=0.9), rho=0.05, has_aux=True)
+  state = State.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                       batch_stats=variables["batch_stats"])
+
+  @jax.jit
+  def train_step(state):
+    def loss_fn(params):
+      logits, new_vars = state.apply_fn(
+          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+          mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, new_vars["batch_stats"]
+    state = zosam_jax.train_state_step(state, loss_fn)
+    batch_stats, opt_state = zosam_jax.pop_aux(state.opt_state)
+    return state.replace(batch_stats=batch_stats, opt_state=opt_state)
+
+  losses = []
+  for _ in range(15):
+    state = train_step(state)
+    losses.append(float(state.opt_state.loss))
+  assert int(state.step) == 15 and losses[-1] < losses[0]
+  chex.assert_trees_all_equal_structs(state.batch_stats, variables["batch_stats"])

@@ -15,16 +15,21 @@ repository.
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-COLAB_URL = ("https://colab.research.google.com/github/zosam-jax/zosam_jax/blob/"
-             "main/notebooks/{}.ipynb")
-INSTALL = '%pip install -q "zosam_jax @ git+https://github.com/zosam-jax/zosam_jax"'
+#: The one place that names the repository: [project.urls] in pyproject.toml.
+REPO_URL = re.search(r'^Repository = "(https://github.com/[^"]+)"',
+                     (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+COLAB_URL = (f"https://colab.research.google.com/github/"
+             f"{REPO_URL.removeprefix('https://github.com/')}/blob/main/notebooks/{{}}.ipynb")
+INSTALL = '%pip install -q "zosam_jax @ git+{SOURCE}"'
 #: Seconds one cell may take before the test fails (the slowest cell, the
 #: three training runs of notebook 02, takes about a minute on 2 cores).
 CELL_TIMEOUT = 600
@@ -77,6 +82,7 @@ def test_notebook_has_colab_badge_parameters_and_guarded_install(name):
   assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
   install = [c for c in nb["cells"] if INSTALL in _source(c)]
   assert len(install) == 1
+  assert f'\nSOURCE = "{REPO_URL}"\n' in _source(install[0])  # One line, as pyproject.
   assert "IN_COLAB = \"google.colab\" in sys.modules" in _source(install[0])
   assert "\nif IN_COLAB:\n" in _source(install[0])
 

@@ -123,3 +123,18 @@ def test_impossible_values_are_refused_before_anything_is_written(
   assert _exit_code(base + flags + ["--workdir", str(workdir)]) == 2
   assert message in capsys.readouterr().err
   assert not workdir.exists()
+
+
+def test_plots_and_tables_say_what_they_show(tmp_path, monkeypatch):
+  from zosam_jax.train import report  # pylint: disable=import-outside-toplevel
+  figures = {}
+  monkeypatch.setattr(report, "_finish_figure",
+                      lambda fig, axes, title, path: figures.update({path.name: (axes, title)}))
+  argv = FLAGS + ["--sparse-method", "rigl", "--sparsity", "0.9", "--compare", "sgd,sam",
+                  "--workdir", str(tmp_path)]
+  assert cli.main(argv) == 0
+  assert "rigl 90% sparse" in figures["curves.png"][1]
+  step_axis, time_axis = figures["comparison.png"][0]
+  styles = {(l.get_marker(), l.get_linestyle()) for l in step_axis.get_lines()}
+  assert len(styles) == 2 and "compilation included" in time_axis.get_xlabel()
+  assert "not evaluated" in report.summary_table({"final_test_accuracy": None})

@@ -12,6 +12,7 @@ from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
 from zosam_jax._src.sharding import fsdp_sharding
+from zosam_jax._src.train_state import train_state_step
 from zosam_jax._src.zo_sam import adaptive_perturbation
 from zosam_jax._src.zo_sam import pop_aux
 from zosam_jax._src.zo_sam import sam
@@ -30,6 +31,7 @@ __all__ = (
     "prior_guided_gradient",
     "sam",
     "sparse",
+    "train_state_step",
     "zo_gradient",
     "zo_sam",
     "ZOSAMState",

@@ -196,6 +196,33 @@ def zo_gradient(
   return g_hat, loss
 
 
+def resolve_estimator(estimator: Optional[str], params: base.Params,
+                      loss_dtype: Any) -> str:
+  """The estimator; ``None`` picks ``"jvp"`` for low-precision params or loss.
+
+  A finite difference in bfloat16 is mostly rounding: the loss (or the
+  parameters after the step :math:`\\delta u`) keeps 8 bits of mantissa, so
+  :math:`L(\\theta + \\delta u) - L(\\theta - \\delta u)` is often exactly 0.
+  ``jax.jvp`` gives the exact directional derivative at about the cost of the
+  two forward passes.
+
+  Args:
+    estimator: the user's ``estimator`` (``None`` for automatic).
+    params: the params (only their dtypes are read).
+    loss_dtype: the dtype of the loss.
+
+  Returns:
+    ``estimator``, or for ``None``: ``"jvp"`` if a floating param or the loss
+    has fewer than 32 bits, else ``"central"`` (the paper's).
+  """
+  if estimator is not None:
+    return estimator
+  dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)] + [loss_dtype]
+  narrow = any(jnp.issubdtype(d, jnp.floating) and jnp.finfo(d).bits < 32
+               for d in dtypes)
+  return "jvp" if narrow else "central"
+
+
 def resolve_chunk_size(chunk_size: Optional[int], num_lanes: int) -> int:
   """How many perturbed evaluations run at once (``None``: by backend).
 

@@ -18,28 +18,26 @@ from zosam_jax._src import base
 from zosam_jax._src import sharding
 
 
-#: ``ravel=None`` concatenates the leaves when they hold fewer elements than
-#: this on average (many small leaves: a handful of large kernels is cheaper);
-#: few large leaves are cheaper leaf by leaf (no concatenated copies).
-RAVEL_MAX_MEAN_LEAF_SIZE = 1 << 16
-
-
 def prefers_ravel(params: base.Params) -> bool:
   """Whether ``zo_sam(..., ravel=None)`` works on one raveled vector.
 
+  On GPU/TPU a handful of large kernels beats several small ones per leaf
+  (launch-bound small models). On CPU, leaf by leaf was measured as fast or
+  faster for every benchmark model (no concatenated copies; the raveled
+  packed Rademacher draw was 13-17% slower on the MLP and the ViT,
+  ``benchmarks/README.md``).
+
   Args:
-    params: a pytree of arrays (or tracers: only shapes and, under explicit
-      sharding, shardings are read).
+    params: a pytree of arrays (or tracers: under explicit sharding, their
+      shardings are read).
 
   Returns:
-    ``False`` if a leaf is sharded under explicit sharding or the leaves
-    average at least :data:`RAVEL_MAX_MEAN_LEAF_SIZE` elements, else ``True``.
+    ``False`` on CPU or if a leaf is sharded under explicit sharding, else
+    ``True``.
   """
-  leaves = jax.tree.leaves(params)
-  if any(sharding.explicit_axes(x) for x in leaves):
+  if any(sharding.explicit_axes(x) for x in jax.tree.leaves(params)):
     return False
-  sizes = [math.prod(jnp.shape(x)) for x in leaves]
-  return not sizes or sum(sizes) / len(sizes) < RAVEL_MAX_MEAN_LEAF_SIZE
+  return jax.default_backend() != "cpu"
 
 
 def ravel(tree: base.Params) -> tuple[jax.Array, Callable[[jax.Array], Any]]:

@@ -56,6 +56,8 @@ class MetricsWriter:
 
 
 def _fmt(value: Any) -> str:
+  if value is None:
+    return "—"
   if isinstance(value, float):
     if math.isnan(value) or math.isinf(value):
       return str(value)
@@ -74,8 +76,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def summary_table(summary: dict[str, Any]) -> str:
   """The final summary of a run as a two-column markdown table."""
-  rows = [{"metric": k, "value": v} for k, v in summary.items()
-          if not isinstance(v, (dict, list))]
+  rows = [{"metric": k, "value": "not evaluated (stopped before the first "
+            "evaluation)" if v is None and "test" in k else v}
+          for k, v in summary.items() if not isinstance(v, (dict, list))]
   return format_table(rows, ("metric", "value"))
 
 
@@ -118,13 +121,17 @@ def plot_comparison(runs: dict[str, Sequence[dict[str, Any]]],
     title: the figure title.
   """
   fig, (ax_step, ax_time) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  for name, records in runs.items():
-    ax_step.plot(*_series(records, "test", "accuracy"), "o-", label=name,
-                 markersize=3)
-    ax_time.plot(*_series(records, "test", "accuracy", x="train_seconds"), "o-",
-                 label=name, markersize=3)
+  # Distinct markers and line styles: equal curves stay visible on each other.
+  styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
+  for i, (name, records) in enumerate(runs.items()):
+    marker, line = styles[i % len(styles)]
+    kw = dict(label=name, marker=marker, linestyle=line, markersize=5 - i % 3,
+              markerfacecolor="none" if i % 2 else None)
+    ax_step.plot(*_series(records, "test", "accuracy"), **kw)
+    ax_time.plot(*_series(records, "test", "accuracy", x="train_seconds"), **kw)
   ax_step.set(xlabel="step", ylabel="test accuracy")
-  ax_time.set(xlabel="training wall-clock time (s, evaluation excluded)")
+  ax_time.set(xlabel="training wall-clock time (s; compilation included, "
+                     "evaluation excluded)")
   _finish_figure(fig, (ax_step, ax_time), title, path)
 
 
