@@ -43,12 +43,6 @@ def load_run(workdir: str, step: int | None = None):
   return state.params, active_mask(state.params, find_masks(state.opt_state)), cfg, model, ds
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  from pathlib import Path
-  root = Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-
-
 def make_loss(model, mean, std):
   """``loss(params, x, y)``: mean cross-entropy on raw (storage-scale) inputs."""
   import optax

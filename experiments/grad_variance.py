@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zosam_jax.train import checkpoint_steps
+
 import analysis
 import common
 
@@ -44,7 +46,7 @@ def main() -> None:
           if out.exists() else set())
   fns = {}
   for r in rows:
-    for step in analysis.checkpoint_steps(r["workdir"]):
+    for step in checkpoint_steps(r["workdir"]):
       if (r["workdir"], step) in done:
         continue
       params, active, cfg, model, ds = analysis.load_run(r["workdir"], step)

@@ -33,7 +33,7 @@ import common
 #: The paper's CIFAR recipe (PAPER.md): no tuning, ρ = 0.05 for SAM and ZO-SAM.
 PAPER_BASE = dict(model="resnet32", epochs=160, batch_size=128, lr=0.1, momentum=0.9,
                   weight_decay=5e-4, schedule="cosine", eval_every=1000,
-                  log_every=100, checkpoint_every=5000)
+                  log_every=100, checkpoint_every=5000, dense_first_last=True)
 
 
 def load_tuned(dataset: str, preset: str) -> dict:
@@ -53,18 +53,11 @@ def base_config(args, tuned) -> dict:
 
 def cli_command(cfg: dict, workdir: str) -> str:
   """The ``zosam-train`` command line equivalent to a config dict."""
-  from zosam_jax.train import TrainConfig
-  from zosam_jax.train.config import flag
+  from zosam_jax.train.config import command_line
 
-  default = TrainConfig()
-  parts = ["zosam-train"]
-  for k, v in sorted(cfg.items()):
-    explicit = k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size",
-                     "schedule", "rho") and (k != "rho" or cfg.get("optimizer") != "sgd")
-    if getattr(default, k) != v or explicit:
-      parts.append(f"{flag(k)} {v}")
-  parts.append(f"--workdir {workdir}")
-  return " ".join(parts)
+  shown = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "schedule")
+  shown += ("rho",) if cfg.get("optimizer") != "sgd" else ()
+  return command_line(dict(sorted(dict(cfg, workdir=workdir).items())), always=shown)
 
 
 def configs(args, tuned):

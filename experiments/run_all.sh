@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-python}
 $PY tune.py --dataset digits                                   # results/tuned_digits.json
-$PY grid.py --dataset digits --methods dense rigl              # the decisive grid
+$PY grid.py --dataset digits --methods rigl --seeds 0 1 2 3 4  # the decisive grid
+$PY grid.py --dataset digits --methods dense
 $PY robustness.py --dataset digits
 $PY grad_variance.py --dataset digits
 $PY zo_quality.py --dataset digits
 $PY grid.py --dataset digits --methods static set gmp          # the other sparse methods
-$PY grid.py --dataset digits --methods rigl --optimizers zosam --zo-batch-fraction 0.25 --tag zobf0.25
+$PY grid.py --dataset digits --methods rigl --optimizers zosam --zo-batch-fraction 0.25 --tag zobf0.25 --seeds 0 1 2 3 4
 $PY robustness.py --dataset digits                             # new rows only
 $PY grid.py --dataset digits --methods dense static set rigl gmp --report-only
 $PY tune.py --dataset mnist1d --skip-rho

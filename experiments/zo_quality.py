@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zosam_jax.train import checkpoint_steps
+
 import analysis
 import common
 import zosam_jax
@@ -57,7 +59,7 @@ def main() -> None:
   results = []
   cache = {}
   for r in rows:
-    step = analysis.checkpoint_steps(r["workdir"])[0]  # the mid-training one
+    step = checkpoint_steps(r["workdir"])[0]  # the mid-training one
     params, active, cfg, model, ds = analysis.load_run(r["workdir"], step)
     loss = analysis.make_loss(model, ds.mean, ds.std)
     idx = analysis.sample_batches(ds.x_train.shape[0], cfg.batch_size,

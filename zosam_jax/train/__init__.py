@@ -19,6 +19,7 @@ from zosam_jax.train.data import Dataset
 from zosam_jax.train.data import DataNotFoundError
 from zosam_jax.train.data import load_dataset
 from zosam_jax.train.loop import NonFiniteLossError
+from zosam_jax.train.loop import checkpoint_steps
 from zosam_jax.train.loop import evaluate_checkpoint
 from zosam_jax.train.loop import load_train_state
 from zosam_jax.train.loop import run_dataset
@@ -39,6 +40,7 @@ __all__ = (
     "TrainConfig",
     "TrainState",
     "build_optimizer",
+    "checkpoint_steps",
     "evaluate_checkpoint",
     "get_model",
     "load_dataset",

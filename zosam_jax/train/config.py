@@ -133,12 +133,14 @@ def _positive(cfg: TrainConfig, name: str, *, allow_none: bool = False,
 _NOT_IN_COMMAND = frozenset({"resume", "overwrite", "progress", "stop_after"})
 
 
-def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False) -> str:
+def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False,
+                 always: tuple[str, ...] = ()) -> str:
   """The ``zosam-train`` command that runs ``cfg``: every non-default flag.
 
   Args:
-    cfg: a configuration, or a dict of some of its fields.
+    cfg: a configuration, or a dict of some of its fields (in flag order).
     resume: append ``--resume`` (the command that continues the run).
+    always: fields written even at their default value (for readers).
 
   Returns:
     e.g. ``zosam-train --steps 6000 --workdir runs/int --resume``.
@@ -152,7 +154,8 @@ def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False) -> 
   default = TrainConfig().to_dict()
   parts = ["zosam-train"]
   for name, value in fields.items():
-    if name in _NOT_IN_COMMAND or name == "workdir" or value == default.get(name):
+    if name in _NOT_IN_COMMAND or name == "workdir" or (
+        value == default.get(name) and name not in always):
       continue
     if isinstance(value, bool):
       parts.append(flag(name) if value else "--no-" + flag(name)[2:])

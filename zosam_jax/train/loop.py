@@ -459,6 +459,22 @@ def train_and_evaluate(config: config_lib.TrainConfig,
   return _finish(run, steady)
 
 
+def checkpoint_steps(workdir: str | Path) -> list[int]:
+  """The steps of the checkpoints kept in a run's folder, oldest first.
+
+  Args:
+    workdir: the run's folder (with ``checkpoints/``).
+
+  Returns:
+    The steps, e.g. ``[200, 400]``; ``[]`` without checkpoints.
+  """
+  ckpt = checkpoint_lib.Checkpointer(Path(workdir) / "checkpoints")
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
 def load_train_state(workdir: str | Path, step: int | None = None
                      ) -> tuple[steps_lib.TrainState, dict[str, Any],
                                 config_lib.TrainConfig]:
