@@ -20,6 +20,11 @@ LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM (m=1, paper)",
          "zosam-prior": "ZO-SAM prior=gradient, m=0"}
 #: Equivalence margin for "ZO-SAM matches SAM", declared before any run.
 MATCH_MARGIN = 0.005
+#: Second convergence measure, added after the declared absolute targets were
+#: reached at the first evaluation by every optimizer (uninformative): steps to
+#: this fraction of SGD's mean final accuracy in the same cell (the paper's
+#: "epochs to 90%" is about 97% of its final accuracy). It depends on SGD only.
+RELATIVE_TARGET = 0.99
 
 
 def _cells(rows) -> list[tuple[str, float]]:
@@ -38,7 +43,19 @@ def steps_to_target(row: dict[str, Any]) -> int | None:
 
 
 def _with_steps(rows):
-  return [dict(r, steps_to_target=steps_to_target(r)) for r in rows]
+  """Rows with ``steps_to_target`` and ``steps_to_relative`` (None: never reached)."""
+  sgd_final = {}
+  for r in rows:
+    if r["variant"] == "sgd":
+      sgd_final.setdefault((r["setting"], r["sparsity"]), []).append(r["test_accuracy"])
+  out = []
+  for r in rows:
+    finals = sgd_final.get((r["setting"], r["sparsity"]))
+    target = RELATIVE_TARGET * float(np.mean(finals)) if finals else None
+    relative = None if target is None else next(
+        (int(s) for s, a in r["curve"] if a >= target), None)
+    out.append(dict(r, steps_to_target=steps_to_target(r), steps_to_relative=relative))
+  return out
 
 
 def _mean_std(rows, where, variant, value, scale=100.0, digits=2) -> str:
@@ -109,7 +126,8 @@ def seeds_table(rows) -> str:
 def measures_table(rows, variants: Sequence[str]) -> str:
   """Convergence, variance, sharpness and cost per variant (mean ± std)."""
   rows = _with_steps(rows)
-  lines = ["| setting | sparsity | optimizer | steps to target (reached/n) | "
+  lines = ["| setting | sparsity | optimizer | steps to target: absolute / relative "
+           "(reached/n) | "
            "grad. variance ÷ ‖ḡ‖² | L(θ+ε) − L(θ) (×1e-3) | s/step (ms) | wall s/run | "
            "backward / forward passes |", "|---|---|---|---|---|---|---|---|---|"]
   for setting, sp in _cells(rows):
@@ -117,10 +135,8 @@ def measures_table(rows, variants: Sequence[str]) -> str:
       sub = [r for r in rows if (r["setting"], r["sparsity"], r["variant"]) == (setting, sp, v)]
       if not sub:
         continue
-      reached = [r["steps_to_target"] for r in sub if r["steps_to_target"] is not None]
       where = dict(setting=setting, sparsity=sp)
-      steps = (f"{np.mean(reached):.0f} ({len(reached)}/{len(sub)})" if reached
-               else f"— (0/{len(sub)})")
+      steps = " / ".join(_reached(sub, k) for k in ("steps_to_target", "steps_to_relative"))
       lines.append(
           f"| {_label(setting)} | {sp:.0%} | {LABEL[v]} | {steps} | "
           f"{_mean_std(rows, where, v, 'grad_var_rel', 1.0, 2)} | "
@@ -129,6 +145,12 @@ def measures_table(rows, variants: Sequence[str]) -> str:
           f"{np.mean([r['wall_seconds'] for r in sub]):.0f} | "
           f"{sub[0]['backward_passes']} / {sub[0]['forward_passes']} |")
   return "\n".join(lines)
+
+
+def _reached(sub, key) -> str:
+  reached = [r[key] for r in sub if r[key] is not None]
+  return (f"{np.mean(reached):.0f} ({len(reached)}/{len(sub)})" if reached
+          else f"— (0/{len(sub)})")
 
 
 def _claim(diffs, good, bad) -> str:
@@ -146,7 +168,7 @@ def _claim(diffs, good, bad) -> str:
 
 def verdicts(rows) -> str:
   rows = _with_steps(rows)
-  acc, match, conv, var, rand = [], [], [], [], []
+  acc, match, conv, var, rand, prior = [], [], [], [], [], []
   for setting, sp in _cells(rows):
     where, cell = dict(setting=setting, sparsity=sp), f"{_label(setting)} {sp:.0%}"
     control = stats.paired(rows, where, "sam", "sgd")
@@ -157,32 +179,38 @@ def verdicts(rows) -> str:
     acc.append((f"{cell} {stats.fmt_diff(d)}", stats.verdict(d, control)))
     m = stats.paired(rows, where, "zosam", "sam")
     if m is not None:
-      v = ("better" if m["low"] > -MATCH_MARGIN else
-           "worse" if m["high"] < 0 else "no significant difference")
+      v = ("matches" if m["low"] > -MATCH_MARGIN else
+           f"worse by more than {100 * MATCH_MARGIN:.1f} pp" if m["high"] < -MATCH_MARGIN
+           else "inconclusive")
       match.append((f"{cell} {stats.fmt_diff(m)}", v))
-    s = stats.paired([r for r in rows if r["steps_to_target"] is not None], where,
-                     "zosam", "sgd", "steps_to_target")
+    s = stats.paired([r for r in rows if r["steps_to_relative"] is not None], where,
+                     "zosam", "sgd", "steps_to_relative")
     if s is not None:
       conv.append((f"{cell} {stats.fmt_diff(s, 1.0)} steps",
-                   {"better": "worse", "worse": "better"}.get(stats.verdict(s), stats.verdict(s))))
+                   {"better": "slower", "worse": "faster"}.get(stats.verdict(s), stats.verdict(s))))
     g = stats.paired(rows, where, "zosam", "sgd", "grad_var_rel")
     if g is not None:
       var.append((f"{cell} {stats.fmt_diff(g, 1.0)}",
-                  {"better": "worse", "worse": "better"}.get(stats.verdict(g), stats.verdict(g))))
+                  {"better": "higher", "worse": "lower"}.get(stats.verdict(g), stats.verdict(g))))
     r = stats.paired(rows, where, "zosam", "zosam-random-eps")
     if r is not None:
       rand.append((f"{cell} {stats.fmt_diff(r)}", stats.verdict(r)))
+    p = stats.paired(rows, where, "zosam-prior", "sgd")
+    if p is not None:
+      prior.append((f"{cell} {stats.fmt_diff(p)}", stats.verdict(p, control)))
   return "\n".join([
       "| paper claim | verdict on Fashion-MNIST (cells with a positive control) |",
       "|---|---|",
       f"| ZO-SAM beats SGD in sparse training (+0.4 to +2.5 pp) | {_claim(acc, 'better', 'worse')} |",
-      f"| ZO-SAM matches SAM (within {100 * MATCH_MARGIN:.1f} pp, margin declared in advance) "
-      f"| {_claim(match, 'better', 'worse')} |",
-      f"| ZO-SAM converges faster than SGD (fewer steps to the target accuracy) "
-      f"| {_claim(conv, 'better', 'worse')} |",
-      f"| ZO-SAM lowers the gradient variance | {_claim(var, 'better', 'worse')} |",
+      f"| ZO-SAM matches SAM (95% interval of ZO-SAM − SAM above −{100 * MATCH_MARGIN:.1f} pp, "
+      f"margin declared in advance) | {_claim(match, 'matches', 'worse by more than 0.5 pp')} |",
+      f"| ZO-SAM converges faster than SGD (steps to {100 * RELATIVE_TARGET:.0f}% of SGD's "
+      f"final accuracy) | {_claim(conv, 'faster', 'slower')} |",
+      f"| ZO-SAM lowers the gradient variance | {_claim(var, 'lower', 'higher')} |",
       f"| (mechanism) ZO-SAM's loss differences matter: beats a random ε of the same radius "
-      f"| {_claim(rand, 'better', 'worse')} |"])
+      f"| {_claim(rand, 'better', 'worse')} |",
+      f"| (this library, not the paper) `prior=\"gradient\"` beats SGD "
+      f"| {_claim(prior, 'better', 'worse')} |"])
 
 
 def render(rows) -> str:
@@ -203,7 +231,10 @@ def render(rows) -> str:
       "### Convergence, gradient variance, realised sharpness and cost",
       "Steps to target: the first evaluation (every 200 steps) at or above "
       + ", ".join(f"{100 * a:.0f}% ({m.upper()})" for m, a in study.TARGET_ACCURACY.items())
-      + " test accuracy; gradient variance: (1/K)Σ‖m⊙(g_k − ḡ)‖² ÷ ‖ḡ‖² over K = 16 "
+      + " test accuracy (declared before the runs; every optimizer reached it at the first "
+      "evaluation, so it cannot separate them), and at or above "
+      f"{100 * RELATIVE_TARGET:.0f}% of SGD's mean final accuracy in the cell (added after "
+      "that, defined by SGD alone); gradient variance: (1/K)Σ‖m⊙(g_k − ḡ)‖² ÷ ‖ḡ‖² over K = 16 "
       "minibatches of 128 at the final weights; sharpness: mean over training of the "
       "logged L(θ+ε) − L(θ) on the minibatch.",
       measures_table(rows, grid + controls),

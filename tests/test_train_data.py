@@ -289,3 +289,18 @@ def test_npz_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {"cifar10_test.npz": "0" * 64})
   with pytest.raises(data.DataNotFoundError, match="cifar10_test.npz: sha256"):
     data.load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_image_size_average_pools_cifar_and_names_bad_sizes(tmp_path, capsys):
+  make_cifar10(tmp_path / "data")
+  full = data.load_dataset("cifar10", tmp_path / "data", download=False)
+  pooled = data.average_pool(full, 16)
+  assert pooled.x_train.shape == (40, 16, 16, 3) and pooled.x_test.shape == (8, 16, 16, 3)
+  block = full.x_train[3, 2:4, 6:8, 1].astype(float).mean()
+  assert pooled.x_train[3, 1, 3, 1] == np.rint(block)
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
+          "--optimizer", "sgd", "--batch-size", "16", "--steps", "2", "--no-progress"]
+  assert cli.main(argv + ["--image-size", "16", "--workdir", str(tmp_path / "ok")]) == 0
+  assert "average-pooled to 16x16" in capsys.readouterr().out
+  assert cli.main(argv + ["--image-size", "12", "--workdir", str(tmp_path / "bad")]) == 2
+  assert "--image-size 12 must divide the 32x32 images" in capsys.readouterr().err

@@ -24,6 +24,8 @@ from zosam_jax.train import report
 _HELP = {
     "dataset": "digits (sklearn, offline), mnist1d (generated offline), "
                "fashion_mnist (idx files), cifar10, cifar100",
+    "image_size": "average-pool the images to N x N (N must divide the stored "
+                  "size, e.g. 16 for CIFAR's 32)",
     "train_subset": "train on a stratified subset of N training examples (the "
                     "same N examples for every seed and optimizer)",
     "data_dir": "folder with the Fashion-MNIST idx files, the CIFAR archive or "
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
-                  "train_subset"):
+                  "train_subset", "image_size"):
       kwargs["type"] = int
     elif name == "epochs":
       kwargs["type"] = float

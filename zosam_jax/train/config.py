@@ -50,6 +50,7 @@ class TrainConfig:
   # Data and model.
   dataset: str = "digits"
   train_subset: int | None = None
+  image_size: int | None = None
   data_dir: str | None = None
   download: bool = True
   model: str = "cnn"
@@ -194,6 +195,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     raise ConfigError(
         f"--sparse-init {cfg.sparse_init} needs --sparse-method static (SET, RigL "
         "and GMP start from random or dense masks)")
+  if cfg.image_size is not None and (
+      isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int)
+      or cfg.image_size < 1):
+    raise ConfigError(f"--image-size must be a positive integer, got {cfg.image_size!r}")
   if cfg.train_subset is not None and (
       isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
       or cfg.train_subset < 10):

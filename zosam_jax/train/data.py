@@ -312,6 +312,45 @@ def _damaged(path: Path, error: BaseException, what_to_do: str) -> DataNotFoundE
                            f"{what_to_do}")
 
 
+def average_pool(ds: Dataset, size: int) -> Dataset:
+  """Shrinks every image to ``size x size`` by averaging square blocks.
+
+  Args:
+    ds: a :class:`Dataset` of ``(N, H, W, C)`` images with ``H == W``.
+    size: the new side; must divide ``H``.
+
+  Returns:
+    The dataset with train and test images pooled (rounded back to the
+    storage dtype for integer images) and the note extended.
+
+  Raises:
+    ValueError: if the images are not square or ``size`` does not divide them.
+
+  Examples:
+    >>> import numpy as np
+    >>> ds = Dataset("t", np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1),
+    ...              np.zeros(1, np.int32), np.zeros((1, 4, 4, 1), np.uint8),
+    ...              np.zeros(1, np.int32), 10, np.zeros(1), np.ones(1), False)
+    >>> average_pool(ds, 2).x_train[0, :, :, 0].tolist()
+    [[2, 4], [10, 12]]
+  """
+  side = ds.x_train.shape[1]
+  if ds.x_train.shape[1] != ds.x_train.shape[2] or size < 1 or side % size:
+    raise ValueError(f"--image-size {size} must divide the {side}x{side} images "
+                     f"of {ds.name}")
+  if size == side:
+    return ds
+
+  def pool(x):
+    f = side // size
+    y = x.reshape(x.shape[0], size, f, size, f, x.shape[-1]).mean(axis=(2, 4))
+    return np.rint(y).astype(x.dtype) if np.issubdtype(x.dtype, np.integer) else (
+        y.astype(x.dtype))
+
+  return ds._replace(x_train=pool(ds.x_train), x_test=pool(ds.x_test),
+                     note=ds.note + f"; average-pooled to {size}x{size}")
+
+
 def _unpickle(path: Path) -> dict:
   with open(path, "rb") as f:
     return pickle.load(f, encoding="bytes")

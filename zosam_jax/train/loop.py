@@ -117,7 +117,8 @@ def _prepare_workdir(cfg: config_lib.TrainConfig, workdir: Path) -> None:
 
 def run_dataset(cfg: config_lib.TrainConfig,
                 dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
-  """The data a run trains and tests on: ``--dataset``, cut to ``--train-subset``.
+  """The data a run trains and tests on: ``--dataset`` at ``--image-size``, cut
+  to ``--train-subset``.
 
   Args:
     cfg: the run's configuration.
@@ -127,16 +128,19 @@ def run_dataset(cfg: config_lib.TrainConfig,
     The :class:`~zosam_jax.train.data.Dataset` of the run.
 
   Raises:
-    ConfigError: if ``--train-subset`` exceeds the training set.
+    ConfigError: if ``--train-subset`` exceeds the training set or
+      ``--image-size`` does not divide the images.
   """
   ds = dataset if dataset is not None else data_lib.load_dataset(
       cfg.dataset, cfg.data_dir, download=cfg.download)
-  if cfg.train_subset is None:
-    return ds
   try:
-    return data_lib.stratified_subset(ds, cfg.train_subset)
+    if cfg.image_size is not None:
+      ds = data_lib.average_pool(ds, cfg.image_size)
+    if cfg.train_subset is not None:
+      ds = data_lib.stratified_subset(ds, cfg.train_subset)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
+  return ds
 
 
 def _snip_loss_fn(cfg, model, ds):

@@ -1,0 +1,107 @@
+"""The CIFAR-10-C corruptions against their published severity parameters."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import cifar10_c  # noqa: E402
+
+GREY = np.full((64, 32, 32, 3), 128, np.uint8)  # Mid-grey: no clipping anywhere.
+
+
+def _pattern(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.integers(40, 216, (n, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_gaussian_noise_has_the_published_standard_deviation(severity):
+  out = cifar10_c.corrupt(GREY, "gaussian_noise", severity).astype(np.float64)
+  c = cifar10_c.PARAMS["gaussian_noise"][severity - 1]
+  # uint8 truncation lowers the mean by about half a level.
+  assert np.std(out / 255) == pytest.approx(c, rel=0.03)
+  assert np.mean(out) == pytest.approx(127.5, abs=0.6)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_shot_noise_variance_is_x_over_c(severity):
+  out = cifar10_c.corrupt(GREY, "shot_noise", severity).astype(np.float64) / 255
+  c = cifar10_c.PARAMS["shot_noise"][severity - 1]
+  assert np.var(out) == pytest.approx((128 / 255) / c, rel=0.06)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_impulse_noise_hits_the_published_fraction_half_salt_half_pepper(severity):
+  out = cifar10_c.corrupt(GREY, "impulse_noise", severity)
+  c = cifar10_c.PARAMS["impulse_noise"][severity - 1]
+  assert np.mean(out != 128) == pytest.approx(c, rel=0.08)
+  assert np.mean(out == 255) == pytest.approx(np.mean(out == 0), rel=0.2)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_contrast_scales_deviations_from_the_image_mean(severity):
+  x = _pattern()
+  out = cifar10_c.corrupt(x, "contrast", severity).astype(np.float64)
+  c = cifar10_c.PARAMS["contrast"][severity - 1]
+  dev = x - x.mean(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(out.std(axis=(1, 2)), c * dev.std(axis=(1, 2)), atol=0.6)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_brightness_adds_c_to_the_value_channel(severity):
+  out = cifar10_c.corrupt(GREY[:2], "brightness", severity).astype(np.float64)
+  c = cifar10_c.PARAMS["brightness"][severity - 1]
+  assert np.all(np.abs(out - np.floor((128 / 255 + c) * 255)) <= 1)
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_defocus_blur_applies_the_published_disk(severity):
+  radius, alias = cifar10_c.PARAMS["defocus_blur"][severity - 1]
+  kernel = cifar10_c.disk_kernel(radius, alias)
+  assert kernel.shape == (17, 17) and kernel.sum() == pytest.approx(1.0)
+  image = np.zeros((1, 32, 32, 3), np.uint8)
+  image[0, 16, 16] = 255
+  out = cifar10_c.corrupt(image, "defocus_blur", severity)[0, ..., 0].astype(np.float64)
+  expected = np.floor(255 * kernel[8 - 3:8 + 4, 8 - 3:8 + 4])
+  np.testing.assert_allclose(out[13:20, 13:20], expected, atol=1)
+  assert out[16, 16] < 255 and (out[16, 16] / 255) > 0.1  # Blurred, not erased.
+
+
+@pytest.mark.parametrize("severity", cifar10_c.SEVERITIES)
+def test_pixelate_leaves_32c_blocks(severity):
+  x = _pattern(2)
+  out = cifar10_c.corrupt(x, "pixelate", severity)
+  c = cifar10_c.PARAMS["pixelate"][severity - 1]
+  # Box-downsampling to floor(32c) and back repeats columns: 32 - floor(32c) repeats.
+  repeated = np.all(out[:, :, 1:] == out[:, :, :-1], axis=(1, 3)).sum(axis=1)
+  assert np.all(repeated >= 32 - int(32 * c))
+
+
+def test_jpeg_error_grows_as_the_published_quality_falls():
+  x = _pattern(4)
+  errors = [np.abs(cifar10_c.corrupt(x, "jpeg_compression", s).astype(float) - x).mean()
+            for s in cifar10_c.SEVERITIES]
+  assert all(a < b for a, b in zip(errors, errors[1:])) and errors[0] > 0
+
+
+@pytest.mark.parametrize("name", cifar10_c.CORRUPTIONS)
+def test_deterministic_uint8_and_stronger_with_severity(name):
+  x = _pattern(4)
+  outs = [cifar10_c.corrupt(x, name, s, seed=1) for s in cifar10_c.SEVERITIES]
+  assert all(o.dtype == np.uint8 and o.shape == x.shape for o in outs)
+  np.testing.assert_array_equal(outs[2], cifar10_c.corrupt(x, name, 3, seed=1))
+  dist = [np.abs(o.astype(float) - x).mean() for o in outs]
+  assert dist[-1] > dist[0] > 0
+
+
+def test_bad_arguments_are_named():
+  with pytest.raises(ValueError, match="unknown corruption"):
+    cifar10_c.corrupt(GREY, "fog", 1)
+  with pytest.raises(ValueError, match="severity"):
+    cifar10_c.corrupt(GREY, "contrast", 6)
+  with pytest.raises(ValueError, match="uint8"):
+    cifar10_c.corrupt(GREY.astype(np.float32), "contrast", 1)
