@@ -37,7 +37,7 @@ def main() -> None:
   from zosam_jax.train import load_dataset
 
   ds = common.validation_split(load_dataset(args.dataset))
-  base = dict(dataset=args.dataset, sparse_method="rigl", sparsity=args.sparsity,
+  base = dict(dataset=args.dataset, model="mlp", sparse_method="rigl", sparsity=args.sparsity,
               eval_every=10**6, log_every=100, checkpoint_every=0)
   out = common.RESULTS / f"tuning_{args.dataset}.jsonl"
   grid = f"tune-{args.dataset}"

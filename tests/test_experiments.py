@@ -128,3 +128,18 @@ def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
                              [a for _, a in committed["curve"]], atol=2e-3)
   assert row["steps"] == committed["steps"] and row["forward_passes"] == committed[
       "forward_passes"]
+
+
+def test_rerunning_a_committed_quick_tier_cell_gives_its_numbers(tmp_path):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import TrainConfig, train_and_evaluate  # pylint: disable=import-outside-toplevel
+  row = next(r for r in common.read_rows(common.RESULTS / "grid_digits.jsonl")
+             if (r["sparse_method"], r["sparsity"], r["optimizer"], r["seed"])
+             == ("rigl", 0.9, "sgd", 0))
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  cfg = TrainConfig(**{k: v for k, v in row.items() if k in fields and k != "workdir"},
+                    model="mlp", progress=False)  # The quick tier's model.
+  summary = train_and_evaluate(cfg, tmp_path)
+  assert summary["steps"] == row["steps"]
+  assert summary["final_test_accuracy"] == pytest.approx(row["test_accuracy"], abs=3e-3)
+  assert summary["final_test_loss"] == pytest.approx(row["test_loss"], rel=0.02)
