@@ -61,7 +61,7 @@ def make_cifar10_archive(root, monkeypatch, truncate=False):
   if truncate:
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
   url, _, name = data.CIFAR_ARCHIVES["cifar10"]
-  monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", (url, data.md5sum(archive), name))
+  monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", (url, data.file_digest(archive, "md5"), name))
   return archive
 
 
@@ -169,7 +169,7 @@ def make_fashion_mnist(folder, n=30):
             "t10k-labels-idx1-ubyte.gz": np.arange(10)}
   for name, a in arrays.items():
     _write_idx(folder / name, a)
-  return {name: data.sha256sum(folder / name) for name in arrays}
+  return {name: data.file_digest(folder / name) for name in arrays}
 
 
 @pytest.fixture

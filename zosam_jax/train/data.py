@@ -202,9 +202,9 @@ def read_idx(path: Path) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
-def sha256sum(path: Path) -> str:
-  """The hex sha256 digest of a file."""
-  digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+  """The hex digest of a file (``"sha256"``, or ``"md5"`` for the CIFAR archives)."""
+  digest = hashlib.new(algorithm)
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       digest.update(chunk)
@@ -248,7 +248,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
         "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or "
         f"download the four files from {FASHION_MNIST_URL} into --data-dir DIR.")
   for name, expected in FASHION_MNIST_FILES.items():
-    got = sha256sum(folder / name)
+    got = file_digest(folder / name)
     if got != expected:
       raise DataNotFoundError(
           f"{folder / name}: sha256 {got} differs from the published {expected}; "
@@ -393,21 +393,12 @@ def read_cifar_pickles(folder: Path, name: str) -> tuple[np.ndarray, ...]:
           *test)
 
 
-def md5sum(path: Path) -> str:
-  """The hex md5 digest of a file."""
-  digest = hashlib.md5()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _extract(archive: Path, dest: Path, folder_name: str, md5: str) -> None:
   """Checks the archive's md5, extracts it into a temporary folder, then renames.
 
   An interrupted or failed extraction leaves nothing half-done in ``dest``.
   """
-  got = md5sum(archive)
+  got = file_digest(archive, "md5")
   if got != md5:
     raise DataNotFoundError(f"{archive}: md5 {got} differs from the official {md5} "
                             "(damaged or incomplete); delete it and download it again")
@@ -452,7 +443,7 @@ def _download(name: str, dest: Path) -> Path:
   with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as f:
     while chunk := response.read(1 << 20):
       f.write(chunk)
-  got = md5sum(partial)
+  got = file_digest(partial, "md5")
   if got != md5:
     partial.unlink()
     raise DataNotFoundError(f"{url}: md5 {got} does not match the official {md5}")
@@ -463,7 +454,7 @@ def _download(name: str, dest: Path) -> Path:
 def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
   """The arrays ``keys`` of an ``.npz`` file; a damaged file names itself."""
   expected = CIFAR10_NPZ_SHA256.get(path.name)
-  if expected is not None and (got := sha256sum(path)) != expected:
+  if expected is not None and (got := file_digest(path)) != expected:
     raise DataNotFoundError(f"{path}: sha256 {got} differs from the published "
                             f"{expected}; delete it and copy it again")
   try:
