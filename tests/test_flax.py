@@ -152,7 +152,9 @@ class _NnxNet(nnx.Module):
     return self.dense2(nnx.relu(self.norm(self.dense1(x))))
 
 
-def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back():
+@pytest.mark.parametrize("ascent", [{}, {"prior": "gradient", "num_dirs": 0}],
+                         ids=["random", "prior"])
+def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back(ascent):
   model = _NnxNet(nnx.Rngs(0))
   x, y = _data()
 
@@ -168,8 +170,8 @@ def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back():
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   aux_like = jax.eval_shape(make_loss_fn(graphdef, nnx.as_pure(rest), x, y),
                             nnx.as_pure(params))[1]
-  tx = zosam_jax.zo_sam(optax.sgd(0.1, momentum=0.9), rho=0.05, num_dirs=1,
-                        has_aux=True, aux_like=aux_like)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1, momentum=0.9), rho=0.05,
+                        **({"num_dirs": 1} | ascent), has_aux=True, aux_like=aux_like)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
   @nnx.jit
