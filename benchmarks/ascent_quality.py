@@ -36,6 +36,7 @@ ASCENTS: dict[str, dict[str, Any]] = {
     "random m=1 (paper)": dict(num_dirs=1, distribution="gaussian"),
     "prior=gradient, m=0": dict(prior="gradient", num_dirs=0, distribution="gaussian"),
     "prior=gradient, m=1": dict(prior="gradient", num_dirs=1, distribution="gaussian"),
+    "prior=momentum, m=0": dict(prior="momentum", num_dirs=0, distribution="gaussian"),
 }
 
 

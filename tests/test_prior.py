@@ -34,7 +34,7 @@ def test_default_is_the_papers_random_directions():
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     (dict(num_dirs=0), "num_dirs"),
-    (dict(prior="momentum"), "prior"),
+    (dict(prior="nesterov"), "prior"),
     (dict(prior="gradient", num_dirs=-1), "num_dirs"),
     (dict(adaptive=1), "adaptive"),
     (dict(adaptive=True, adaptive_eta=-1.0), "adaptive_eta"),
@@ -187,6 +187,27 @@ def test_adaptive_matches_the_asam_formula_on_a_masked_tree(make):
   chex.assert_trees_all_close(point, want, atol=1e-5)
   assert float(state.perturbation_norm) == pytest.approx(
       float(optax.tree.norm(jax.tree.map(jnp.subtract, want, params))), rel=1e-4)
+
+
+def test_momentum_prior_reads_the_base_trace_and_needs_one():
+  params, loss = helpers.mlp_problem()
+  with pytest.raises(ValueError, match="prior='momentum'.*no"):
+    zosam_jax.zo_sam(optax.sgd(0.1), prior="momentum", num_dirs=0).init(params)
+  tx = zosam_jax.zo_sam(optax.sgd(0.1, momentum=0.9), prior="momentum", num_dirs=0)
+  state = tx.init(params)
+  assert state.prior is None  # Nothing copied: the trace is read where it is.
+  step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
+  for _ in range(3):
+    _, state = step(params, state)
+  assert float(state.perturbation_norm) == pytest.approx(0.05, rel=1e-4)
+  assert float(state.perturbed_loss) > float(loss(params))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+def test_momentum_prior_points_uphill_less_than_the_gradient(sparsity):
+  measure = BENCH["measure"]
+  momentum = measure(dict(prior="momentum", num_dirs=0), sparsity)
+  assert momentum["cos"] >= 0.15 and momentum["sharpness_ratio"] >= 0.15
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])

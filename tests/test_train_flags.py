@@ -92,6 +92,7 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
     (["--zo-prior", "gradient", "--optimizer", "sgd"], "--zo-prior only applies"),
     (["--adaptive", "--optimizer", "sgd"], "--adaptive only applies"),
     (["--num-dirs", "0"], "--num-dirs must be a positive integer"),
+    (["--zo-prior", "momentum", "--momentum", "0"], "--zo-prior momentum reads"),
     (["--train-subset", "3"], "--train-subset must be an integer of at least 10"),
 ])
 def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, message):
@@ -101,6 +102,7 @@ def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, me
 
 @pytest.mark.parametrize("flags", [
     ["--zo-prior", "gradient", "--num-dirs", "0"],
+    ["--zo-prior", "momentum", "--num-dirs", "0"],
     ["--adaptive", "--rho", "0.5"],
     ["--estimator", "random"],
     ["--optimizer", "sam", "--adaptive", "--rho", "0.5"],

@@ -36,7 +36,7 @@ from zosam_jax._src import base
 from zosam_jax._src import directions
 from zosam_jax._src import estimators
 
-PRIORS: tuple[Optional[str], ...] = (None, "gradient")
+PRIORS: tuple[Optional[str], ...] = (None, "gradient", "momentum")
 
 # (loss_fn, params, active, key) -> (g_hat, loss): the random-direction part.
 _RandomEstimate = Callable[[Callable[[Any], jax.Array], Any, Any, jax.Array],

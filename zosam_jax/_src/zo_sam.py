@@ -254,7 +254,7 @@ def _sharpness_aware(
     has_aux: bool,
     aux_like: Any,
     axis_name: Optional[str],
-    keep_prior: bool = False,
+    prior: Optional[str] = None,
     adaptive: bool = False,
     adaptive_eta: Any = 0.01,
 ) -> optax.GradientTransformationExtraArgs:
@@ -279,10 +279,16 @@ def _sharpness_aware(
                     else mask_fn)
       masking.check_mask_matches(mask_shape, params)
     zero = jnp.zeros((), jnp.float32)
-    prior = jax.tree.map(jnp.zeros_like, params) if keep_prior else None
-    return ZOSAMState(key=key, base_tx_state=base_tx.init(params), loss=zero,
+    base_tx_state = base_tx.init(params)
+    if prior == "momentum" and optax.tree.get(base_tx_state, "trace") is None:
+      raise ValueError(
+          f"{name}: prior='momentum' reads the momentum trace of `base_tx`, which "
+          "has none; use optax.sgd(..., momentum=0.9) (or optax.trace) inside, or "
+          "prior='gradient'")
+    last = jax.tree.map(jnp.zeros_like, params) if prior == "gradient" else None
+    return ZOSAMState(key=key, base_tx_state=base_tx_state, loss=zero,
                       perturbed_loss=zero, ascent_norm=zero,
-                      perturbation_norm=zero, aux=initial_aux, prior=prior)
+                      perturbation_norm=zero, aux=initial_aux, prior=last)
 
   def update_fn(
       updates: base.Updates,
@@ -311,8 +317,10 @@ def _sharpness_aware(
       # per-device losses (only the shape of this forward pass is traced).
       _check_reduced(name, axis_name,
                      loss=jax.eval_shape(ascent_loss, params))
-    direction, loss = ascent_fn(ascent_loss, params, mask, step_key,
-                                state.prior)
+    # The momentum trace is read where it is (no copy in the state).
+    guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
+             else state.prior)
+    direction, loss = ascent_fn(ascent_loss, params, mask, step_key, guess)
     ascent_norm = optax.tree.norm(direction)
     epsilon, perturbation_norm = _perturbation(params, direction, rho,
                                                adaptive, adaptive_eta)
@@ -327,7 +335,7 @@ def _sharpness_aware(
     if not masks_in_base_state:
       grads = masking.apply_mask(grads, mask)
     # The next step's prior (re-masked with that step's mask when used).
-    prior = grads if keep_prior else None
+    last = grads if prior == "gradient" else None
     new_updates, base_tx_state = base_tx.update(
         grads, state.base_tx_state, params, **extra_args)
     if not masks_in_base_state:
@@ -342,7 +350,7 @@ def _sharpness_aware(
         ascent_norm=ascent_norm.astype(jnp.float32),
         perturbation_norm=perturbation_norm.astype(jnp.float32),
         aux=aux,
-        prior=prior)
+        prior=last)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -422,6 +430,9 @@ def zo_sam(
       central difference, so sign and size come from the loss), plus
       ``num_dirs`` random directions for the rest of the space, weighted as a
       projection onto the probed directions (:mod:`zosam_jax._src.prior`).
+      ``"momentum"``: the same along the base optimizer's momentum trace (read
+      from its state with ``optax.tree.get(state, "trace")``, no extra memory;
+      the central difference checks its sign, which MSAM's :math:`-v` lacks).
       The first step, or a zero prior, falls back to a random direction. The
       prior is kept in ``state.prior`` in the params' dtypes (a direction needs
       no more precision; memory of one parameter copy), averaged over
@@ -573,7 +584,7 @@ def zo_sam(
 
   return _sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
                           has_aux, aux_like, axis_name,
-                          keep_prior=prior is not None, adaptive=adaptive,
+                          prior=prior, adaptive=adaptive,
                           adaptive_eta=adaptive_eta)
 
 

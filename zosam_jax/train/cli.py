@@ -42,7 +42,8 @@ _HELP = {
     "zo_distribution": "ZO-SAM: distribution of the random directions",
     "smoothing": "ZO-SAM: finite-difference step delta",
     "zo_prior": "ZO-SAM: none (the paper's random directions) or gradient (spend "
-                "the forward passes along the previous step's gradient)",
+                "the forward passes along the previous step's gradient) or momentum "
+                "(along SGD's momentum buffer)",
     "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "
                          "zeroth-order forward passes",

@@ -17,7 +17,7 @@ ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
 SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
 SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
 SPARSE_INITS: tuple[str, ...] = ("random", "snip", "magnitude")
-ZO_PRIORS: tuple[str, ...] = ("none", "gradient")
+ZO_PRIORS: tuple[str, ...] = ("none", "gradient", "momentum")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 DATASETS: tuple[str, ...] = ("digits", "mnist1d", "fashion_mnist", "cifar10",
                              "cifar100")
@@ -191,6 +191,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   _choice(cfg, "sparse_distribution", SPARSE_DISTRIBUTIONS)
   _choice(cfg, "sparse_init", SPARSE_INITS)
   _choice(cfg, "zo_prior", ZO_PRIORS)
+  if cfg.zo_prior == "momentum" and cfg.momentum == 0:
+    raise ConfigError("--zo-prior momentum reads SGD's momentum buffer; it needs "
+                      "--momentum > 0")
   if cfg.sparse_init != "random" and cfg.sparse_method != "static":
     raise ConfigError(
         f"--sparse-init {cfg.sparse_init} needs --sparse-method static (SET, RigL "
