@@ -263,7 +263,9 @@ def _write_cifar10_npz(folder, n=20):
              y_train=np.arange(n) % 10)
   np.savez(folder / "cifar10_test.npz",
            x_test_lossless_1k=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
-           y_test_lossless_1k=np.arange(10))
+           y_test_lossless_1k=np.arange(10),
+           x_test=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+           y_test=np.arange(30) % 10)
 
 
 def test_data_dir_holding_the_npz_parts_is_accepted(tmp_path, monkeypatch):
@@ -304,3 +306,16 @@ def test_image_size_average_pools_cifar_and_names_bad_sizes(tmp_path, capsys):
   assert "average-pooled to 16x16" in capsys.readouterr().out
   assert cli.main(argv + ["--image-size", "12", "--workdir", str(tmp_path / "bad")]) == 2
   assert "--image-size 12 must divide the 32x32 images" in capsys.readouterr().err
+
+
+def test_cifar10_test_set_of_the_npz_parts_is_chosen_by_flag(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  _write_cifar10_npz(tmp_path)
+  assert data.load_dataset("cifar10", tmp_path).x_test.shape[0] == 10
+  ds = data.load_dataset("cifar10", tmp_path, cifar10_test="jpeg_10k")
+  assert ds.x_test.shape[0] == 30 and "JPEG" in ds.note
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--dataset", "digits", "--cifar10-test", "jpeg_10k",
+              "--workdir", str(tmp_path / "run")])
+  assert e.value.code == 2
+  assert "--cifar10-test jpeg_10k only applies to --dataset cifar10" in capsys.readouterr().err

@@ -24,6 +24,8 @@ from zosam_jax.train import report
 _HELP = {
     "dataset": "digits (sklearn, offline), mnist1d (generated offline), "
                "fashion_mnist (idx files), cifar10, cifar100",
+    "cifar10_test": "CIFAR-10 from the shared .npz parts: test on the lossless first "
+                    "1000 official test images or on all 10000 decoded from JPEG",
     "image_size": "average-pool the images to N x N (N must divide the stored "
                   "size, e.g. 16 for CIFAR's 32)",
     "train_subset": "train on a stratified subset of N training examples (the "
@@ -90,6 +92,7 @@ _CHOICES = {
     "schedule": config_lib.SCHEDULES, "sparse_method": config_lib.SPARSE_METHODS,
     "sparse_distribution": config_lib.SPARSE_DISTRIBUTIONS,
     "sparse_init": config_lib.SPARSE_INITS, "zo_prior": config_lib.ZO_PRIORS,
+    "cifar10_test": config_lib.CIFAR10_TEST_SETS,
 }
 
 

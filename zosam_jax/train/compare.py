@@ -70,7 +70,8 @@ def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = Non
   cfg = config_lib.validate(cfg)
   workdir = Path(workdir if workdir is not None else cfg.workdir)
   _check_compare_folder(cfg, workdir)
-  dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+  dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                  cifar10_test=cfg.cifar10_test)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "compare.json").write_text(json.dumps(cfg.to_dict(), indent=2))
   summaries, runs = {}, {}

@@ -19,6 +19,7 @@ SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
 SPARSE_INITS: tuple[str, ...] = ("random", "snip", "magnitude")
 ZO_PRIORS: tuple[str, ...] = ("none", "gradient", "momentum")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+CIFAR10_TEST_SETS: tuple[str, ...] = ("lossless_1k", "jpeg_10k")
 DATASETS: tuple[str, ...] = ("digits", "mnist1d", "fashion_mnist", "cifar10",
                              "cifar100")
 MODELS: tuple[str, ...] = (
@@ -51,6 +52,7 @@ class TrainConfig:
   dataset: str = "digits"
   train_subset: int | None = None
   image_size: int | None = None
+  cifar10_test: str = "lossless_1k"
   data_dir: str | None = None
   download: bool = True
   model: str = "cnn"
@@ -191,6 +193,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   _choice(cfg, "sparse_distribution", SPARSE_DISTRIBUTIONS)
   _choice(cfg, "sparse_init", SPARSE_INITS)
   _choice(cfg, "zo_prior", ZO_PRIORS)
+  _choice(cfg, "cifar10_test", CIFAR10_TEST_SETS)
+  if cfg.cifar10_test != "lossless_1k" and cfg.dataset != "cifar10":
+    raise ConfigError(f"--cifar10-test {cfg.cifar10_test} only applies to "
+                      "--dataset cifar10")
   if cfg.zo_prior == "momentum" and cfg.momentum == 0:
     raise ConfigError("--zo-prior momentum reads SGD's momentum buffer; it needs "
                       "--momentum > 0")

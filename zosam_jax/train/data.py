@@ -469,19 +469,29 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _load_cifar10_npz(folders: list[Path]) -> tuple[tuple[np.ndarray, ...], str] | None:
+#: The test sets of the shared CIFAR-10 ``.npz`` parts: keys and description.
+CIFAR10_NPZ_TEST_SETS = {
+    "lossless_1k": (("x_test_lossless_1k", "y_test_lossless_1k"),
+                    "the first 1000 official test images, lossless"),
+    "jpeg_10k": (("x_test", "y_test"),
+                 "all 10000 official test images, decoded from JPEG quality 75"),
+}
+
+
+def _load_cifar10_npz(folders: list[Path], test_set: str
+                      ) -> tuple[tuple[np.ndarray, ...], str] | None:
   """CIFAR-10 from the ``.npz`` parts of the shared data, if in one of ``folders``."""
+  keys, description = CIFAR10_NPZ_TEST_SETS[test_set]
   for folder in folders:
     parts = [folder / f"cifar10_train_{k}.npz" for k in range(4)]
     if all(p.is_file() for p in parts) and (folder / "cifar10_test.npz").is_file():
       train = [_read_npz(p, ("x_train", "y_train")) for p in parts]
-      test = _read_npz(folder / "cifar10_test.npz",
-                       ("x_test_lossless_1k", "y_test_lossless_1k"))
+      test = _read_npz(folder / "cifar10_test.npz", keys)
       arrays = (np.concatenate([t["x_train"] for t in train]),
                 np.concatenate([t["y_train"] for t in train]).astype(np.int32),
-                test["x_test_lossless_1k"], test["y_test_lossless_1k"].astype(np.int32))
-      return arrays, (f"CIFAR-10 from {folder} (.npz parts; test set = the first "
-                      "1000 official test images, lossless)")
+                test[keys[0]], test[keys[1]].astype(np.int32))
+      return arrays, (f"CIFAR-10 from {folder} (.npz parts; test set = {description}, "
+                      f"--cifar10-test {test_set})")
   return None
 
 
@@ -494,7 +504,7 @@ def _missing_message(name: str, searched: list[Path]) -> str:
 
 
 def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
-               download: bool = True) -> Dataset:
+               download: bool = True, npz_test_set: str = "lossless_1k") -> Dataset:
   """Loads CIFAR-10 or CIFAR-100 from the official python archives.
 
   Args:
@@ -502,6 +512,9 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
     data_dir: a folder holding the archive (``cifar-10-python.tar.gz``) or
       the extracted folder (``cifar-10-batches-py/``), or that folder itself.
     download: download into the cache directory when nothing is found.
+    npz_test_set: with the shared ``.npz`` parts, which test set
+      (:data:`CIFAR10_NPZ_TEST_SETS`); the official archives hold all 10000
+      test images losslessly.
 
   Returns:
     A :class:`Dataset` with ``uint8`` images of shape ``(N, 32, 32, 3)``
@@ -521,7 +534,7 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
   if arrays is None and name == "cifar10":
     # The .npz parts: in --data-dir if given, else in the shared data folder.
     found = _load_cifar10_npz([Path(data_dir)] if data_dir is not None
-                              else shared_data_dirs())
+                              else shared_data_dirs(), npz_test_set)
     if found is not None:
       arrays, note = found
   if arrays is None:
@@ -540,7 +553,7 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True) -> Dataset:
+                 download: bool = True, cifar10_test: str = "lossless_1k") -> Dataset:
   """Loads a dataset by name.
 
   Args:
@@ -548,6 +561,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
       ``cifar100``.
     data_dir: where to look for Fashion-MNIST or CIFAR files first.
     download: whether CIFAR may be downloaded when not found.
+    cifar10_test: the test set of the shared CIFAR-10 ``.npz`` parts,
+      ``"lossless_1k"`` or ``"jpeg_10k"``.
 
   Returns:
     A :class:`Dataset`.
@@ -568,6 +583,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
   if name == "fashion_mnist":
     return load_fashion_mnist(data_dir)
   if name in CIFAR_ARCHIVES:
-    return load_cifar(name, data_dir, download=download)
+    return load_cifar(name, data_dir, download=download, npz_test_set=cifar10_test)
   raise ValueError(f"unknown dataset {name!r}; choose digits, mnist1d, "
                    "fashion_mnist, cifar10 or cifar100")

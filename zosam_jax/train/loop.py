@@ -132,7 +132,7 @@ def run_dataset(cfg: config_lib.TrainConfig,
       ``--image-size`` does not divide the images.
   """
   ds = dataset if dataset is not None else data_lib.load_dataset(
-      cfg.dataset, cfg.data_dir, download=cfg.download)
+      cfg.dataset, cfg.data_dir, download=cfg.download, cifar10_test=cfg.cifar10_test)
   try:
     if cfg.image_size is not None:
       ds = data_lib.average_pool(ds, cfg.image_size)
