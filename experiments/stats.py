@@ -62,12 +62,3 @@ def fmt_diff(diff: dict[str, Any] | None, scale: float = 100.0) -> str:
     return "—"
   return (f"{scale * diff['mean']:+.2f} [{scale * diff['low']:+.2f}, "
           f"{scale * diff['high']:+.2f}], p={diff['p']:.3f}, n={diff['n']}")
-
-
-def first_passing_control(rows, attempts) -> tuple[str, float] | None:
-  """The first (setting, sparsity) of ``attempts`` where SAM − SGD is above 0."""
-  for setting, sparsity in attempts:
-    diff = paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
-    if diff is not None and diff["low"] > 0:
-      return setting, sparsity
-  return None

@@ -70,13 +70,17 @@ def _mean_std(rows, where, variant, value, scale=100.0, digits=2) -> str:
 def control_table(rows) -> str:
   lines = ["| attempt | setting | sparsity | SAM − SGD (pp) [95% CI], p, n | passed |",
            "|---|---|---|---|---|"]
-  for i, (setting, sparsity) in enumerate(study.CONTROL_ATTEMPTS, 1):
+  attempts = [(i, a) for model in study.CONTROL_ATTEMPTS
+              for i, a in enumerate(study.CONTROL_ATTEMPTS[model], 1)]
+  for i, (setting, sparsity) in attempts:
     d = stats.paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
     if d is None:
       lines.append(f"| {i} | {_label(setting)} | {sparsity:.0%} | not run | — |")
       continue
+    done = d["n"] >= len(study.SEEDS)
+    verdict = ("yes" if d["low"] > 0 else "no") if done else f"running ({d['n']} seeds)"
     lines.append(f"| {i} | {_label(setting)} | {sparsity:.0%} | {stats.fmt_diff(d)} | "
-                 f"{'yes' if d['low'] > 0 else 'no'} |")
+                 f"{verdict} |")
   return "\n".join(lines)
 
 

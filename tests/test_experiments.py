@@ -143,3 +143,15 @@ def test_rerunning_a_committed_quick_tier_cell_gives_its_numbers(tmp_path):
   assert summary["steps"] == row["steps"]
   assert summary["final_test_accuracy"] == pytest.approx(row["test_accuracy"], abs=3e-3)
   assert summary["final_test_loss"] == pytest.approx(row["test_loss"], rel=0.02)
+
+
+def test_positive_control_needs_every_seed_and_an_interval_above_zero():
+  import study  # pylint: disable=import-outside-toplevel
+  def rows(gain, seeds):
+    return [dict(setting="cnn-10k", sparsity=0.9, variant=v, seed=s,
+                 test_accuracy=0.8 + (gain + 0.001 * (s % 2) if v == "sam" else 0.0))
+            for s in seeds for v in ("sgd", "sam")]
+  assert study.control_passes(rows(0.01, study.SEEDS), "cnn-10k", 0.9) is True
+  assert study.control_passes(rows(-0.01, study.SEEDS), "cnn-10k", 0.9) is False
+  assert study.control_passes(rows(0.01, study.SEEDS[:3]), "cnn-10k", 0.9) is None
+  assert [a[0] for a in study.CONTROL_ATTEMPTS["cnn"]] == ["cnn-10k", "cnn-2k", "cnn-2k"]
