@@ -130,12 +130,13 @@ def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
       "forward_passes"]
 
 
-def test_rerunning_a_committed_quick_tier_cell_gives_its_numbers(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "zosam"])
+def test_rerunning_a_committed_quick_tier_cell_gives_its_numbers(tmp_path, optimizer):
   import dataclasses  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import TrainConfig, train_and_evaluate  # pylint: disable=import-outside-toplevel
   row = next(r for r in common.read_rows(common.RESULTS / "grid_digits.jsonl")
              if (r["sparse_method"], r["sparsity"], r["optimizer"], r["seed"])
-             == ("rigl", 0.9, "sgd", 0))
+             == ("rigl", 0.9, optimizer, 0))
   fields = {f.name for f in dataclasses.fields(TrainConfig)}
   cfg = TrainConfig(**{k: v for k, v in row.items() if k in fields and k != "workdir"},
                     model="mlp", progress=False)  # The quick tier's model.

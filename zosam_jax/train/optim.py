@@ -128,5 +128,8 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
         key=jax.random.fold_in(jax.random.key(cfg.seed), 2), smoothing=cfg.smoothing, estimator=cfg.estimator,
         distribution=cfg.zo_distribution,
         prior=None if cfg.zo_prior == "none" else cfg.zo_prior,
-        adaptive=cfg.adaptive, chunk_size=cfg.chunk_size, has_aux=True)
+        adaptive=cfg.adaptive, chunk_size=cfg.chunk_size,
+        # Pinned (the library's default depends on the backend): the same
+        # directions from the same seed as every committed run of the program.
+        ravel=True, has_aux=True)
   return tx, schedule
