@@ -34,13 +34,26 @@ def active_mask(params: Any, masks: Any | None) -> Any:
 
 
 def load_run(workdir: str, step: int | None = None):
-  """``(params, active, cfg, model, ds)`` of a run's checkpoint."""
+  """``(params, active, cfg, model, ds)`` of a run's checkpoint; the model's
+  BatchNorm statistics (if any) are bound to it (evaluation mode)."""
   from zosam_jax.train import get_model, load_train_state, run_dataset
 
   state, _, cfg = load_train_state(workdir, step)
   ds = run_dataset(cfg)
   model = get_model(cfg.model, ds.num_classes)
+  if state.batch_stats:
+    model = _WithStats(model, state.batch_stats)
   return state.params, active_mask(state.params, find_masks(state.opt_state)), cfg, model, ds
+
+
+class _WithStats:
+  """A model whose ``apply`` adds fixed BatchNorm statistics to the variables."""
+
+  def __init__(self, model, batch_stats):
+    self.model, self.batch_stats = model, batch_stats
+
+  def apply(self, variables, x, train=False):
+    return self.model.apply(dict(variables, batch_stats=self.batch_stats), x, train=train)
 
 
 def make_loss(model, mean, std):

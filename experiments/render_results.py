@@ -51,8 +51,8 @@ def render() -> str:
   text = re.sub(r"\{\{include (\S+)\}\}", include, text)
   text = re.sub(r"\{\{zo_batch_fraction (\S+)\}\}",
                 lambda m: zo_batch_fraction_table(m.group(1)), text)
-  text = re.sub(r"\{\{study fashion_mnist\}\}",
-                lambda m: study_report.render(study.read_rows()), text)
+  text = re.sub(r"\{\{study (\S+)\}\}",
+                lambda m: study_report.render(study.read_rows(m.group(1)), m.group(1)), text)
   return text
 
 

@@ -31,7 +31,6 @@ import analysis
 import common
 import stats
 
-ROWS = common.RESULTS / "study_fashion_mnist.jsonl"
 SEEDS = (0, 1, 2, 3, 4, 5)
 
 _RECIPE = dict(dataset="fashion_mnist", batch_size=128, lr=0.05, momentum=0.9,
@@ -44,12 +43,34 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "cnn-10k": dict(_RECIPE, model="cnn", train_subset=10000),
     "cnn-2k": dict(_RECIPE, model="cnn", train_subset=2000),
 }
+#: CIFAR-10 at reduced scale (issue 17): ResNet-20 with the first and last layer
+#: dense, a stratified subset at 16x16, tested on all 10k (JPEG) test images.
+_CIFAR = dict(dataset="cifar10", cifar10_test="jpeg_10k", image_size=16, model="resnet20",
+              dense_first_last=True, batch_size=128, lr=0.1, momentum=0.9,
+              weight_decay=5e-4, schedule="cosine", steps=2000, eval_every=200,
+              log_every=50, checkpoint_every=0)
+SETTINGS.update({
+    "r20-10k-16px": dict(_CIFAR, train_subset=10000, sparse_method="rigl"),
+    "r20-5k-16px": dict(_CIFAR, train_subset=5000, sparse_method="rigl"),
+    "r20-10k-16px-snip": dict(_CIFAR, train_subset=10000, sparse_method="static",
+                              sparse_init="snip"),
+})
+#: Per dataset: its models, the grid's sparsities, extra (setting, sparsity)
+#: cells of the grid optimizers, and how its test set is described in the rows.
+DATASETS = {
+    "fashion_mnist": dict(models=("mlp", "cnn"), sparsities=(0.9, 0.95, 0.98), extra=(),
+                          test_set="fashion_mnist test, 10000 images"),
+    "cifar10": dict(models=("resnet20",), sparsities=(0.9, 0.98),
+                    extra=(("r20-10k-16px-snip", 0.9),),
+                    test_set="CIFAR-10 test, 10000 images decoded from JPEG q75"),
+}
 #: Positive-control attempts per model, in the order they are tried: (setting,
 #: sparsity). The MLP's were declared before any run; the CNN's, the same
 #: sequence, when its first two seeds were in (SAM had not beaten SGD in them).
 CONTROL_ATTEMPTS = {
     "mlp": (("mlp-10k", 0.9), ("mlp-2k", 0.9), ("mlp-2k", 0.98)),
     "cnn": (("cnn-10k", 0.9), ("cnn-2k", 0.9), ("cnn-2k", 0.98)),
+    "resnet20": (("r20-10k-16px", 0.9), ("r20-5k-16px", 0.9), ("r20-5k-16px", 0.98)),
 }
 #: Optimizer variants: config overrides on top of the setting.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -66,11 +87,15 @@ GRID_VARIANTS = ("sgd", "sam", "zosam")
 CONTROL_VARIANTS = ("zosam-random-eps", "zosam-m16", "zosam-rho0.1", "zosam-rho0.2",
                     "zosam-prior")
 #: Convergence: steps to reach this test accuracy (first evaluation at or above).
-TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84}
+TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84, "resnet20": 0.6}
 
 
 def cell_id(setting: str, sparsity: float, variant: str, seed: int) -> str:
-  return f"{setting}/rigl{sparsity}/{variant}/seed{seed}"
+  return f"{setting}/{SETTINGS[setting]['sparse_method']}{sparsity}/{variant}/seed{seed}"
+
+
+def rows_path(dataset: str):
+  return common.RESULTS / f"study_{dataset}.jsonl"
 
 
 def config_of(setting: str, sparsity: float, variant: str, seed: int) -> dict[str, Any]:
@@ -117,7 +142,7 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
       cell=cell_id(setting, sparsity, variant, seed), setting=setting,
       model=cfg_dict["model"], train_subset=cfg_dict["train_subset"],
       sparsity=sparsity, variant=variant, seed=seed, config=cfg_dict,
-      test_set="fashion_mnist test, 10000 images",
+      test_set=DATASETS[cfg_dict["dataset"]]["test_set"],
       test_accuracy=summary["final_test_accuracy"],
       best_test_accuracy=summary["best_test_accuracy"],
       test_loss=summary["final_test_loss"], train_loss=summary["final_train_loss"],
@@ -129,13 +154,13 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
 
 
 def run_cells(cells, dataset=None) -> list[dict[str, Any]]:
-  """Runs the cells not yet in :data:`ROWS`, appending each row as it finishes."""
-  done = {r["cell"]: r for r in read_rows()}
+  """Runs the cells not yet in their dataset's rows, appending each as it finishes."""
+  done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
   for cell in cells:
     key = cell_id(*cell)
     if key not in done:
       row = run_cell(*cell, dataset=dataset)
-      with open(ROWS, "a") as f:
+      with open(rows_path(SETTINGS[cell[0]]["dataset"]), "a") as f:
         f.write(json.dumps(row) + "\n")
       done[key] = row
       print(f"{key}: acc {row['test_accuracy']:.4f} ({row['wall_seconds']:.0f} s)",
@@ -143,8 +168,9 @@ def run_cells(cells, dataset=None) -> list[dict[str, Any]]:
   return [done[cell_id(*c)] for c in cells]
 
 
-def read_rows() -> list[dict[str, Any]]:
-  return common.read_rows_any(ROWS) if ROWS.exists() else []
+def read_rows(dataset: str = "fashion_mnist") -> list[dict[str, Any]]:
+  path = rows_path(dataset)
+  return common.read_rows_any(path) if path.exists() else []
 
 
 def control_passes(rows, setting: str, sparsity: float) -> bool | None:
@@ -174,7 +200,9 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("what", choices=("control", "grid", "controls", "one"))
-  p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+  p.add_argument("--dataset", choices=tuple(DATASETS), default="fashion_mnist")
+  p.add_argument("--models", nargs="+", default=None,
+                 help="default: the dataset's models")
   p.add_argument("--setting")
   p.add_argument("--variant")
   p.add_argument("--sparsity", type=float, default=0.9)
@@ -182,18 +210,21 @@ def main() -> None:
   args = p.parse_args()
   from zosam_jax.train import load_dataset
 
-  ds = load_dataset("fashion_mnist")
+  spec = DATASETS[args.dataset]
+  models = args.models or spec["models"]
+  ds = load_dataset(args.dataset, cifar10_test="jpeg_10k")
   if args.what == "one":
     print(json.dumps(run_cell(args.setting, args.sparsity, args.variant, args.seed, ds)))
     return
   if args.what == "control":
-    for m in args.models:
+    for m in models:
       print(m, "positive control passed in", run_control(ds, m))
     return
-  for m in args.models:
+  for m in models:
     setting = study_setting(ds, m)
     if args.what == "grid":
-      run_cells([(setting, sp, v, s) for sp in (0.9, 0.95, 0.98) for s in SEEDS
+      cells = [(setting, sp) for sp in spec["sparsities"]] + list(spec["extra"])
+      run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
                  for v in GRID_VARIANTS], ds)
     else:
       run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds)
