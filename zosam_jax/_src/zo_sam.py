@@ -25,10 +25,10 @@ from zosam_jax._src import prior as prior_lib
 from zosam_jax._src import sharding
 
 # Called with the loss on the current minibatch, the params, the mask (or None),
-# a PRNG key and the state's prior (or None); returns the ascent direction
-# (float32, masked) and a float32 estimate of the loss at the params.
+# a PRNG key, the prior (or None) and the loss's dtype; returns the ascent
+# direction (float32, masked) and a float32 estimate of the loss at the params.
 _AscentFn = Callable[
-    [Callable[[Any], jax.Array], base.Params, Any, jax.Array, Any],
+    [Callable[[Any], jax.Array], base.Params, Any, jax.Array, Any, Any],
     tuple[base.Params, jax.Array]]
 
 _MISSING_VALUE_FN = (
@@ -303,9 +303,11 @@ def _sharpness_aware(
     del updates
     if value_fn is None or params is None:
       raise ValueError(_MISSING_VALUE_FN.format(name=name))
-    _check_value_fn(name, "value_fn", value_fn, params, has_aux)
+    # One trace of each loss's shape: checked, then reused below.
+    ascent_shape = _check_value_fn(name, "value_fn", value_fn, params, has_aux)
     if zo_value_fn is not None:
-      _check_value_fn(name, "zo_value_fn", zo_value_fn, params, has_aux)
+      ascent_shape = _check_value_fn(name, "zo_value_fn", zo_value_fn, params,
+                                     has_aux)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     next_key, step_key = jax.random.split(state.key)
 
@@ -315,12 +317,12 @@ def _sharpness_aware(
     if sharding.manual_axes():
       # Inside shard_map, fail with a clear message before the estimator meets
       # per-device losses (only the shape of this forward pass is traced).
-      _check_reduced(name, axis_name,
-                     loss=jax.eval_shape(ascent_loss, params))
+      _check_reduced(name, axis_name, loss=ascent_shape)
     # The momentum trace is read where it is (no copy in the state).
     guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
              else state.prior)
-    direction, loss = ascent_fn(ascent_loss, params, mask, step_key, guess)
+    direction, loss = ascent_fn(ascent_loss, params, mask, step_key, guess,
+                                ascent_shape.dtype)
     ascent_norm = optax.tree.norm(direction)
     epsilon, perturbation_norm = _perturbation(params, direction, rho,
                                                adaptive, adaptive_eta)
@@ -569,10 +571,9 @@ def zo_sam(
         distribution=dist, random_estimate=random_estimate,
         axis_name=axis_name)
 
-  def ascent_fn(loss_fn, params, mask, step_key, last_grad):
+  def ascent_fn(loss_fn, params, mask, step_key, last_grad, loss_dtype):
     active = masking.mask_as_floats(mask, params)
-    est = estimators.resolve_estimator(estimator, params,
-                                       jax.eval_shape(loss_fn, params).dtype)
+    est = estimators.resolve_estimator(estimator, params, loss_dtype)
     if not (flat.prefers_ravel(params) if ravel is None else ravel):
       return estimate(loss_fn, params, active, step_key, last_grad, est)
     vector, unravel = flat.ravel(params)
@@ -642,8 +643,8 @@ def sam(
     Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
   """
 
-  def ascent_fn(loss_fn, params, mask, step_key, last_grad):
-    del step_key, last_grad
+  def ascent_fn(loss_fn, params, mask, step_key, last_grad, loss_dtype):
+    del step_key, last_grad, loss_dtype
     loss, grads = _mean_value_and_grad(loss_fn, params, axis_name)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32),
                          masking.apply_mask(grads, mask))
