@@ -3,7 +3,8 @@
 A line ``{{include results/NAME.md}}`` is replaced by that file (or a note
 that it was not produced), ``{{zo_batch_fraction digits}}`` by the comparison
 of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM), ``{{study fashion_mnist}}``
-by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`). Reads
+by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`; for
+CIFAR-10 with the corruption robustness of :mod:`study_robustness`). Reads
 committed files only.
 
   python experiments/render_results.py
@@ -16,6 +17,7 @@ import re
 import common
 import study
 import study_report
+import study_robustness
 
 
 def zo_batch_fraction_table(dataset: str) -> str:
@@ -40,6 +42,13 @@ def zo_batch_fraction_table(dataset: str) -> str:
   return "\n".join(lines)
 
 
+def study_section(dataset: str) -> str:
+  """The tables and verdicts of ``study.py``'s rows of one dataset."""
+  robust = (study_robustness.read_rows() if study.DATASETS[dataset].get("robustness")
+            else ())
+  return study_report.render(study.read_rows(dataset), dataset, robust)
+
+
 def render() -> str:
   """RESULTS.md's text, from ``RESULTS.in.md`` and the committed results."""
   text = (common.EXP / "RESULTS.in.md").read_text()
@@ -51,8 +60,7 @@ def render() -> str:
   text = re.sub(r"\{\{include (\S+)\}\}", include, text)
   text = re.sub(r"\{\{zo_batch_fraction (\S+)\}\}",
                 lambda m: zo_batch_fraction_table(m.group(1)), text)
-  text = re.sub(r"\{\{study (\S+)\}\}",
-                lambda m: study_report.render(study.read_rows(m.group(1)), m.group(1)), text)
+  text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
   return text
 
 

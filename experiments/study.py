@@ -13,6 +13,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py control    # SAM vs SGD, attempts in order, until one passes
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
+  python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0
 
 ``python experiments/render_results.py`` turns the rows into RESULTS.md.
@@ -56,12 +57,13 @@ SETTINGS.update({
                               sparse_init="snip"),
 })
 #: Per dataset: its models, the grid's sparsities, extra (setting, sparsity)
-#: cells of the grid optimizers, and how its test set is described in the rows.
+#: cells of the grid optimizers, whether each cell's corruption robustness is
+#: measured (:mod:`study_robustness`), and how its test set is described in the rows.
 DATASETS = {
     "fashion_mnist": dict(models=("mlp", "cnn"), sparsities=(0.9, 0.95, 0.98), extra=(),
                           test_set="fashion_mnist test, 10000 images"),
     "cifar10": dict(models=("resnet20",), sparsities=(0.9, 0.98),
-                    extra=(("r20-10k-16px-snip", 0.9),),
+                    extra=(("r20-10k-16px-snip", 0.9),), robustness=True,
                     test_set="CIFAR-10 test, 10000 images decoded from JPEG q75"),
 }
 #: Positive-control attempts per model, in the order they are tried: (setting,
@@ -153,8 +155,12 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
       workdir=rel, **gradient_variance(workdir))
 
 
-def run_cells(cells, dataset=None) -> list[dict[str, Any]]:
-  """Runs the cells not yet in their dataset's rows, appending each as it finishes."""
+def run_cells(cells, dataset=None, then=None) -> list[dict[str, Any]]:
+  """Runs the cells not yet in their dataset's rows, appending each as it finishes.
+
+  ``then``, if given, is called with the list of rows after each new row (the
+  CIFAR-10 study's corruption robustness, :mod:`study_robustness`).
+  """
   done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
   for cell in cells:
     key = cell_id(*cell)
@@ -165,6 +171,8 @@ def run_cells(cells, dataset=None) -> list[dict[str, Any]]:
       done[key] = row
       print(f"{key}: acc {row['test_accuracy']:.4f} ({row['wall_seconds']:.0f} s)",
             flush=True)
+      if then is not None:
+        then([row])
   return [done[cell_id(*c)] for c in cells]
 
 
@@ -179,27 +187,38 @@ def control_passes(rows, setting: str, sparsity: float) -> bool | None:
   return None if diff is None or diff["n"] < len(SEEDS) else diff["low"] > 0
 
 
-def run_control(dataset, model: str) -> tuple[str, float] | None:
+def run_control(dataset, model: str, then=None) -> tuple[str, float] | None:
   """Tries the model's :data:`CONTROL_ATTEMPTS` in order; the first that passes."""
   for setting, sparsity in CONTROL_ATTEMPTS[model]:
     rows = run_cells([(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")],
-                     dataset)
+                     dataset, then)
     if control_passes(rows, setting, sparsity):
       return setting, sparsity
   return None
 
 
-def study_setting(dataset, model: str) -> str:
+def study_setting(dataset, model: str, then=None) -> str:
   """The setting of a model's grid: its first passing control (run first, cells
   already in the rows skipped), else its first attempt (then reported as
   inconclusive)."""
-  return (run_control(dataset, model) or CONTROL_ATTEMPTS[model][0])[0]
+  return (run_control(dataset, model, then) or CONTROL_ATTEMPTS[model][0])[0]
+
+
+def after_each_cell(dataset_name: str, ds):
+  """What runs after each new cell: the corruption robustness where the dataset
+  has it (first for the cells that lack it), else nothing."""
+  if not DATASETS[dataset_name].get("robustness"):
+    return None
+  import study_robustness  # pylint: disable=import-outside-toplevel
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test)
+  evaluate(read_rows(dataset_name))
+  return evaluate
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", choices=("control", "grid", "controls", "one"))
+  p.add_argument("what", choices=("control", "grid", "controls", "robustness", "one"))
   p.add_argument("--dataset", choices=tuple(DATASETS), default="fashion_mnist")
   p.add_argument("--models", nargs="+", default=None,
                  help="default: the dataset's models")
@@ -216,18 +235,21 @@ def main() -> None:
   if args.what == "one":
     print(json.dumps(run_cell(args.setting, args.sparsity, args.variant, args.seed, ds)))
     return
+  then = after_each_cell(args.dataset, ds)
+  if args.what == "robustness":
+    return
   if args.what == "control":
     for m in models:
-      print(m, "positive control passed in", run_control(ds, m))
+      print(m, "positive control passed in", run_control(ds, m, then))
     return
   for m in models:
-    setting = study_setting(ds, m)
+    setting = study_setting(ds, m, then)
     if args.what == "grid":
       cells = [(setting, sp) for sp in spec["sparsities"]] + list(spec["extra"])
       run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
-                 for v in GRID_VARIANTS], ds)
+                 for v in GRID_VARIANTS], ds, then)
     else:
-      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds)
+      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds, then)
 
 
 if __name__ == "__main__":

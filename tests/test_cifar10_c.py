@@ -105,3 +105,42 @@ def test_bad_arguments_are_named():
     cifar10_c.corrupt(GREY, "contrast", 6)
   with pytest.raises(ValueError, match="uint8"):
     cifar10_c.corrupt(GREY.astype(np.float32), "contrast", 1)
+
+
+def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch):
+  import study_robustness  # pylint: disable=import-outside-toplevel
+  from tests.test_train_data import make_cifar10  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import (TrainConfig, evaluate_checkpoint,  # pylint: disable=import-outside-toplevel
+                               load_dataset, train_and_evaluate)
+  monkeypatch.setenv("ZOSAM_DATA", str(tmp_path / "cache"))
+  make_cifar10(tmp_path / "data")
+  cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), download=False,
+                    model="mlp", image_size=16, optimizer="sgd", steps=3, batch_size=8,
+                    progress=False)
+  train_and_evaluate(cfg, tmp_path / "runs" / "a")
+  ds = load_dataset("cifar10", tmp_path / "data", download=False)
+  row = dict(cell="a", setting="s", model="mlp", sparsity=0.9, variant="sgd", seed=0,
+             test_set="t", workdir="runs/a", config=dict(image_size=16))
+  no_checkpoint = dict(row, cell="b", workdir="runs/b")
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, tmp_path / "rob.jsonl",
+                                        root=tmp_path)
+  [out] = evaluate([row, no_checkpoint])
+  # The clean set goes through the run's own pooling and normalisation.
+  assert out["clean"] == evaluate_checkpoint(tmp_path / "runs" / "a")["accuracy"]
+  assert set(out["corrupted"]) == set(cifar10_c.CORRUPTIONS)
+  assert all(len(v) == 5 and all(0 <= a <= 1 for a in v) for v in out["corrupted"].values())
+  assert out["corruption_accuracy"] == pytest.approx(
+      np.mean([a for v in out["corrupted"].values() for a in v]))
+  assert evaluate([row, no_checkpoint]) == []  # Done cells are skipped.
+  assert len(study_robustness.read_rows(tmp_path / "rob.jsonl")) == 1
+
+
+def test_corrupted_test_sets_are_pooled_after_corruption():
+  import study_robustness  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train.data import pool_images  # pylint: disable=import-outside-toplevel
+  x = _pattern(4)
+  sets = study_robustness.corrupted_test_sets(x, 16)
+  assert len(sets) == 1 + 5 * len(cifar10_c.CORRUPTIONS)
+  assert all(v.shape == (4, 16, 16, 3) and v.dtype == np.uint8 for v in sets.values())
+  np.testing.assert_array_equal(sets["contrast/5"],
+                                pool_images(cifar10_c.corrupt(x, "contrast", 5), 16))

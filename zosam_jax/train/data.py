@@ -312,6 +312,27 @@ def _damaged(path: Path, error: BaseException, what_to_do: str) -> DataNotFoundE
                            f"{what_to_do}")
 
 
+def pool_images(images: np.ndarray, size: int) -> np.ndarray:
+  """Shrinks ``(N, H, H, C)`` images to ``(N, size, size, C)`` by averaging blocks.
+
+  Integer images are rounded back to their dtype. ``size`` must divide ``H``
+  (checked by :func:`average_pool`, which names the flag).
+
+  Examples:
+    >>> import numpy as np
+    >>> pool_images(np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1), 2)[0, :, :, 0].tolist()
+    [[2, 4], [10, 12]]
+  """
+  side = images.shape[1]
+  if size == side:
+    return images
+  f = side // size
+  y = images.reshape(images.shape[0], size, f, size, f, images.shape[-1]).mean(axis=(2, 4))
+  if np.issubdtype(images.dtype, np.integer):
+    return np.rint(y).astype(images.dtype)
+  return y.astype(images.dtype)
+
+
 def average_pool(ds: Dataset, size: int) -> Dataset:
   """Shrinks every image to ``size x size`` by averaging square blocks.
 
@@ -320,19 +341,11 @@ def average_pool(ds: Dataset, size: int) -> Dataset:
     size: the new side; must divide ``H``.
 
   Returns:
-    The dataset with train and test images pooled (rounded back to the
-    storage dtype for integer images) and the note extended.
+    The dataset with train and test images pooled (:func:`pool_images`) and
+    the note extended.
 
   Raises:
     ValueError: if the images are not square or ``size`` does not divide them.
-
-  Examples:
-    >>> import numpy as np
-    >>> ds = Dataset("t", np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1),
-    ...              np.zeros(1, np.int32), np.zeros((1, 4, 4, 1), np.uint8),
-    ...              np.zeros(1, np.int32), 10, np.zeros(1), np.ones(1), False)
-    >>> average_pool(ds, 2).x_train[0, :, :, 0].tolist()
-    [[2, 4], [10, 12]]
   """
   side = ds.x_train.shape[1]
   if ds.x_train.shape[1] != ds.x_train.shape[2] or size < 1 or side % size:
@@ -340,14 +353,8 @@ def average_pool(ds: Dataset, size: int) -> Dataset:
                      f"of {ds.name}")
   if size == side:
     return ds
-
-  def pool(x):
-    f = side // size
-    y = x.reshape(x.shape[0], size, f, size, f, x.shape[-1]).mean(axis=(2, 4))
-    return np.rint(y).astype(x.dtype) if np.issubdtype(x.dtype, np.integer) else (
-        y.astype(x.dtype))
-
-  return ds._replace(x_train=pool(ds.x_train), x_test=pool(ds.x_test),
+  return ds._replace(x_train=pool_images(ds.x_train, size),
+                     x_test=pool_images(ds.x_test, size),
                      note=ds.note + f"; average-pooled to {size}x{size}")
 
 

@@ -1,0 +1,113 @@
+"""Corruption robustness of the CIFAR-10 study's cells, paired by seed (issue 17).
+
+For every cell of ``results/study_cifar10.jsonl`` whose final checkpoint is on
+this machine and which is not yet in ``results/robustness_cifar10.jsonl``, the
+final weights are restored (:func:`analysis.load_run`) and evaluated on the
+study's test images under each corruption of :mod:`cifar10_c` at severities
+1-5. The corruptions act on the 32x32 images, which then go through the run's
+own input pipeline (average pooling to ``--image-size``, the run's
+normalisation), as a corrupted photograph would. The noise is drawn once
+(seed 0), so every cell is tested on identical images.
+
+``study.py grid --dataset cifar10`` evaluates each cell right after training it,
+so a later session needs no checkpoint of this one;
+``python study.py robustness --dataset cifar10`` fills in cells that are missing.
+
+References:
+  Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common
+  Corruptions and Perturbations", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import analysis
+import cifar10_c
+import common
+
+ROWS = common.RESULTS / "robustness_cifar10.jsonl"
+#: Test images per evaluation batch.
+BATCH = 1000
+
+
+def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str, np.ndarray]:
+  """``{"clean": ..., "gaussian_noise/1": ..., ...}``: the 41 test sets.
+
+  Args:
+    x_test: ``(N, 32, 32, 3)`` ``uint8`` test images.
+    image_size: the run's ``--image-size`` (``None``: unchanged).
+
+  Returns:
+    ``(N, s, s, 3)`` ``uint8`` images per set, ``s`` the run's image size.
+  """
+  from zosam_jax.train.data import pool_images
+
+  sets = {"clean": x_test}
+  for name in cifar10_c.CORRUPTIONS:
+    for severity in cifar10_c.SEVERITIES:
+      sets[f"{name}/{severity}"] = cifar10_c.corrupt(x_test, name, severity, seed=0)
+  size = image_size or x_test.shape[1]
+  return {k: pool_images(v, size) for k, v in sets.items()}
+
+
+def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
+                   y_test: np.ndarray, root: Path = common.REPO) -> dict[str, Any]:
+  """One cell's accuracy on every set of :func:`corrupted_test_sets`."""
+  params, _, _, model, ds = analysis.load_run(str(root / study_row["workdir"]))
+  correct = analysis.correct_fn(model, ds.mean, ds.std)
+
+  def accuracy(x):
+    hits = sum(int(correct(params, x[i:i + BATCH], y_test[i:i + BATCH]))
+               for i in range(0, x.shape[0], BATCH))
+    return hits / x.shape[0]
+
+  per = {name: [accuracy(sets[f"{name}/{s}"]) for s in cifar10_c.SEVERITIES]
+         for name in cifar10_c.CORRUPTIONS}
+  keys = ("cell", "setting", "model", "sparsity", "variant", "seed", "test_set")
+  return dict({k: study_row[k] for k in keys}, clean=accuracy(sets["clean"]),
+              corrupted=per, corruption_accuracy=float(np.mean(list(per.values()))))
+
+
+def read_rows(path: Path = ROWS) -> list[dict[str, Any]]:
+  return common.read_rows_any(path) if path.exists() else []
+
+
+class Evaluator:
+  """Adds the robustness rows of study rows that lack one (sets built once per size).
+
+  Args:
+    x_test: the study's ``(N, 32, 32, 3)`` ``uint8`` test images.
+    y_test: their ``(N,)`` labels.
+    path: the robustness rows.
+    root: what the study rows' ``workdir`` is relative to.
+  """
+
+  def __init__(self, x_test: np.ndarray, y_test: np.ndarray, path: Path = ROWS,
+               root: Path = common.REPO):
+    self.x_test, self.y_test, self.path, self.root = x_test, y_test, path, root
+    self._sets: dict[int | None, dict[str, np.ndarray]] = {}
+
+  def pending(self, study_rows) -> list[dict[str, Any]]:
+    """Study rows with a checkpoint here and no robustness row yet."""
+    done = {r["cell"] for r in read_rows(self.path)}
+    return [r for r in study_rows if r["cell"] not in done
+            and (self.root / r["workdir"] / "checkpoints").exists()]
+
+  def __call__(self, study_rows) -> list[dict[str, Any]]:
+    new = []
+    for r in self.pending(study_rows):
+      size = r["config"].get("image_size")
+      if size not in self._sets:
+        self._sets[size] = corrupted_test_sets(self.x_test, size)
+      row = robustness_row(r, self._sets[size], self.y_test, self.root)
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      print(f"{r['cell']}: corrupted {row['corruption_accuracy']:.4f} "
+            f"(clean {row['clean']:.4f})", flush=True)
+      new.append(row)
+    return new
