@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
+import cifar10_c  # noqa: E402
 import common  # noqa: E402
 import corruptions  # noqa: E402
 
@@ -156,3 +157,35 @@ def test_positive_control_needs_every_seed_and_an_interval_above_zero():
   assert study.control_passes(rows(-0.01, study.SEEDS), "cnn-10k", 0.9) is False
   assert study.control_passes(rows(0.01, study.SEEDS[:3]), "cnn-10k", 0.9) is None
   assert [a[0] for a in study.CONTROL_ATTEMPTS["cnn"]] == ["cnn-10k", "cnn-2k", "cnn-2k"]
+
+
+def _robustness_rows(gains):
+  """Study and robustness rows of the SNIP cell: ``gains[variant]`` added to
+  SGD's corrupted accuracy (plus a seed-dependent wobble)."""
+  import study  # pylint: disable=import-outside-toplevel
+  rows, robust = [], []
+  for seed in study.SEEDS:
+    for variant, gain in gains.items():
+      cell = f"snip/{variant}/{seed}"
+      rows.append(dict(cell=cell, setting="r20-10k-16px-snip", model="resnet20",
+                       sparsity=0.9, variant=variant, seed=seed, test_accuracy=0.6,
+                       curve=[[200, 0.6]]))
+      acc = 0.5 + gain + 0.002 * (seed % 3)
+      robust.append(dict(rows[-1], clean=0.6, corruption_accuracy=acc,
+                         corrupted={name: [acc] * 5 for name in cifar10_c.CORRUPTIONS}))
+  return rows, robust
+
+
+def test_robustness_verdicts_follow_the_paired_numbers_and_need_a_control():
+  import study_report  # pylint: disable=import-outside-toplevel
+  rows, robust = _robustness_rows({"sgd": 0.0, "sam": 0.02, "zosam": 0.03})
+  merged = study_report.with_robustness(rows, robust)
+  assert merged[1]["corruption_change"] == pytest.approx(0.02 + 0.5 - 0.6)
+  accuracy, change = study_report.robustness_verdicts(merged)
+  assert "**reproduced** (RESNET20, 10k subset, 16×16, SNIP static 90% +3.00" in accuracy
+  assert "**reproduced**" in change
+  rows, robust = _robustness_rows({"sgd": 0.0, "sam": -0.01, "zosam": 0.03})
+  accuracy, _ = study_report.robustness_verdicts(study_report.with_robustness(rows, robust))
+  assert "inconclusive: no cell could judge it yet" in accuracy  # SAM does not beat SGD.
+  table = study_report.per_corruption_table(rows, robust)
+  assert "| contrast | 50.20 ± 0.18 (n=6) | 49.20 ± 0.18 (n=6) | 53.20 ± 0.18 (n=6) | +3.00" in table
