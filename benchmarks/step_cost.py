@@ -67,8 +67,7 @@ class Method:
     """Forward passes of the ascent step (the paper's count)."""
     if self.kind != "zosam":
       return 0
-    return {"central": 2 * self.num_dirs, "forward": self.num_dirs + 1,
-            "jvp": 2 * self.num_dirs}[self.estimator] + (2 if self.prior else 0)
+    return zosam_jax.ascent_forward_passes(self.num_dirs, self.estimator, self.prior)
 
 
 def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:

@@ -30,17 +30,17 @@ OPTIMIZERS = ("sgd", "sam", "zosam")
 OPT_LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM"}
 METHOD_LABEL = {"dense": "Dense", "static": "Static (ERK)", "set": "SET",
                 "rigl": "RigL", "gmp": "GMP"}
-#: Backward and forward passes of one step (m = num_dirs directions).
 def passes_per_step(optimizer: str, num_dirs: int = 1, estimator: str = "central",
                     zo_prior: str = "none") -> tuple[int, int]:
-  """``(backward, forward)`` passes of one training step."""
+  """``(backward, forward)`` passes of one training step (forward-pass
+  equivalents: :func:`zosam_jax.ascent_forward_passes` for ZO-SAM's ascent)."""
+  from zosam_jax import ascent_forward_passes
+
   if optimizer == "sgd":
     return 1, 1
   if optimizer == "sam":
     return 2, 2
-  zo_forward = {"central": 2 * num_dirs, "forward": num_dirs + 1,
-                "jvp": num_dirs, "random": 1}[estimator]
-  return 1, 1 + zo_forward + (2 if zo_prior != "none" else 0)
+  return 1, 1 + ascent_forward_passes(num_dirs, estimator, zo_prior)
 
 
 def run_name(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> str:

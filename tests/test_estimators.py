@@ -118,3 +118,11 @@ def test_same_key_same_estimate_other_key_other_estimate():
   c = _estimate(loss, params, jax.random.key(2), 2, "central", "gaussian")
   chex.assert_trees_all_equal(a, b)
   assert not jnp.allclose(a[0]["dense1"]["kernel"], c[0]["dense1"]["kernel"])
+
+
+def test_ascent_forward_passes_counts_jvp_twice_and_names_bad_estimators():
+  assert zosam_jax.ascent_forward_passes(3, "jvp") == 6
+  assert zosam_jax.ascent_forward_passes(16, "random") == 1
+  assert zosam_jax.ascent_forward_passes(1, "central", "momentum") == 4
+  with pytest.raises(ValueError, match="estimator must be one of"):
+    zosam_jax.ascent_forward_passes(1, "backward")

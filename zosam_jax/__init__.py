@@ -7,6 +7,7 @@ References:
 
 from zosam_jax import sparse
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
+from zosam_jax._src.estimators import ascent_forward_passes
 from zosam_jax._src.estimators import zo_gradient
 from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.sharding import can_ravel
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = (
     "MASKS_FROM_BASE_STATE",
     "adaptive_perturbation",
+    "ascent_forward_passes",
     "can_ravel",
     "data_sharding",
     "fsdp_sharding",

@@ -49,6 +49,49 @@ def perturb(params: base.Params, direction: base.Params,
   return jax.tree.map(add, params, direction)
 
 
+#: Loss evaluations (batched lanes) of each estimator for ``m`` directions.
+_NUM_LANES = {"central": lambda m: 2 * m, "forward": lambda m: m + 1,
+              "jvp": lambda m: m, "random": lambda m: 1}
+
+
+def ascent_forward_passes(num_dirs: int, estimator: str = "central",
+                          prior: Optional[str] = None) -> int:
+  """Forward passes of one zeroth-order ascent, the paper's unit of cost.
+
+  Counts what :func:`zo_gradient` (and ``zo_sam``'s prior probe) evaluate:
+  central ``2m``, forward ``m + 1``, jvp ``2m`` (each ``jax.jvp`` costs about
+  two forward passes), random ``1`` (the loss at θ); a ``prior`` adds the two
+  of its probe. The real gradient at the perturbed point (one forward and one
+  backward pass) is not included.
+
+  Args:
+    num_dirs: ``m``, the number of random directions.
+    estimator: ``"central"``, ``"forward"``, ``"jvp"`` or ``"random"``.
+    prior: ``None``/``"none"``, ``"gradient"`` or ``"momentum"``.
+
+  Returns:
+    The number of forward passes.
+
+  Raises:
+    ValueError: for an unknown estimator.
+
+  Examples:
+    >>> ascent_forward_passes(1), ascent_forward_passes(4, "forward")
+    (2, 5)
+    >>> ascent_forward_passes(0, prior="gradient")
+    2
+
+  References:
+    Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+    Sparse Training <https://arxiv.org/abs/2603.13115>`_, 2026
+  """
+  if estimator not in _NUM_LANES:
+    raise ValueError(f"estimator must be one of {tuple(_NUM_LANES)}, got {estimator!r}")
+  lanes = _NUM_LANES[estimator](num_dirs) * (2 if estimator == "jvp" else 1)
+  probe = 2 if prior not in (None, "none") else 0
+  return lanes + probe
+
+
 def _lanes(estimator: str, num_dirs: int,
            smoothing: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Direction index and signed step of each perturbed evaluation."""
@@ -146,8 +189,7 @@ def zo_gradient(
         jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
     return (jax.tree.map(lambda g: g / num_dirs, g_hat),
             loss if axis_name is None else jax.lax.pmean(loss, axis_name))
-  num_lanes = {"central": 2 * num_dirs, "forward": num_dirs + 1,
-               "jvp": num_dirs}[estimator]
+  num_lanes = _NUM_LANES[estimator](num_dirs)
   chunk_size = resolve_chunk_size(chunk_size, num_lanes)
   if chunk_size == 1:
     g_hat, loss = _sequential(f32_loss, params, direction, num_dirs=num_dirs,
