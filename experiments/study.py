@@ -204,6 +204,14 @@ def study_setting(dataset, model: str, then=None) -> str:
   return (run_control(dataset, model, then) or CONTROL_ATTEMPTS[model][0])[0]
 
 
+def grid_cells(setting: str, spec: dict[str, Any]) -> list[tuple[str, float]]:
+  """(setting, sparsity) of a grid in the order they run: the first sparsity,
+  the extra cells, then the other sparsities (CIFAR-10: RigL 90% and SNIP 90%,
+  which the issue asks for, before 98%, which it asks for if time allows)."""
+  first, *rest = spec["sparsities"]
+  return [(setting, first)] + list(spec["extra"]) + [(setting, sp) for sp in rest]
+
+
 def after_each_cell(dataset_name: str, ds):
   """What runs after each new cell: the corruption robustness where the dataset
   has it (first for the cells that lack it), else nothing."""
@@ -245,7 +253,7 @@ def main() -> None:
   for m in models:
     setting = study_setting(ds, m, then)
     if args.what == "grid":
-      cells = [(setting, sp) for sp in spec["sparsities"]] + list(spec["extra"])
+      cells = grid_cells(setting, spec)
       run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
                  for v in GRID_VARIANTS], ds, then)
     else:

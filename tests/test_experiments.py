@@ -189,3 +189,11 @@ def test_robustness_verdicts_follow_the_paired_numbers_and_need_a_control():
   assert "inconclusive: no cell could judge it yet" in accuracy  # SAM does not beat SGD.
   table = study_report.per_corruption_table(rows, robust)
   assert "| contrast | 50.20 ± 0.18 (n=6) | 49.20 ± 0.18 (n=6) | 53.20 ± 0.18 (n=6) | +3.00" in table
+
+
+def test_cifar10_grid_runs_the_required_cells_before_98_percent():
+  import study  # pylint: disable=import-outside-toplevel
+  assert study.grid_cells("r20-10k-16px", study.DATASETS["cifar10"]) == [
+      ("r20-10k-16px", 0.9), ("r20-10k-16px-snip", 0.9), ("r20-10k-16px", 0.98)]
+  assert study.grid_cells("cnn-2k", study.DATASETS["fashion_mnist"]) == [
+      ("cnn-2k", 0.9), ("cnn-2k", 0.95), ("cnn-2k", 0.98)]
