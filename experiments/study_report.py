@@ -240,7 +240,8 @@ def per_corruption_table(rows, robust_rows) -> str:
            for name in cifar10_c.CORRUPTIONS}
   views.update({f"severity {s}": lambda r, s=s: float(np.mean(
       [v[s - 1] for v in r["corrupted"].values()])) for s in cifar10_c.SEVERITIES})
-  lines = ["| setting | sparsity | test set | SGD | SAM | ZO-SAM | ZO-SAM − SGD (pp) [95% CI], p, n |",
+  lines = ["| setting | sparsity | corruption / severity | SGD | SAM | ZO-SAM | "
+           "ZO-SAM − SGD (pp) [95% CI], p, n |",
            "|---|---|---|---|---|---|---|"]
   for setting, sp in _cells(robust_rows):
     sub = [r for r in robust_rows if (r["setting"], r["sparsity"]) == (setting, sp)]
@@ -279,16 +280,18 @@ def robustness_section(rows, robust_rows) -> list[str]:
   grid = ("sgd", "sam", "zosam")
   pairs = [("sam", "sgd"), ("zosam", "sgd"), ("zosam", "sam")]
   return [
-      "### Corruption robustness (CIFAR-10-C corruptions of the same 10k test images)",
+      "### Corruption robustness (CIFAR-10-C corruptions of the same test images: "
+      + "; ".join(sorted({r["test_set"] for r in robust_rows})) + ")",
       "Eight corruptions with the published severity parameters (`cifar10_c.py`), severities "
       "1–5, applied at 32×32 before the run's own pooling to 16×16 (which averages away part "
       "of the pixel noise); final weights of each cell. Mean accuracy over the 40 corrupted "
       "sets (%), mean ± std over seeds:",
       accuracy_table(rows, grid, "corruption_accuracy"),
-      "Paired differences (pp) of the mean corrupted accuracy and of corrupted − clean "
-      "(higher: a smaller drop); a comparison with SGD is judged only where SAM beats SGD "
-      "on the same measure:",
+      "Paired differences (pp) of the mean corrupted accuracy; a comparison with SGD is "
+      "judged only where SAM beats SGD on the same measure:",
       paired_table(rows, pairs, "corruption_accuracy"),
+      "Paired differences (pp) of corrupted − clean accuracy (higher: a smaller drop), "
+      "judged the same way:",
       paired_table(rows, pairs, "corruption_change"),
       "Per corruption (mean over severities) and per severity (mean over corruptions):",
       per_corruption_table(rows, robust_rows),
@@ -319,17 +322,18 @@ def render(rows, dataset: str = "fashion_mnist", robust_rows=()) -> str:
   rows = with_robustness(rows, robust_rows)
   grid = ("sgd", "sam", "zosam")
   controls = tuple(v for v in study.CONTROL_VARIANTS if any(r["variant"] == v for r in rows))
+  on = "; ".join(sorted({r["test_set"] for r in rows})) or study.DATASETS[dataset]["test_set"]
   return "\n\n".join([
       "### Positive control: SAM − SGD, paired by seed, in the declared order",
       control_table(rows, models),
       "### Verdicts, generated from the paired differences",
       verdicts(rows, dataset, robustness),
-      "### Final test accuracy (%), mean ± std over seeds",
+      f"### Final test accuracy (%), mean ± std over seeds ({on})",
       accuracy_table(rows, grid + controls),
-      "### Paired differences (pp): same seeds, data order, initialisation and masks",
+      f"### Paired differences (pp): same seeds, data order, initialisation and masks ({on})",
       paired_table(rows, [("sam", "sgd"), ("zosam", "sgd"), ("zosam", "sam")]
                    + [(v, "sgd") for v in controls] + [(v, "zosam") for v in controls]),
-      "### Every seed: final test accuracy (%)",
+      f"### Every seed: final test accuracy (%) ({on})",
       seeds_table(rows),
       "### Convergence, gradient variance, realised sharpness and cost",
       _convergence_note(rows, models),
