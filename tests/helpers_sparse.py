@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def cnn_params(seed: int = 0):
@@ -60,3 +61,27 @@ def mlp_batch(sizes=(16, 32, 32, 4), n: int = 32, seed: int = 1):
 
 def active_counts(masks):
   return jax.tree.map(lambda m: int(jnp.sum(m)), masks)
+
+
+def train_mlp(tx, params, num_steps: int):
+  """``num_steps`` of ``tx`` on :func:`mlp_loss` of :func:`mlp_batch`, under scan.
+
+  Returns:
+    ``((params, state), (before, masks, after, states))``: the final params and
+    state, and per step the params before and after it, ``state.masks`` and
+    the state (each stacked along a leading step axis).
+  """
+  x, y = mlp_batch()
+  grad_fn = jax.grad(lambda p: mlp_loss(p, x, y))
+
+  @jax.jit
+  def run(params):
+    def step(carry, _):
+      params, state = carry
+      updates, state = tx.update(grad_fn(params), state, params)
+      new_params = optax.apply_updates(params, updates)
+      return (new_params, state), (params, state.masks, new_params, state)
+
+    return jax.lax.scan(step, (params, tx.init(params)), length=num_steps)
+
+  return run(params)

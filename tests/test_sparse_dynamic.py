@@ -15,24 +15,6 @@ from tests import helpers_sparse
 METHODS = {"set": sparse.set_sparse, "rigl": sparse.rigl}
 
 
-def run_history(tx, params, num_steps):
-  """Trains with scan; returns final (params, state) and per-step history."""
-  x, y = helpers_sparse.mlp_batch()
-  grad_fn = jax.grad(lambda p: helpers_sparse.mlp_loss(p, x, y))
-
-  @jax.jit
-  def run(params):
-    def step(carry, _):
-      params, state = carry
-      updates, state = tx.update(grad_fn(params), state, params)
-      new_params = optax.apply_updates(params, updates)
-      return (new_params, state), (params, state.masks, new_params, state)
-
-    return jax.lax.scan(step, (params, tx.init(params)), length=num_steps)
-
-  return run(params)
-
-
 ALPHA, UPDATE_EVERY, END_STEP, NUM_STEPS = 0.4, 3, 16, 20
 
 
@@ -46,7 +28,7 @@ def history(request):
       end_step=END_STEP, dense_first_layer=True,
   )
   initial = tx.init(params).masks
-  (final_params, final_state), (_, masks, after, states) = run_history(
+  (final_params, final_state), (_, masks, after, states) = helpers_sparse.train_mlp(
       tx, params, NUM_STEPS
   )
   # masks[t] are the masks after update t; prepend the initial ones.

@@ -23,23 +23,11 @@ def test_cubic_schedule_matches_zhu_and_gupta():
 
 def test_gmp_prunes_gradually_to_target_and_keeps_pruned_weights_zero():
   params = helpers_sparse.mlp_params()
-  x, y = helpers_sparse.mlp_batch()
-  grad_fn = jax.grad(lambda p: helpers_sparse.mlp_loss(p, x, y))
   inner = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.05, momentum=0.9))
   begin, end, every, target = 2, 12, 2, 0.9
   tx = sparse.gmp(inner, sparsity=target, begin_step=begin, end_step=end,
                   update_every=every)
-
-  @jax.jit
-  def run(params):
-    def step(carry, _):
-      params, state = carry
-      updates, state = tx.update(grad_fn(params), state, params)
-      params = optax.apply_updates(params, updates)
-      return (params, state), (state.masks, params)
-    return jax.lax.scan(step, (params, tx.init(params)), length=16)
-
-  (_, state), (masks, history) = run(params)
+  (_, state), (_, masks, history, _) = helpers_sparse.train_mlp(tx, params, 16)
   schedule = sparse.cubic_sparsity(target, begin_step=begin, end_step=end,
                                    update_every=every)
   kernel = masks["layer_1"]["kernel"]

@@ -35,32 +35,13 @@ def moments_are_zero_where_pruned(inner, inner_state, masks):
   return all(bool(c) for c in jax.tree.leaves(checks))
 
 
-def train(tx, params, num_steps):
-  x, y = helpers_sparse.mlp_batch()
-  grad_fn = jax.grad(lambda p: helpers_sparse.mlp_loss(p, x, y))
-
-  @jax.jit
-  def run(params):
-    def step(carry, _):
-      params, state = carry
-      updates, state = tx.update(grad_fn(params), state, params)
-      return (optax.apply_updates(params, updates), state), None
-
-    (params, state), _ = jax.lax.scan(
-        step, (params, tx.init(params)), length=num_steps
-    )
-    return params, state
-
-  return run(params)
-
-
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_masks_survive_200_steps_with_momentum_and_weight_decay(name):
   params = helpers_sparse.mlp_params()
   inner = OPTIMIZERS[name]()
   tx = sparse.static_sparse(inner, sparsity=0.8, key=0)
   masks = tx.init(params).masks
-  new_params, state = train(tx, params, 200)
+  (new_params, state), _ = helpers_sparse.train_mlp(tx, params, 200)
   chex.assert_tree_all_finite(new_params)
   chex.assert_trees_all_equal(state.masks, masks)
   assert pruned_entries_are_zero(new_params, masks)
