@@ -30,6 +30,14 @@ OPTIMIZERS = ("sgd", "sam", "zosam")
 OPT_LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM"}
 METHOD_LABEL = {"dense": "Dense", "static": "Static (ERK)", "set": "SET",
                 "rigl": "RigL", "gmp": "GMP"}
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (files only, also on headless machines)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
 def passes_per_step(optimizer: str, num_dirs: int = 1, estimator: str = "central",
                     zo_prior: str = "none") -> tuple[int, int]:
   """``(backward, forward)`` passes of one training step (forward-pass

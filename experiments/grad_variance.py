@@ -104,9 +104,7 @@ def report(dataset: str) -> str:
 
 
 def plot(res, sparsities, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, axes = plt.subplots(1, 3, figsize=(10, 3))
   for ax, value, title in zip(axes, ("var", "var_per_weight", "rel_var"),

@@ -121,9 +121,7 @@ def targets(rows, sparsities, method: str = "rigl") -> str:
 
 
 def plot(rows, methods, sparsities, path, dataset):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   stats = common.aggregate(rows, ("sparse_method", "optimizer", "sparsity"),
                            "test_accuracy")

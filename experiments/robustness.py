@@ -138,9 +138,7 @@ def report(dataset: str, suffix: str = "") -> str:
 
 
 def plot(res, sparsities, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, axes = plt.subplots(1, len(sparsities), figsize=(3.3 * len(sparsities), 3),
                            sharey=True, squeeze=False)

@@ -127,9 +127,7 @@ def report(dataset: str) -> str:
 
 
 def plot(res, sparsities, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, axes = plt.subplots(1, 3, figsize=(10, 3))
   for s in sparsities:
