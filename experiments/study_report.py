@@ -81,7 +81,10 @@ def control_table(rows, models) -> str:
   for i, (setting, sparsity) in attempts:
     d = stats.paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
     if d is None:
-      lines.append(f"| {i} | {_label(setting)} | {sparsity:.0%} | not run | — |")
+      started = any((r["setting"], r["sparsity"]) == (setting, sparsity) for r in rows)
+      lines.append(f"| {i} | {_label(setting)} | {sparsity:.0%} | "
+                   f"{'fewer than 2 paired seeds' if started else 'not run'} | "
+                   f"{'running' if started else '—'} |")
       continue
     done = d["n"] >= len(study.SEEDS)
     verdict = ("yes" if d["low"] > 0 else "no") if done else f"running ({d['n']} seeds)"
