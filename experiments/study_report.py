@@ -278,6 +278,21 @@ def robustness_verdicts(rows) -> list[str]:
   return lines
 
 
+def jpeg_check(robust_rows) -> str:
+  """The JPEG test set against the lossless first test images, paired by cell."""
+  checked = [r for r in robust_rows if "jpeg_check" in r]
+  if not checked:
+    return "JPEG check: not measured yet."
+  pairs = [dict(seed=r["cell"], variant=v, test_accuracy=r["jpeg_check"][k])
+           for r in checked for v, k in (("lossless", "lossless"), ("jpeg", "test_set"))]
+  d = stats.paired(pairs, {}, "lossless", "jpeg")
+  mean = lambda k: 100 * np.mean([r["jpeg_check"][k] for r in checked])
+  return (f"JPEG check: on the first {checked[0]['jpeg_check']['images']} test images, "
+          f"accuracy on the lossless originals − on their JPEG-decoded copies (the test "
+          f"set above), paired over {len(checked)} cells: {stats.fmt_diff(d)} pp "
+          f"(lossless {mean('lossless'):.2f}%, JPEG {mean('test_set'):.2f}%).")
+
+
 def robustness_section(rows, robust_rows) -> list[str]:
   """The CIFAR-10-C tables (:mod:`study_robustness`)."""
   grid = ("sgd", "sam", "zosam")
@@ -298,6 +313,7 @@ def robustness_section(rows, robust_rows) -> list[str]:
       paired_table(rows, pairs, "corruption_change"),
       "Per corruption (mean over severities) and per severity (mean over corruptions):",
       per_corruption_table(rows, robust_rows),
+      jpeg_check(robust_rows),
   ]
 
 

@@ -9,6 +9,11 @@ own input pipeline (average pooling to ``--image-size``, the run's
 normalisation), as a corrupted photograph would. The noise is drawn once
 (seed 0), so every cell is tested on identical images.
 
+Where the study's test images were decoded from JPEG (the shared ``.npz``
+parts), the first of them are also given losslessly: each row then holds the
+accuracy on those ``n`` images both ways (``jpeg_check``), the issue's check
+that the JPEG test set does not bias the numbers.
+
 ``study.py grid --dataset cifar10`` evaluates each cell right after training it,
 so a later session needs no checkpoint of this one;
 ``python study.py robustness --dataset cifar10`` fills in cells that are missing.
@@ -57,24 +62,33 @@ def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str,
 
 def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
                    y_test: np.ndarray, root: Path = common.REPO) -> dict[str, Any]:
-  """One cell's accuracy on every set of :func:`corrupted_test_sets`."""
+  """One cell's accuracy on every set of :func:`corrupted_test_sets` (and on
+  ``"lossless"``, the first test images without JPEG, where given)."""
   params, _, _, model, ds = analysis.load_run(str(root / study_row["workdir"]))
   correct = analysis.correct_fn(model, ds.mean, ds.std)
 
   def accuracy(x):
-    hits = sum(int(correct(params, x[i:i + BATCH], y_test[i:i + BATCH]))
+    y = y_test[:x.shape[0]]
+    hits = sum(int(correct(params, x[i:i + BATCH], y[i:i + BATCH]))
                for i in range(0, x.shape[0], BATCH))
     return hits / x.shape[0]
 
   per = {name: [accuracy(sets[f"{name}/{s}"]) for s in cifar10_c.SEVERITIES]
          for name in cifar10_c.CORRUPTIONS}
   keys = ("cell", "setting", "model", "sparsity", "variant", "seed", "test_set")
-  return dict({k: study_row[k] for k in keys}, clean=accuracy(sets["clean"]),
-              corrupted=per, corruption_accuracy=float(np.mean(list(per.values()))))
+  row = dict({k: study_row[k] for k in keys}, clean=accuracy(sets["clean"]),
+             corrupted=per, corruption_accuracy=float(np.mean(list(per.values()))))
+  if "lossless" in sets:
+    n = sets["lossless"].shape[0]
+    row["jpeg_check"] = {"images": n, "lossless": accuracy(sets["lossless"]),
+                         "test_set": accuracy(sets["clean"][:n])}
+  return row
 
 
 def read_rows(path: Path = ROWS) -> list[dict[str, Any]]:
-  return common.read_rows_any(path) if path.exists() else []
+  """The robustness rows, the last one of each cell (a re-evaluation replaces)."""
+  rows = common.read_rows_any(path) if path.exists() else []
+  return list({r["cell"]: r for r in rows}.values())
 
 
 class Evaluator:
@@ -83,28 +97,46 @@ class Evaluator:
   Args:
     x_test: the study's ``(N, 32, 32, 3)`` ``uint8`` test images.
     y_test: their ``(N,)`` labels.
+    lossless: the first ``n`` of those images without JPEG, or ``None``; a row
+      without its ``jpeg_check`` is then evaluated again.
     path: the robustness rows.
     root: what the study rows' ``workdir`` is relative to.
+
+  Raises:
+    ValueError: if ``lossless`` does not match the shape of the first test images.
   """
 
-  def __init__(self, x_test: np.ndarray, y_test: np.ndarray, path: Path = ROWS,
+  def __init__(self, x_test: np.ndarray, y_test: np.ndarray,
+               lossless: np.ndarray | None = None, path: Path = ROWS,
                root: Path = common.REPO):
-    self.x_test, self.y_test, self.path, self.root = x_test, y_test, path, root
+    if lossless is not None and lossless.shape[1:] != x_test.shape[1:]:
+      raise ValueError(f"lossless images {lossless.shape} do not match the test images "
+                       f"{x_test.shape}")
+    self.x_test, self.y_test, self.lossless = x_test, y_test, lossless
+    self.path, self.root = path, root
     self._sets: dict[int | None, dict[str, np.ndarray]] = {}
 
   def pending(self, study_rows) -> list[dict[str, Any]]:
-    """Study rows with a checkpoint here and no robustness row yet."""
-    done = {r["cell"] for r in read_rows(self.path)}
+    """Study rows with a checkpoint here and no (complete) robustness row yet."""
+    done = {r["cell"] for r in read_rows(self.path)
+            if self.lossless is None or "jpeg_check" in r}
     return [r for r in study_rows if r["cell"] not in done
             and (self.root / r["workdir"] / "checkpoints").exists()]
+
+  def sets(self, image_size: int | None) -> dict[str, np.ndarray]:
+    if image_size not in self._sets:
+      sets = corrupted_test_sets(self.x_test, image_size)
+      if self.lossless is not None:
+        from zosam_jax.train.data import pool_images
+        sets["lossless"] = pool_images(self.lossless, sets["clean"].shape[1])
+      self._sets[image_size] = sets
+    return self._sets[image_size]
 
   def __call__(self, study_rows) -> list[dict[str, Any]]:
     new = []
     for r in self.pending(study_rows):
-      size = r["config"].get("image_size")
-      if size not in self._sets:
-        self._sets[size] = corrupted_test_sets(self.x_test, size)
-      row = robustness_row(r, self._sets[size], self.y_test, self.root)
+      row = robustness_row(r, self.sets(r["config"].get("image_size")), self.y_test,
+                           self.root)
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
       print(f"{r['cell']}: corrupted {row['corruption_accuracy']:.4f} "

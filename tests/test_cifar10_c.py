@@ -122,9 +122,10 @@ def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch)
   row = dict(cell="a", setting="s", model="mlp", sparsity=0.9, variant="sgd", seed=0,
              test_set="t", workdir="runs/a", config=dict(image_size=16))
   no_checkpoint = dict(row, cell="b", workdir="runs/b")
-  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, tmp_path / "rob.jsonl",
-                                        root=tmp_path)
+  rows_path = tmp_path / "rob.jsonl"
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, path=rows_path, root=tmp_path)
   [out] = evaluate([row, no_checkpoint])
+  assert "jpeg_check" not in out
   # The clean set goes through the run's own pooling and normalisation.
   assert out["clean"] == evaluate_checkpoint(tmp_path / "runs" / "a")["accuracy"]
   assert set(out["corrupted"]) == set(cifar10_c.CORRUPTIONS)
@@ -132,7 +133,30 @@ def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch)
   assert out["corruption_accuracy"] == pytest.approx(
       np.mean([a for v in out["corrupted"].values() for a in v]))
   assert evaluate([row, no_checkpoint]) == []  # Done cells are skipped.
-  assert len(study_robustness.read_rows(tmp_path / "rob.jsonl")) == 1
+  # With lossless first images, a row without the JPEG check is evaluated again.
+  lossless = ds.x_test[:4] // 2
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, lossless, rows_path,
+                                        root=tmp_path)
+  [again] = evaluate([row])
+  assert again["jpeg_check"]["images"] == 4
+  assert again["jpeg_check"]["test_set"] == pytest.approx(
+      np.mean(np.asarray(_predictions(tmp_path, ds.x_test[:4])) == ds.y_test[:4]))
+  assert again["jpeg_check"]["lossless"] == pytest.approx(
+      np.mean(np.asarray(_predictions(tmp_path, lossless)) == ds.y_test[:4]))
+  assert evaluate([row]) == []
+  assert study_robustness.read_rows(rows_path) == [again]  # The last row of a cell wins.
+  with pytest.raises(ValueError, match="lossless images"):
+    study_robustness.Evaluator(ds.x_test, ds.y_test, lossless[:, :16])
+
+
+def _predictions(tmp_path, x32):
+  """The trained run's predicted classes of 32x32 images (pooled to 16x16)."""
+  import analysis  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import normalize  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train.data import pool_images  # pylint: disable=import-outside-toplevel
+  params, _, _, model, ds = analysis.load_run(str(tmp_path / "runs" / "a"))
+  logits = model.apply({"params": params}, normalize(pool_images(x32, 16), ds.mean, ds.std))
+  return logits.argmax(-1)
 
 
 def test_corrupted_test_sets_are_pooled_after_corruption():

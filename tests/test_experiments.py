@@ -197,3 +197,14 @@ def test_cifar10_grid_runs_the_required_cells_before_98_percent():
       ("r20-10k-16px", 0.9), ("r20-10k-16px-snip", 0.9), ("r20-10k-16px", 0.98)]
   assert study.grid_cells("cnn-2k", study.DATASETS["fashion_mnist"]) == [
       ("cnn-2k", 0.9), ("cnn-2k", 0.95), ("cnn-2k", 0.98)]
+
+
+def test_jpeg_check_pairs_lossless_and_jpeg_accuracy_by_cell():
+  import study_report  # pylint: disable=import-outside-toplevel
+  rows = [dict(cell=f"c{i}", jpeg_check=dict(images=1000, lossless=0.6 + 0.01 * i,
+                                             test_set=0.59 + 0.01 * i + 0.001 * (i % 2)))
+          for i in range(4)] + [dict(cell="old")]
+  text = study_report.jpeg_check(rows)
+  assert "first 1000 test images" in text and "paired over 4 cells" in text
+  assert "+0.95 [" in text  # Mean of 1.0, 0.9, 1.0, 0.9 pp.
+  assert study_report.jpeg_check([dict(cell="old")]) == "JPEG check: not measured yet."
