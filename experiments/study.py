@@ -214,16 +214,14 @@ def grid_cells(setting: str, spec: dict[str, Any]) -> list[tuple[str, float]]:
 
 def after_each_cell(dataset_name: str, ds):
   """What runs after each new cell: the corruption robustness where the dataset
-  has it (first for the cells that lack it), else nothing. The lossless first
-  test images (``--cifar10-test lossless_1k``) are the JPEG test set's check."""
+  has it (first for the cells that lack it), else nothing. The lossless test
+  images of the shared parts (``--cifar10-test lossless_1k``) are the JPEG test
+  set's check."""
   if not DATASETS[dataset_name].get("robustness"):
     return None
   import study_robustness  # pylint: disable=import-outside-toplevel
-  from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
-  check = load_dataset(dataset_name, cifar10_test="lossless_1k")
-  if not np.array_equal(check.y_test, ds.y_test[:check.y_test.shape[0]]):
-    raise ValueError("the lossless test images are not the first of the test set")
-  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, check.x_test)
+  from zosam_jax.train.data import cifar10_lossless_check  # pylint: disable=import-outside-toplevel
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, cifar10_lossless_check())
   evaluate(read_rows(dataset_name))
   return evaluate
 

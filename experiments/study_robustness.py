@@ -10,9 +10,9 @@ normalisation), as a corrupted photograph would. The noise is drawn once
 (seed 0), so every cell is tested on identical images.
 
 Where the study's test images were decoded from JPEG (the shared ``.npz``
-parts), the first of them are also given losslessly: each row then holds the
-accuracy on those ``n`` images both ways (``jpeg_check``), the issue's check
-that the JPEG test set does not bias the numbers.
+parts), 1000 of them are also given losslessly: each row then holds the
+accuracy on those images both ways (``jpeg_check``), the issue's check of what
+the JPEG test set costs.
 
 ``study.py grid --dataset cifar10`` evaluates each cell right after training it,
 so a later session needs no checkpoint of this one;
@@ -61,27 +61,28 @@ def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str,
 
 
 def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
-                   y_test: np.ndarray, root: Path = common.REPO) -> dict[str, Any]:
-  """One cell's accuracy on every set of :func:`corrupted_test_sets` (and on
-  ``"lossless"``, the first test images without JPEG, where given)."""
+                   labels: dict[str, np.ndarray], root: Path = common.REPO
+                   ) -> dict[str, Any]:
+  """One cell's accuracy on every set of :func:`corrupted_test_sets`, and on
+  ``"lossless"`` and ``"jpeg"`` (the same images from the test set) where
+  given; ``labels`` maps a set to its labels, ``"test"`` to the test set's."""
   params, _, _, model, ds = analysis.load_run(str(root / study_row["workdir"]))
   correct = analysis.correct_fn(model, ds.mean, ds.std)
 
-  def accuracy(x):
-    y = y_test[:x.shape[0]]
+  def accuracy(name):
+    x, y = sets[name], labels.get(name, labels["test"])
     hits = sum(int(correct(params, x[i:i + BATCH], y[i:i + BATCH]))
                for i in range(0, x.shape[0], BATCH))
     return hits / x.shape[0]
 
-  per = {name: [accuracy(sets[f"{name}/{s}"]) for s in cifar10_c.SEVERITIES]
+  per = {name: [accuracy(f"{name}/{s}") for s in cifar10_c.SEVERITIES]
          for name in cifar10_c.CORRUPTIONS}
   keys = ("cell", "setting", "model", "sparsity", "variant", "seed", "test_set")
-  row = dict({k: study_row[k] for k in keys}, clean=accuracy(sets["clean"]),
+  row = dict({k: study_row[k] for k in keys}, clean=accuracy("clean"),
              corrupted=per, corruption_accuracy=float(np.mean(list(per.values()))))
   if "lossless" in sets:
-    n = sets["lossless"].shape[0]
-    row["jpeg_check"] = {"images": n, "lossless": accuracy(sets["lossless"]),
-                         "test_set": accuracy(sets["clean"][:n])}
+    row["jpeg_check"] = {"images": int(sets["lossless"].shape[0]),
+                         "lossless": accuracy("lossless"), "test_set": accuracy("jpeg")}
   return row
 
 
@@ -97,21 +98,23 @@ class Evaluator:
   Args:
     x_test: the study's ``(N, 32, 32, 3)`` ``uint8`` test images.
     y_test: their ``(N,)`` labels.
-    lossless: the first ``n`` of those images without JPEG, or ``None``; a row
-      without its ``jpeg_check`` is then evaluated again.
+    lossless: ``None``, or ``(images, labels, positions)``: some test images
+      without JPEG and where they sit in ``x_test``
+      (:func:`zosam_jax.train.data.cifar10_lossless_check`); a row without its
+      ``jpeg_check`` is then evaluated again.
     path: the robustness rows.
     root: what the study rows' ``workdir`` is relative to.
 
   Raises:
-    ValueError: if ``lossless`` does not match the shape of the first test images.
+    ValueError: if ``lossless`` does not match ``x_test`` at its positions.
   """
 
-  def __init__(self, x_test: np.ndarray, y_test: np.ndarray,
-               lossless: np.ndarray | None = None, path: Path = ROWS,
-               root: Path = common.REPO):
-    if lossless is not None and lossless.shape[1:] != x_test.shape[1:]:
-      raise ValueError(f"lossless images {lossless.shape} do not match the test images "
-                       f"{x_test.shape}")
+  def __init__(self, x_test: np.ndarray, y_test: np.ndarray, lossless=None,
+               path: Path = ROWS, root: Path = common.REPO):
+    if lossless is not None and (lossless[0].shape[1:] != x_test.shape[1:] or not
+                                 np.array_equal(lossless[1], y_test[lossless[2]])):
+      raise ValueError("the lossless images and labels do not match the test set at "
+                       "their positions")
     self.x_test, self.y_test, self.lossless = x_test, y_test, lossless
     self.path, self.root = path, root
     self._sets: dict[int | None, dict[str, np.ndarray]] = {}
@@ -128,14 +131,21 @@ class Evaluator:
       sets = corrupted_test_sets(self.x_test, image_size)
       if self.lossless is not None:
         from zosam_jax.train.data import pool_images
-        sets["lossless"] = pool_images(self.lossless, sets["clean"].shape[1])
+        size = sets["clean"].shape[1]
+        sets["lossless"] = pool_images(self.lossless[0], size)
+        sets["jpeg"] = sets["clean"][self.lossless[2]]
       self._sets[image_size] = sets
     return self._sets[image_size]
+
+  def labels(self) -> dict[str, np.ndarray]:
+    if self.lossless is None:
+      return {"test": self.y_test}
+    return {"test": self.y_test, "lossless": self.lossless[1], "jpeg": self.lossless[1]}
 
   def __call__(self, study_rows) -> list[dict[str, Any]]:
     new = []
     for r in self.pending(study_rows):
-      row = robustness_row(r, self.sets(r["config"].get("image_size")), self.y_test,
+      row = robustness_row(r, self.sets(r["config"].get("image_size")), self.labels(),
                            self.root)
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")

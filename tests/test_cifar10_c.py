@@ -134,19 +134,20 @@ def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch)
       np.mean([a for v in out["corrupted"].values() for a in v]))
   assert evaluate([row, no_checkpoint]) == []  # Done cells are skipped.
   # With lossless first images, a row without the JPEG check is evaluated again.
-  lossless = ds.x_test[:4] // 2
+  positions = np.array([5, 2, 7, 0])  # Where the lossless copies sit in the test set.
+  lossless = (ds.x_test[positions] // 2, ds.y_test[positions], positions)
   evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, lossless, rows_path,
                                         root=tmp_path)
   [again] = evaluate([row])
   assert again["jpeg_check"]["images"] == 4
-  assert again["jpeg_check"]["test_set"] == pytest.approx(
-      np.mean(np.asarray(_predictions(tmp_path, ds.x_test[:4])) == ds.y_test[:4]))
-  assert again["jpeg_check"]["lossless"] == pytest.approx(
-      np.mean(np.asarray(_predictions(tmp_path, lossless)) == ds.y_test[:4]))
+  assert again["jpeg_check"]["test_set"] == pytest.approx(np.mean(
+      np.asarray(_predictions(tmp_path, ds.x_test[positions])) == ds.y_test[positions]))
+  assert again["jpeg_check"]["lossless"] == pytest.approx(np.mean(
+      np.asarray(_predictions(tmp_path, lossless[0])) == ds.y_test[positions]))
   assert evaluate([row]) == []
   assert study_robustness.read_rows(rows_path) == [again]  # The last row of a cell wins.
-  with pytest.raises(ValueError, match="lossless images"):
-    study_robustness.Evaluator(ds.x_test, ds.y_test, lossless[:, :16])
+  with pytest.raises(ValueError, match="do not match the test set"):
+    study_robustness.Evaluator(ds.x_test, ds.y_test, (lossless[0], lossless[1], positions[::-1]))
 
 
 def _predictions(tmp_path, x32):

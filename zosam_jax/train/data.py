@@ -485,6 +485,28 @@ CIFAR10_NPZ_TEST_SETS = {
 }
 
 
+def cifar10_lossless_check(data_dir: str | os.PathLike | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+  """The lossless test images of the shared CIFAR-10 ``.npz`` parts and where
+  their JPEG-decoded copies sit in the ``jpeg_10k`` test set.
+
+  Args:
+    data_dir: the folder of the parts; else the shared data folders.
+
+  Returns:
+    ``(images, labels, positions)``: ``(1000, 32, 32, 3)`` ``uint8``, ``(1000,)``
+    and ``(1000,)`` indices into the JPEG test set, or ``None`` where there are
+    no ``.npz`` parts (the official archive's test set is lossless already).
+  """
+  folders = [Path(data_dir)] if data_dir is not None else shared_data_dirs()
+  keys = ("x_test_lossless_1k", "y_test_lossless_1k", "test_lossless_1k_pos_in_x_test")
+  for folder in folders:
+    if (folder / "cifar10_test.npz").is_file():
+      t = _read_npz(folder / "cifar10_test.npz", keys)
+      return t[keys[0]], t[keys[1]].astype(np.int32), t[keys[2]].astype(np.int64)
+  return None
+
+
 def _load_cifar10_npz(folders: list[Path], test_set: str
                       ) -> tuple[tuple[np.ndarray, ...], str] | None:
   """CIFAR-10 from the ``.npz`` parts of the shared data, if in one of ``folders``."""
