@@ -205,6 +205,6 @@ def test_jpeg_check_pairs_lossless_and_jpeg_accuracy_by_cell():
                                              test_set=0.59 + 0.01 * i + 0.001 * (i % 2)))
           for i in range(4)] + [dict(cell="old")]
   text = study_report.jpeg_check(rows)
-  assert "first 1000 test images" in text and "paired over 4 cells" in text
+  assert "first 1000 official test images" in text and "paired over 4 cells" in text
   assert "+0.95 [" in text  # Mean of 1.0, 0.9, 1.0, 0.9 pp.
   assert study_report.jpeg_check([dict(cell="old")]) == "JPEG check: not measured yet."
