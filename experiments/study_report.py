@@ -289,7 +289,7 @@ def jpeg_check(robust_rows) -> str:
   mean = lambda k: 100 * np.mean([r["jpeg_check"][k] for r in checked])
   return (f"JPEG check: on the first {checked[0]['jpeg_check']['images']} official test "
           f"images, accuracy on the lossless originals − on their JPEG-decoded copies in "
-          f"the test set above, paired over {len(checked)} cells: {stats.fmt_diff(d)} pp "
+          f"the test set above (pp), paired over {len(checked)} cells: {stats.fmt_diff(d)} "
           f"(lossless {mean('lossless'):.2f}%, JPEG {mean('test_set'):.2f}%).")
 
 
