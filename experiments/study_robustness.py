@@ -52,12 +52,13 @@ def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str,
   """
   from zosam_jax.train.data import pool_images
 
-  sets = {"clean": x_test}
+  size = image_size or x_test.shape[1]
+  sets = {"clean": pool_images(x_test, size)}
   for name in cifar10_c.CORRUPTIONS:
     for severity in cifar10_c.SEVERITIES:
-      sets[f"{name}/{severity}"] = cifar10_c.corrupt(x_test, name, severity, seed=0)
-  size = image_size or x_test.shape[1]
-  return {k: pool_images(v, size) for k, v in sets.items()}
+      sets[f"{name}/{severity}"] = pool_images(
+          cifar10_c.corrupt(x_test, name, severity, seed=0), size)
+  return sets
 
 
 def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
