@@ -1,6 +1,7 @@
 """Flags for data-parallel training (`--devices`) and dense first/last layers."""
 
 import chex
+import numpy as np
 import jax
 import optax
 import pytest
@@ -94,6 +95,8 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
     (["--num-dirs", "0"], "--num-dirs must be a positive integer"),
     (["--zo-prior", "momentum", "--momentum", "0"], "--zo-prior momentum reads"),
     (["--train-subset", "3"], "--train-subset must be an integer of at least 10"),
+    (["--label-noise", "1.0"], "--label-noise must be a fraction in [0, 1)"),
+    (["--label-noise", "-0.1"], "--label-noise must be a fraction in [0, 1)"),
 ])
 def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, message):
   assert _exit_code(flags + ["--workdir", str(tmp_path)]) == 2
@@ -116,3 +119,16 @@ def test_ascent_options_train(tmp_path, flags):
       lambda p: jax.numpy.isfinite(p).all(), state.params)))
   if cfg.zo_prior == "gradient":
     assert float(optax.tree.norm(optax.tree.get(state.opt_state, "prior"))) > 0
+
+
+def test_label_noise_flips_the_same_training_labels_for_every_seed_and_not_the_test_set():
+  from zosam_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  clean = loop.run_dataset(config_lib.TrainConfig(dataset="digits"))
+  runs = [loop.run_dataset(config_lib.TrainConfig(dataset="digits", label_noise=0.4, seed=s))
+          for s in (0, 1)]
+  flipped = runs[0].y_train != clean.y_train
+  assert flipped.mean() == pytest.approx(0.4, abs=1 / clean.y_train.shape[0])
+  np.testing.assert_array_equal(runs[0].y_train, runs[1].y_train)
+  np.testing.assert_array_equal(runs[0].y_test, clean.y_test)
+  assert set(np.unique(runs[0].y_train)) == set(range(10))
+  assert "40% of the training labels" in runs[0].note

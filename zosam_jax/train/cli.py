@@ -30,6 +30,9 @@ _HELP = {
                   "size, e.g. 16 for CIFAR's 32)",
     "train_subset": "train on a stratified subset of N training examples (the "
                     "same N examples for every seed and optimizer)",
+    "label_noise": "replace this fraction of the training labels by a different "
+                   "random class (the same examples and labels for every seed and "
+                   "optimizer; the test set is untouched)",
     "data_dir": "folder with the Fashion-MNIST idx files, the CIFAR archive or "
                 "its extracted folder "
                 "(else $ZOSAM_DATA or ~/.cache/zosam_jax)",

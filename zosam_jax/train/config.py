@@ -51,6 +51,7 @@ class TrainConfig:
   # Data and model.
   dataset: str = "digits"
   train_subset: int | None = None
+  label_noise: float = 0.0
   image_size: int | None = None
   cifar10_test: str = "lossless_1k"
   data_dir: str | None = None
@@ -214,6 +215,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     raise ConfigError(
         f"--train-subset must be an integer of at least 10 (one example per "
         f"class), got {cfg.train_subset!r}")
+  if (isinstance(cfg.label_noise, bool) or not isinstance(cfg.label_noise, (int, float))
+      or not 0 <= cfg.label_noise < 1):
+    raise ConfigError(f"--label-noise must be a fraction in [0, 1), got {cfg.label_noise!r}")
   for name in ("num_dirs", "batch_size", "eval_every", "log_every",
                "eval_batch_size", "sparse_update_every"):
     value = getattr(cfg, name)

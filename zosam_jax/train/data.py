@@ -302,6 +302,49 @@ def stratified_subset(ds: Dataset, size: int, seed: int = 0) -> Dataset:
                      note=ds.note + f"; stratified training subset of {size}")
 
 
+def noisy_labels(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+  """Replaces ``fraction`` of the training labels by a different random class.
+
+  Symmetric label noise, the setting where SAM's gain over SGD is largest in
+  Foret et al. The examples and their new labels depend only on ``fraction``
+  and ``seed`` (not on the run's seed), so every optimizer and seed of a study
+  sees the same noisy set; the test set is untouched.
+
+  Args:
+    ds: a :class:`Dataset`.
+    fraction: the share of training examples relabelled, in ``[0, 1)``.
+    seed: the seed of the choice.
+
+  Returns:
+    A :class:`Dataset` whose ``note`` records the noise.
+
+  Raises:
+    ValueError: if ``fraction`` is not in ``[0, 1)``.
+
+  Examples:
+    >>> ds = load_dataset("digits")
+    >>> noisy = noisy_labels(ds, 0.25)
+    >>> round(float((noisy.y_train != ds.y_train).mean()), 2)
+    0.25
+
+  References:
+    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
+    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
+  """
+  if not 0 <= fraction < 1:
+    raise ValueError(f"--label-noise must be in [0, 1), got {fraction!r}")
+  if fraction == 0:
+    return ds
+  rng = np.random.default_rng(seed)
+  n = ds.y_train.shape[0]
+  flip = rng.choice(n, size=round(fraction * n), replace=False)
+  shift = rng.integers(1, ds.num_classes, size=flip.shape[0])
+  y = ds.y_train.copy()
+  y[flip] = (y[flip] + shift) % ds.num_classes
+  return ds._replace(y_train=y, note=ds.note + f"; {fraction:.0%} of the training "
+                     "labels replaced by a different random class")
+
+
 _DAMAGED = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
             pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError)
 

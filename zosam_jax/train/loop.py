@@ -118,7 +118,7 @@ def _prepare_workdir(cfg: config_lib.TrainConfig, workdir: Path) -> None:
 def run_dataset(cfg: config_lib.TrainConfig,
                 dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
   """The data a run trains and tests on: ``--dataset`` at ``--image-size``, cut
-  to ``--train-subset``.
+  to ``--train-subset``, with ``--label-noise``.
 
   Args:
     cfg: the run's configuration.
@@ -138,6 +138,7 @@ def run_dataset(cfg: config_lib.TrainConfig,
       ds = data_lib.average_pool(ds, cfg.image_size)
     if cfg.train_subset is not None:
       ds = data_lib.stratified_subset(ds, cfg.train_subset)
+    ds = data_lib.noisy_labels(ds, cfg.label_noise)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   return ds
