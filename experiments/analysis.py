@@ -98,18 +98,3 @@ def sample_batches(num_examples: int, batch_size: int, num_batches: int,
   return np.stack([rng.choice(num_examples, batch_size, replace=False)
                    for _ in range(num_batches)])
 
-
-def correct_fn(model, mean, std):
-  """Jitted ``(params, x, y) -> number of correct predictions`` on raw inputs.
-
-  ``x`` is ``(B, H, W, C)`` in storage scale (e.g. ``uint8``), ``y`` ``(B,)``.
-  """
-  from zosam_jax.train import normalize
-  mean, std = jnp.asarray(mean), jnp.asarray(std)
-
-  @jax.jit
-  def correct(params, x, y):
-    logits = model.apply({"params": params}, normalize(x, mean, std), train=False)
-    return jnp.sum(jnp.argmax(logits, -1) == y)
-
-  return correct

@@ -2,7 +2,7 @@
 
 For every cell of ``results/study_cifar10.jsonl`` whose final checkpoint is on
 this machine and which is not yet in ``results/robustness_cifar10.jsonl``, the
-final weights are restored (:func:`analysis.load_run`) and evaluated on the
+final weights are restored (``zosam_jax.train.load_train_state``) and evaluated on the
 study's test images under each corruption of :mod:`cifar10_c` at severities
 1-5. The corruptions act on the 32x32 images, which then go through the run's
 own input pipeline (average pooling to ``--image-size``, the run's
@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-import analysis
 import cifar10_c
 import common
 
@@ -67,12 +66,17 @@ def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
   """One cell's accuracy on every set of :func:`corrupted_test_sets`, and on
   ``"lossless"`` and ``"jpeg"`` (the same images from the test set) where
   given; ``labels`` maps a set to its labels, ``"test"`` to the test set's."""
-  params, _, _, model, ds = analysis.load_run(str(root / study_row["workdir"]))
-  correct = analysis.correct_fn(model, ds.mean, ds.std)
+  import jax  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import (get_model, load_train_state, make_eval_step,  # pylint: disable=import-outside-toplevel
+                               run_dataset)
+  state, _, cfg = load_train_state(root / study_row["workdir"])
+  ds = run_dataset(cfg)
+  eval_step = jax.jit(make_eval_step(get_model(cfg.model, ds.num_classes), ds.mean, ds.std))
 
   def accuracy(name):
     x, y = sets[name], labels.get(name, labels["test"])
-    hits = sum(int(correct(params, x[i:i + BATCH], y[i:i + BATCH]))
+    hits = sum(float(eval_step(state.params, state.batch_stats, x[i:i + BATCH],
+                               y[i:i + BATCH], np.ones(len(y[i:i + BATCH]), np.float32))[1])
                for i in range(0, x.shape[0], BATCH))
     return hits / x.shape[0]
 
