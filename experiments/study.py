@@ -14,6 +14,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
+  python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
   python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0
 
 ``python experiments/render_results.py`` turns the rows into RESULTS.md.
@@ -166,16 +167,20 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
       workdir=rel, **gradient_variance(workdir))
 
 
-def run_cells(cells, dataset=None, then=None) -> list[dict[str, Any]]:
+def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, Any]]:
   """Runs the cells not yet in their dataset's rows, appending each as it finishes.
 
   ``then``, if given, is called with the list of rows after each new row (the
-  CIFAR-10 study's corruption robustness, :mod:`study_robustness`).
+  CIFAR-10 study's corruption robustness, :mod:`study_robustness`). With
+  ``shard=(i, n)`` this process runs only the cells whose seed is ``i`` modulo
+  ``n`` (n processes, one per core, share a grid: every shard gets every
+  variant of its seeds), then waits until the other shards' rows are in.
   """
+  index, count = shard
   done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
   for cell in cells:
     key = cell_id(*cell)
-    if key not in done:
+    if key not in done and cell[3] % count == index:
       row = run_cell(*cell, dataset=dataset)
       with open(rows_path(SETTINGS[cell[0]]["dataset"]), "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -184,7 +189,22 @@ def run_cells(cells, dataset=None, then=None) -> list[dict[str, Any]]:
             flush=True)
       if then is not None:
         then([row])
-  return [done[cell_id(*c)] for c in cells]
+  return wait_for_rows(cells)
+
+
+def wait_for_rows(cells, poll_seconds: float = 60.0) -> list[dict[str, Any]]:
+  """The cells' rows, once every one is in (other shards may still be running)."""
+  reported = None
+  while True:
+    done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
+    missing = [cell_id(*c) for c in cells if cell_id(*c) not in done]
+    if not missing:
+      return [done[cell_id(*c)] for c in cells]
+    if len(missing) != reported:
+      print(f"waiting for {len(missing)} cells of other shards, e.g. {missing[0]}",
+            flush=True)
+      reported = len(missing)
+    time.sleep(poll_seconds)
 
 
 def read_rows(dataset: str = "fashion_mnist") -> list[dict[str, Any]]:
@@ -198,21 +218,21 @@ def control_passes(rows, setting: str, sparsity: float) -> bool | None:
   return None if diff is None or diff["n"] < len(SEEDS) else diff["low"] > 0
 
 
-def run_control(dataset, model: str, then=None) -> tuple[str, float] | None:
+def run_control(dataset, model: str, then=None, shard=(0, 1)) -> tuple[str, float] | None:
   """Tries the model's :data:`CONTROL_ATTEMPTS` in order; the first that passes."""
   for setting, sparsity in CONTROL_ATTEMPTS[model]:
     rows = run_cells([(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")],
-                     dataset, then)
+                     dataset, then, shard)
     if control_passes(rows, setting, sparsity):
       return setting, sparsity
   return None
 
 
-def study_setting(dataset, model: str, then=None) -> str:
+def study_setting(dataset, model: str, then=None, shard=(0, 1)) -> str:
   """The setting of a model's grid: its first passing control (run first, cells
   already in the rows skipped), else its first attempt (then reported as
   inconclusive)."""
-  return (run_control(dataset, model, then) or CONTROL_ATTEMPTS[model][0])[0]
+  return (run_control(dataset, model, then, shard) or CONTROL_ATTEMPTS[model][0])[0]
 
 
 def grid_cells(setting: str, spec: dict[str, Any]) -> list[tuple[str, float]]:
@@ -237,6 +257,18 @@ def after_each_cell(dataset_name: str, ds):
   return evaluate
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+  """``"I/N"`` with 0 <= I < N, for ``--shard``."""
+  try:
+    index, count = (int(v) for v in text.split("/"))
+  except ValueError:
+    index, count = -1, 0
+  if not 0 <= index < count:
+    raise argparse.ArgumentTypeError(
+        f"--shard must be I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two processes), got {text!r}")
+  return index, count
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,6 +280,9 @@ def main() -> None:
   p.add_argument("--variant")
   p.add_argument("--sparsity", type=float, default=0.9)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                 help="run only the cells whose seed is I modulo N (one process per "
+                      "core; each waits for the others' rows before it judges a control)")
   args = p.parse_args()
   from zosam_jax.train import load_dataset
 
@@ -262,16 +297,17 @@ def main() -> None:
     return
   if args.what == "control":
     for m in models:
-      print(m, "positive control passed in", run_control(ds, m, then))
+      print(m, "positive control passed in", run_control(ds, m, then, args.shard))
     return
   for m in models:
-    setting = study_setting(ds, m, then)
+    setting = study_setting(ds, m, then, args.shard)
     if args.what == "grid":
       cells = grid_cells(setting, spec)
       run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
-                 for v in GRID_VARIANTS], ds, then)
+                 for v in GRID_VARIANTS], ds, then, args.shard)
     else:
-      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds, then)
+      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds, then,
+                args.shard)
 
 
 if __name__ == "__main__":
