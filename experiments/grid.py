@@ -92,32 +92,10 @@ def report(dataset: str, tag: str, sparsities) -> str:
     text += ["Dense reference (sparsity 0):", "",
              common.paper_table(rows, ["dense"], [0.0]), ""]
   text += ["### Cost per run", "", common.cost_table(rows, methods, sp + [0.0]), ""]
-  text += ["### Targets (RigL)", "", targets(rows, sp), ""]
   md = "\n".join(text)
   (common.RESULTS / f"table_{dataset}{suffix}.md").write_text(md)
   plot(rows, methods, sp, common.FIGURES / f"accuracy_{dataset}{suffix}.png", dataset)
   return md
-
-
-def targets(rows, sparsities, method: str = "rigl") -> str:
-  stats = common.aggregate(rows, ("sparse_method", "optimizer", "sparsity"),
-                           "test_accuracy")
-  lines = ["| sparsity | ZO-SAM − SGD | 2·max std (SGD, ZO-SAM) | beats SGD by > 2 std? "
-           "| ZO-SAM − SAM | max std (SAM, ZO-SAM) | within 1 std of SAM? |",
-           "|---|---|---|---|---|---|---|"]
-  for s in sparsities:
-    z, g, a = (stats.get((method, o, s)) for o in ("zosam", "sgd", "sam"))
-    if not z or not g:
-      continue
-    d1, t1 = z["mean"] - g["mean"], 2 * max(z["std"], g["std"])
-    cells = [f"{s:.0%}", f"{100 * d1:+.2f}", f"{100 * t1:.2f}", "yes" if d1 > t1 else "no"]
-    if a:
-      d2, t2 = z["mean"] - a["mean"], max(z["std"], a["std"])
-      cells += [f"{100 * d2:+.2f}", f"{100 * t2:.2f}", "yes" if abs(d2) <= t2 or d2 > 0 else "no"]
-    else:
-      cells += ["—"] * 3
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
 
 
 def plot(rows, methods, sparsities, path, dataset):

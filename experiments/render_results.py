@@ -2,7 +2,8 @@
 
 A line ``{{include results/NAME.md}}`` is replaced by that file (or a note
 that it was not produced), ``{{zo_batch_fraction digits}}`` by the comparison
-of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM), ``{{study fashion_mnist}}``
+of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM), ``{{quick_tier digits}}`` by
+the quick tier's paired differences, ``{{study fashion_mnist}}``
 by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`; for
 CIFAR-10 with the corruption robustness of :mod:`study_robustness`). Reads
 committed files only.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 
 import common
+import stats
 import study
 import study_report
 import study_robustness
@@ -42,6 +44,29 @@ def zo_batch_fraction_table(dataset: str) -> str:
   return "\n".join(lines)
 
 
+_QUICK_PAIRS = (("sam", "sgd"), ("zosam", "sgd"), ("zosam", "sam"))
+_QUICK_LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM"}
+
+
+def quick_tier_table(dataset: str) -> str:
+  """SAM − SGD, ZO-SAM − SGD and ZO-SAM − SAM of the quick tier's grid, paired by
+  seed per (sparse method, sparsity); ZO-SAM − SGD is judged only where SAM
+  beats SGD (:func:`stats.verdict`)."""
+  rows = [dict(r, variant=r["optimizer"])
+          for r in common.read_rows(common.RESULTS / f"grid_{dataset}.jsonl")]
+  lines = ["| method | sparsity | comparison | difference (pp) [95% CI], p, n | verdict |",
+           "|---|---|---|---|---|"]
+  for method, sparsity in sorted({(r["sparse_method"], r["sparsity"]) for r in rows}):
+    where = dict(sparse_method=method, sparsity=sparsity)
+    control = stats.paired(rows, where, "sam", "sgd")
+    for a, b in _QUICK_PAIRS:
+      d = stats.paired(rows, where, a, b)
+      verdict = stats.verdict(d, control if (a, b) == ("zosam", "sgd") else None)
+      lines.append(f"| {method} | {sparsity:.0%} | {_QUICK_LABEL[a]} − {_QUICK_LABEL[b]} | "
+                   f"{stats.fmt_diff(d)} | {verdict} |")
+  return "\n".join(lines)
+
+
 def study_section(dataset: str) -> str:
   """The tables and verdicts of ``study.py``'s rows of one dataset."""
   robust = (study_robustness.read_rows() if study.DATASETS[dataset].get("robustness")
@@ -61,6 +86,7 @@ def render() -> str:
   text = re.sub(r"\{\{zo_batch_fraction (\S+)\}\}",
                 lambda m: zo_batch_fraction_table(m.group(1)), text)
   text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
+  text = re.sub(r"\{\{quick_tier (\S+)\}\}", lambda m: quick_tier_table(m.group(1)), text)
   return text
 
 

@@ -92,6 +92,16 @@ def test_results_md_is_rendered_from_committed_files_byte_for_byte():
   assert render_results.render() == (common.EXP / "RESULTS.md").read_text()
 
 
+def test_quick_tier_verdicts_are_paired_and_need_a_positive_control():
+  import render_results  # pylint: disable=import-outside-toplevel
+  table = render_results.quick_tier_table("digits").splitlines()
+  gmp98 = [line for line in table if line.startswith("| gmp | 98% |")]
+  assert gmp98[0].endswith("| better |")  # SAM − SGD: the only control that passes.
+  assert "inconclusive" not in gmp98[1]  # so ZO-SAM − SGD is judged there, and only there.
+  rigl = [line for line in table if line.startswith("| rigl |") and "ZO-SAM − SGD" in line]
+  assert len(rigl) == 3 and all("inconclusive (no positive control" in line for line in rigl)
+
+
 def test_committed_rows_hold_no_absolute_paths():
   for path in common.RESULTS.glob("*.jsonl"):
     assert '"/' not in path.read_text(), path
