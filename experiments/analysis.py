@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,44 +33,42 @@ def active_mask(params: Any, masks: Any | None) -> Any:
                       params, masks)
 
 
-def load_run(workdir: str, step: int | None = None):
-  """``(params, active, cfg, model, ds)`` of a run's checkpoint; the model's
-  BatchNorm statistics (if any) are bound to it (evaluation mode)."""
+class Run(NamedTuple):
+  """A run's checkpoint, restored by :func:`load_run`."""
+  params: Any
+  active: Any  # float32 0/1, shaped like params (ones where dense)
+  batch_stats: Any  # BatchNorm running statistics ({} without BatchNorm)
+  cfg: Any  # the run's TrainConfig
+  model: Any
+  ds: Any  # its Dataset
+
+
+def load_run(workdir: str, step: int | None = None) -> Run:
+  """The :class:`Run` of a run's checkpoint (the latest when ``step`` is None)."""
   from zosam_jax.train import get_model, load_train_state, run_dataset
 
   state, _, cfg = load_train_state(workdir, step)
   ds = run_dataset(cfg)
-  model = get_model(cfg.model, ds.num_classes)
-  if state.batch_stats:
-    model = _WithStats(model, state.batch_stats)
-  return state.params, active_mask(state.params, find_masks(state.opt_state)), cfg, model, ds
-
-
-class _WithStats:
-  """A model whose ``apply`` adds fixed BatchNorm statistics to the variables."""
-
-  def __init__(self, model, batch_stats):
-    self.model, self.batch_stats = model, batch_stats
-
-  def apply(self, variables, x, train=False):
-    return self.model.apply(dict(variables, batch_stats=self.batch_stats), x, train=train)
+  return Run(state.params, active_mask(state.params, find_masks(state.opt_state)),
+             state.batch_stats, cfg, get_model(cfg.model, ds.num_classes), ds)
 
 
 def make_loss(model, mean, std):
-  """``loss(params, x, y)``: mean cross-entropy on raw (storage-scale) inputs."""
-  import optax
-  from zosam_jax.train import normalize
-  mean, std = jnp.asarray(mean), jnp.asarray(std)
+  """``loss(params, x, y, batch_stats=None)``: the training program's evaluation
+  loss (mean cross-entropy, BatchNorm in inference mode with ``batch_stats``)
+  on raw (storage-scale) inputs ``x`` of shape ``(B, ...)``."""
+  from zosam_jax.train import make_eval_step
+  eval_step = make_eval_step(model, mean, std)
 
-  def loss(params, x, y):
-    logits = model.apply({"params": params}, normalize(x, mean, std), train=False)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  def loss(params, x, y, batch_stats=None):
+    loss_sum, _ = eval_step(params, batch_stats or {}, x, y, jnp.ones(y.shape, jnp.float32))
+    return loss_sum / y.shape[0]
 
   return loss
 
 
 def variance_fn(model, mean, std):
-  """Jitted ``(params, active, xb, yb) -> (var, ‖ḡ‖², active count)``.
+  """Jitted ``(params, active, batch_stats, xb, yb) -> (var, ‖ḡ‖², active count)``.
 
   ``var`` is :math:`\\frac{1}{K}\\sum_k \\|m \\odot (g_k - \\bar g)\\|^2` over the
   K minibatch gradients ``g_k`` of ``xb``/``yb`` (shapes ``(K, B, ...)``, ``(K, B)``)
@@ -79,9 +77,9 @@ def variance_fn(model, mean, std):
   grad = jax.grad(make_loss(model, mean, std))
 
   @jax.jit
-  def stats(params, active, xb, yb):
+  def stats(params, active, batch_stats, xb, yb):
     per = jax.vmap(lambda xi, yi: jax.tree.map(
-        jnp.multiply, grad(params, xi, yi), active))(xb, yb)
+        jnp.multiply, grad(params, xi, yi, batch_stats), active))(xb, yb)
     mean_g = jax.tree.map(lambda b: b.mean(0), per)
     sq = sum(jnp.sum((b - a[None]) ** 2) for a, b in zip(
         jax.tree.leaves(mean_g), jax.tree.leaves(per))) / xb.shape[0]

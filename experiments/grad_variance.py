@@ -49,16 +49,17 @@ def main() -> None:
     for step in checkpoint_steps(r["workdir"]):
       if (r["workdir"], step) in done:
         continue
-      params, active, cfg, model, ds = analysis.load_run(r["workdir"], step)
+      run = analysis.load_run(r["workdir"], step)
+      cfg, ds = run.cfg, run.ds
       if cfg.model not in fns:
-        loss = analysis.make_loss(model, ds.mean, ds.std)
+        loss = analysis.make_loss(run.model, ds.mean, ds.std)
         grad = jax.grad(loss)
 
         @jax.jit
-        def stats(params, active, x, y, xb, yb, grad=grad):
+        def stats(params, active, batch_stats, x, y, xb, yb, grad=grad):
           mask = lambda g: jax.tree.map(lambda a, b: a * b, g, active)
-          full = mask(grad(params, x, y))
-          per = jax.vmap(lambda xi, yi: mask(grad(params, xi, yi)))(xb, yb)
+          full = mask(grad(params, x, y, batch_stats))
+          per = jax.vmap(lambda xi, yi: mask(grad(params, xi, yi, batch_stats)))(xb, yb)
           sq = sum(jnp.sum((b - a[None]) ** 2) for a, b in zip(
               jax.tree.leaves(full), jax.tree.leaves(per))) / xb.shape[0]
           norm2 = sum(jnp.sum(a ** 2) for a in jax.tree.leaves(full))
@@ -69,7 +70,8 @@ def main() -> None:
       idx = analysis.sample_batches(ds.x_train.shape[0], args.batch_size,
                                     args.num_batches, seed=0)
       sq, norm2, n_active = (float(v) for v in fns[cfg.model](
-          params, active, ds.x_train, ds.y_train, ds.x_train[idx], ds.y_train[idx]))
+          run.params, run.active, run.batch_stats, ds.x_train, ds.y_train,
+          ds.x_train[idx], ds.y_train[idx]))
       res = {k: r[k] for k in ("dataset", "sparse_method", "optimizer", "sparsity",
                                "seed", "workdir", "steps")}
       res.update(step=step, phase="final" if step == r["steps"] else "mid",

@@ -127,10 +127,11 @@ def sharpness_of(records) -> float | None:
 
 def gradient_variance(workdir, num_batches: int = 16, batch_size: int = 128) -> dict:
   """Minibatch-gradient variance over the active weights at the final params."""
-  params, active, _, model, ds = analysis.load_run(str(workdir))
+  run = analysis.load_run(str(workdir))
+  ds = run.ds
   idx = analysis.sample_batches(ds.x_train.shape[0], batch_size, num_batches, seed=0)
-  sq, norm2, n = (float(v) for v in analysis.variance_fn(model, ds.mean, ds.std)(
-      params, active, ds.x_train[idx], ds.y_train[idx]))
+  sq, norm2, n = (float(v) for v in analysis.variance_fn(run.model, ds.mean, ds.std)(
+      run.params, run.active, run.batch_stats, ds.x_train[idx], ds.y_train[idx]))
   return {"grad_var": sq, "grad_var_rel": sq / norm2, "active_weights": int(n)}
 
 

@@ -60,7 +60,7 @@ def main() -> None:
   cache = {}
   for r in rows:
     step = checkpoint_steps(r["workdir"])[0]  # the mid-training one
-    params, active, cfg, model, ds = analysis.load_run(r["workdir"], step)
+    params, active, batch_stats, cfg, model, ds = analysis.load_run(r["workdir"], step)
     loss = analysis.make_loss(model, ds.mean, ds.std)
     idx = analysis.sample_batches(ds.x_train.shape[0], cfg.batch_size,
                                   args.num_batches, seed=1)
@@ -70,9 +70,9 @@ def main() -> None:
       if (m, est, dist) not in cache:
 
         @jax.jit
-        def cosines(params, active, xb, yb, keys, m=m, est=est, dist=dist):
+        def cosines(params, active, batch_stats, xb, yb, keys, m=m, est=est, dist=dist):
           def one(x, y, key):
-            f = lambda p: loss(p, x, y)
+            f = lambda p: loss(p, x, y, batch_stats)
             g = jax.tree.map(lambda a, b: a * b, jax.grad(f)(params), active)
             g_hat, _ = zosam_jax.zo_gradient(
                 f, params, active, key, num_dirs=m, smoothing=args.smoothing,
@@ -87,7 +87,7 @@ def main() -> None:
 
         cache[(m, est, dist)] = cosines
       keys = jax.random.split(jax.random.key(123), args.num_keys)
-      c = np.asarray(cache[(m, est, dist)](params, active, xb, yb, keys))
+      c = np.asarray(cache[(m, est, dist)](params, active, batch_stats, xb, yb, keys))
       res = dict(sparsity=r["sparsity"], sparse_method=r["sparse_method"], step=step,
                  num_dirs=m, estimator=est, distribution=dist, active_weights=d,
                  cos_mean=float(c.mean()), cos_std=float(c.std()),

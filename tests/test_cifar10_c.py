@@ -155,8 +155,9 @@ def _predictions(tmp_path, x32):
   import analysis  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import normalize  # pylint: disable=import-outside-toplevel
   from zosam_jax.train.data import pool_images  # pylint: disable=import-outside-toplevel
-  params, _, _, model, ds = analysis.load_run(str(tmp_path / "runs" / "a"))
-  logits = model.apply({"params": params}, normalize(pool_images(x32, 16), ds.mean, ds.std))
+  run = analysis.load_run(str(tmp_path / "runs" / "a"))
+  variables = {"params": run.params, "batch_stats": run.batch_stats}
+  logits = run.model.apply(variables, normalize(pool_images(x32, 16), run.ds.mean, run.ds.std))
   return logits.argmax(-1)
 
 
@@ -169,3 +170,22 @@ def test_corrupted_test_sets_are_pooled_after_corruption():
   assert all(v.shape == (4, 16, 16, 3) and v.dtype == np.uint8 for v in sets.values())
   np.testing.assert_array_equal(sets["contrast/5"],
                                 pool_images(cifar10_c.corrupt(x, "contrast", 5), 16))
+
+
+def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, monkeypatch):
+  import analysis  # pylint: disable=import-outside-toplevel
+  from tests.test_train_data import make_cifar10  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import (TrainConfig, evaluate_checkpoint,  # pylint: disable=import-outside-toplevel
+                               train_and_evaluate)
+  monkeypatch.setenv("ZOSAM_DATA", str(tmp_path / "cache"))
+  make_cifar10(tmp_path / "data")
+  cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), download=False,
+                    model="resnet20", image_size=8, optimizer="sgd", steps=2, batch_size=8,
+                    eval_batch_size=1000, progress=False)
+  train_and_evaluate(cfg, tmp_path / "run")
+  run = analysis.load_run(str(tmp_path / "run"))
+  assert run.batch_stats  # ResNet-20 has BatchNorm.
+  loss = analysis.make_loss(run.model, run.ds.mean, run.ds.std)
+  x, y = run.ds.x_test, run.ds.y_test
+  assert float(loss(run.params, x, y, run.batch_stats)) == pytest.approx(
+      evaluate_checkpoint(tmp_path / "run")["loss"], rel=1e-5)
