@@ -175,7 +175,7 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
   CIFAR-10 study's corruption robustness, :mod:`study_robustness`). With
   ``shard=(i, n)`` this process runs only the cells whose seed is ``i`` modulo
   ``n`` (n processes, one per core, share a grid: every shard gets every
-  variant of its seeds), then waits until the other shards' rows are in.
+  variant of its seeds). Returns the rows of the cells that are done, in order.
   """
   index, count = shard
   done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
@@ -190,7 +190,7 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
             flush=True)
       if then is not None:
         then([row])
-  return wait_for_rows(cells)
+  return [done[cell_id(*c)] for c in cells if cell_id(*c) in done]
 
 
 def wait_for_rows(cells, poll_seconds: float = 60.0) -> list[dict[str, Any]]:
@@ -220,11 +220,12 @@ def control_passes(rows, setting: str, sparsity: float) -> bool | None:
 
 
 def run_control(dataset, model: str, then=None, shard=(0, 1)) -> tuple[str, float] | None:
-  """Tries the model's :data:`CONTROL_ATTEMPTS` in order; the first that passes."""
+  """Tries the model's :data:`CONTROL_ATTEMPTS` in order; the first that passes.
+  With ``shard``, each attempt is judged once the other shards' rows are in."""
   for setting, sparsity in CONTROL_ATTEMPTS[model]:
-    rows = run_cells([(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")],
-                     dataset, then, shard)
-    if control_passes(rows, setting, sparsity):
+    cells = [(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")]
+    run_cells(cells, dataset, then, shard)
+    if control_passes(wait_for_rows(cells), setting, sparsity):
       return setting, sparsity
   return None
 

@@ -172,22 +172,25 @@ def test_positive_control_needs_every_seed_and_an_interval_above_zero():
   assert study.config_of("cnn-10k-noise40", 0.9, "sam", 0)["label_noise"] == 0.4
 
 
-def test_shards_split_a_grid_by_seed_and_wait_for_each_other(tmp_path, monkeypatch):
+def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monkeypatch):
   import study  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(study, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
   ran = []
   def fake_run_cell(setting, sparsity, variant, seed, dataset=None):
     ran.append(seed)
-    return dict(cell=study.cell_id(setting, sparsity, variant, seed), test_accuracy=0.5,
+    gain = 0.01 + 0.001 * (seed % 2) if variant == "sam" else 0.0
+    return dict(cell=study.cell_id(setting, sparsity, variant, seed), setting=setting,
+                sparsity=sparsity, variant=variant, seed=seed, test_accuracy=0.5 + gain,
                 wall_seconds=1.0)
   monkeypatch.setattr(study, "run_cell", fake_run_cell)
   cells = [("cnn-10k", 0.9, v, s) for s in study.SEEDS for v in ("sgd", "sam")]
+  assert [r["cell"] for r in study.run_cells(cells, shard=(0, 2))] == [
+      study.cell_id(*c) for c in cells if c[3] % 2 == 0]
   def other_shard_finishes(_):  # While shard 0/2 waits, shard 1/2 writes its rows.
     study.run_cells(cells, shard=(1, 2))
   monkeypatch.setattr(study.time, "sleep", other_shard_finishes)
-  rows = study.run_cells(cells, shard=(0, 2))
+  assert study.run_control(None, "cnn", shard=(0, 2)) == ("cnn-10k", 0.9)
   assert ran == [0, 0, 2, 2, 4, 4, 1, 1, 3, 3, 5, 5]
-  assert [r["cell"] for r in rows] == [study.cell_id(*c) for c in cells]
   assert study.parse_shard("1/2") == (1, 2)
   for bad in ("2/2", "1", "a/b", "-1/2"):
     with pytest.raises(argparse.ArgumentTypeError, match="--shard must be I/N"):
