@@ -184,6 +184,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ConfigError: naming the offending flag, e.g.
       ``--sparsity must be in [0, 1), got 1.2``.
   """
+  _check_choices(cfg)
+  _check_ranges(cfg)
+  _check_combinations(cfg)
+  return cfg
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+  """Every choice flag is one of its choices, and what a choice needs is there."""
   _choice(cfg, "dataset", DATASETS)
   _choice(cfg, "model", MODELS)
   _choice(cfg, "optimizer", OPTIMIZERS)
@@ -205,6 +213,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     raise ConfigError(
         f"--sparse-init {cfg.sparse_init} needs --sparse-method static (SET, RigL "
         "and GMP start from random or dense masks)")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+  """Every number has its type and lies in its range."""
   if cfg.image_size is not None and (
       isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int)
       or cfg.image_size < 1):
@@ -255,6 +267,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   if not 0.0 < cfg.drop_fraction < 1.0:
     raise ConfigError(
         f"--drop-fraction must be in (0, 1), got {cfg.drop_fraction!r}")
+
+
+def _check_combinations(cfg: TrainConfig) -> None:
+  """Flags that only make sense together, or never together."""
   if cfg.sparse_method == "dense" and cfg.sparsity > 0:
     raise ConfigError(
         f"--sparsity {cfg.sparsity} needs a --sparse-method other than dense "
@@ -294,7 +310,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
       cfg.stop_after > cfg.steps):
     raise ConfigError(
         f"--stop-after must be at most --steps ({cfg.steps}), got {cfg.stop_after}")
-  return cfg
 
 
 def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
