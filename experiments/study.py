@@ -13,6 +13,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py control    # SAM vs SGD, attempts in order, until one passes
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
+  python experiments/study.py controls --variants zosam-prior   # some of them
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
   python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0
@@ -280,6 +281,10 @@ def main() -> None:
                  help="default: the dataset's models")
   p.add_argument("--setting")
   p.add_argument("--variant")
+  p.add_argument("--variants", nargs="+", choices=CONTROL_VARIANTS, default=CONTROL_VARIANTS,
+                 metavar="VARIANT",
+                 help="controls: the control variants to run, of "
+                      f"{', '.join(CONTROL_VARIANTS)} (default: all, in this order)")
   p.add_argument("--sparsity", type=float, default=0.9)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
@@ -308,7 +313,7 @@ def main() -> None:
       run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
                  for v in GRID_VARIANTS], ds, then, args.shard)
     else:
-      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in CONTROL_VARIANTS], ds, then,
+      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in args.variants], ds, then,
                 args.shard)
 
 
