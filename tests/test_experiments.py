@@ -233,6 +233,11 @@ def test_cifar10_grid_runs_the_required_cells_before_98_percent():
   import study  # pylint: disable=import-outside-toplevel
   assert study.grid_cells("r20-10k-16px", study.DATASETS["cifar10"]) == [
       ("r20-10k-16px", 0.9), ("r20-10k-16px-snip", 0.9), ("r20-10k-16px", 0.98)]
+  noisy = study.grid_cells("r20-10k-16px-noise40", study.DATASETS["cifar10"])
+  assert noisy[1] == ("r20-10k-16px-noise40-snip", 0.9)  # The SNIP cell follows the grid.
+  assert study.config_of(*noisy[1], "sgd", 0) == dict(
+      study.config_of("r20-10k-16px-noise40", 0.9, "sgd", 0), sparse_method="static",
+      sparse_init="snip")
   assert study.grid_cells("cnn-2k", study.DATASETS["fashion_mnist"]) == [
       ("cnn-2k", 0.9), ("cnn-2k", 0.95), ("cnn-2k", 0.98)]
 
