@@ -167,6 +167,14 @@ def _reached(sub, key) -> str:
           else f"— (0/{len(sub)})")
 
 
+def _same_step(rows, where, key) -> int | None:
+  """The step, if every ZO-SAM and SGD run of the cell reached its target at the
+  same evaluation (then steps cannot separate them), else None."""
+  steps = {r[key] for r in rows if r["variant"] in ("sgd", "zosam")
+           and all(r[k] == v for k, v in where.items())}
+  return next(iter(steps)) if len(steps) == 1 and None not in steps else None
+
+
 def _claim(diffs, good, bad) -> str:
   """Summarises per-cell verdicts into one verdict per claim."""
   if not diffs:
@@ -182,7 +190,7 @@ def _claim(diffs, good, bad) -> str:
 
 def verdicts(rows, dataset: str, robustness: bool = False) -> str:
   rows = _with_steps(rows)
-  acc, match, conv, var, rand, prior = [], [], [], [], [], []
+  acc, match, conv, var, rand, prior, unjudged = [], [], [], [], [], [], []
   for setting, sp in _cells(rows):
     where, cell = dict(setting=setting, sparsity=sp), f"{_label(setting)} {sp:.0%}"
     control = stats.paired(rows, where, "sam", "sgd")
@@ -199,7 +207,10 @@ def verdicts(rows, dataset: str, robustness: bool = False) -> str:
       match.append((f"{cell} {stats.fmt_diff(m)}", v))
     s = stats.paired([r for r in rows if r["steps_to_relative"] is not None], where,
                      "zosam", "sgd", "steps_to_relative")
-    if s is not None:
+    same = _same_step(rows, where, "steps_to_relative")
+    if same is not None:
+      unjudged.append(f"{cell}: every run reached it at step {same}")
+    elif s is not None:
       conv.append((f"{cell} {stats.fmt_diff(s, 1.0)} steps",
                    {"better": "slower", "worse": "faster"}.get(stats.verdict(s), stats.verdict(s))))
     g = stats.paired(rows, where, "zosam", "sgd", "grad_var_rel")
@@ -219,7 +230,8 @@ def verdicts(rows, dataset: str, robustness: bool = False) -> str:
       f"| ZO-SAM matches SAM (95% interval of ZO-SAM − SAM above −{100 * MATCH_MARGIN:.1f} pp, "
       f"margin declared in advance) | {_claim(match, 'matches', 'worse by more than 0.5 pp')} |",
       f"| ZO-SAM converges faster than SGD (steps to {100 * RELATIVE_TARGET:.0f}% of SGD's "
-      f"final accuracy) | {_claim(conv, 'faster', 'slower')} |",
+      f"final accuracy) | {_claim(conv, 'faster', 'slower')}"
+      + (f" (not judged, {'; '.join(unjudged)})" if unjudged else "") + " |",
       f"| ZO-SAM lowers the gradient variance | {_claim(var, 'lower', 'higher')} |",
       f"| (mechanism) ZO-SAM's loss differences matter: beats a random ε of the same radius "
       f"| {_claim(rand, 'better', 'worse')} |",

@@ -229,6 +229,28 @@ def test_robustness_verdicts_follow_the_paired_numbers_and_need_a_control():
   assert "| contrast | 50.20 ± 0.18 (n=6) | 49.20 ± 0.18 (n=6) | 53.20 ± 0.18 (n=6) | +3.00" in table
 
 
+def test_convergence_is_not_judged_where_every_run_reaches_the_target_together():
+  import study  # pylint: disable=import-outside-toplevel
+  import study_report  # pylint: disable=import-outside-toplevel
+  def rows(zosam_curve):
+    out = []
+    for seed in study.SEEDS:
+      for variant, gain in (("sgd", 0.0), ("sam", 0.02 + 0.001 * seed), ("zosam", 0.0)):
+        curve = zosam_curve(seed) if variant == "zosam" else [[200, 0.5], [400, 0.8]]
+        out.append(dict(setting="cnn-10k", model="cnn", sparsity=0.9, variant=variant,
+                        seed=seed, test_accuracy=0.8 + gain, curve=curve,
+                        grad_var_rel=1.0))
+    return out
+  claim = lambda r: next(line for line in study_report.verdicts(r, "fashion_mnist")
+                         .splitlines() if "converges faster" in line)
+  together = claim(rows(lambda seed: [[200, 0.5], [400, 0.8]]))
+  assert "inconclusive: no cell could judge it yet" in together
+  assert "(not judged, CNN, 10k subset 90%: every run reached it at step 400)" in together
+  faster = claim(rows(lambda seed: [[200, 0.8], [400, 0.8]] if seed else [[200, 0.5], [400, 0.8]]))
+  assert "**reproduced**" in faster and "not judged" not in faster
+  assert "-166.67" in faster  # 5 of 6 seeds reach it 200 steps earlier.
+
+
 def test_cifar10_grid_runs_the_required_cells_before_98_percent():
   import study  # pylint: disable=import-outside-toplevel
   assert study.grid_cells("r20-10k-16px", study.DATASETS["cifar10"]) == [
