@@ -184,7 +184,7 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
   variant of its seeds). Returns the rows of the cells that are done, in order.
   """
   index, count = shard
-  done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
+  done = all_rows()
   for cell in cells:
     key = cell_id(*cell)
     if key not in done and cell[3] % count == index:
@@ -203,7 +203,7 @@ def wait_for_rows(cells, poll_seconds: float = 60.0) -> list[dict[str, Any]]:
   """The cells' rows, once every one is in (other shards may still be running)."""
   reported = None
   while True:
-    done = {r["cell"]: r for d in DATASETS for r in read_rows(d)}
+    done = all_rows()
     missing = [cell_id(*c) for c in cells if cell_id(*c) not in done]
     if not missing:
       return [done[cell_id(*c)] for c in cells]
@@ -212,6 +212,11 @@ def wait_for_rows(cells, poll_seconds: float = 60.0) -> list[dict[str, Any]]:
             flush=True)
       reported = len(missing)
     time.sleep(poll_seconds)
+
+
+def all_rows() -> dict[str, dict[str, Any]]:
+  """Every dataset's committed rows, by cell."""
+  return {r["cell"]: r for d in DATASETS for r in read_rows(d)}
 
 
 def read_rows(dataset: str = "fashion_mnist") -> list[dict[str, Any]]:
