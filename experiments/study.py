@@ -1,10 +1,10 @@
-"""Paired-seed study on Fashion-MNIST: positive control, grid and controls.
+"""Paired-seed study (Fashion-MNIST, CIFAR-10): positive control, grid, controls.
 
 A cell is (setting, sparsity, variant, seed): one run of the training program
 (``zosam_jax.train.train_and_evaluate``). Its row (final and best test
 accuracy on the full 10k test set, the test-accuracy curve, realised
 sharpness, minibatch-gradient variance at the end, wall-clock and passes) is
-appended to ``results/study_fashion_mnist.jsonl``, with the run folder relative
+appended to ``results/study_<dataset>.jsonl``, with the run folder relative
 to the repository. Cells already in that file are skipped, so a study can run
 in the background, be committed with the cells done, and be continued later by
 the same command. Everything was declared here before any cell ran: settings,
@@ -14,6 +14,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
   python experiments/study.py controls --variants zosam-prior   # some of them
+  python experiments/study.py grid --dataset cifar10   # ResNet-20: control, RigL 90%, SNIP 90%, 98%
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
   python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0

@@ -1,6 +1,6 @@
-"""Markdown tables and verdicts of the Fashion-MNIST study, from its rows only.
+"""Markdown tables and verdicts of the paired-seed study, from its rows only.
 
-Every number comes from ``results/study_fashion_mnist.jsonl`` (committed); every
+Every number comes from ``results/study_<dataset>.jsonl`` (committed); every
 verdict is computed here from paired differences (:mod:`stats`), never typed.
 """
 
