@@ -37,6 +37,8 @@ def _label(setting: str) -> str:
   label = f"{s['model'].upper()}, {s['train_subset'] // 1000}k subset"
   if s.get("image_size"):
     label += f", {s['image_size']}×{s['image_size']}"
+  if s.get("crop_pad") is not None:
+    label += f", crop pad {s['crop_pad']}"
   if s.get("label_noise"):
     label += f", {s['label_noise']:.0%} label noise"
   if s["sparse_method"] != "rigl":

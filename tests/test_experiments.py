@@ -220,7 +220,8 @@ def test_robustness_verdicts_follow_the_paired_numbers_and_need_a_control():
   merged = study_report.with_robustness(rows, robust)
   assert merged[1]["corruption_change"] == pytest.approx(0.02 + 0.5 - 0.6)
   accuracy, change = study_report.robustness_verdicts(merged)
-  assert "**reproduced** (RESNET20, 10k subset, 16×16, SNIP static 90% +3.00" in accuracy
+  assert ("**reproduced** (RESNET20, 10k subset, 16×16, crop pad 4, SNIP static 90% +3.00"
+          in accuracy)
   assert "**reproduced**" in change
   rows, robust = _robustness_rows({"sgd": 0.0, "sam": -0.01, "zosam": 0.03})
   accuracy, _ = study_report.robustness_verdicts(study_report.with_robustness(rows, robust))

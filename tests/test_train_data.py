@@ -308,6 +308,22 @@ def test_image_size_average_pools_cifar_and_names_bad_sizes(tmp_path, capsys):
   assert "--image-size 12 must divide the 32x32 images" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "pad"), [
+    ([], 4), (["--image-size", "16"], 2), (["--image-size", "8"], 1),
+    (["--image-size", "16", "--crop-pad", "4"], 4), (["--crop-pad", "0"], 0)])
+def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch, flags, pad):
+  make_cifar10(tmp_path / "data")
+  pads = []
+  crop = pipeline.random_crop_flip
+  monkeypatch.setattr(pipeline, "random_crop_flip",
+                      lambda key, x, p: pads.append(p) or crop(key, x, p))
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
+          "--optimizer", "sgd", "--batch-size", "16", "--steps", "1", "--no-progress",
+          "--workdir", str(tmp_path / "run")]
+  assert cli.main(argv + flags) == 0
+  assert pads == [pad]
+
+
 def test_cifar10_test_set_of_the_npz_parts_is_chosen_by_flag(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
   _write_cifar10_npz(tmp_path)

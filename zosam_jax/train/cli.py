@@ -28,6 +28,8 @@ _HELP = {
                     "1000 official test images or on all 10000 decoded from JPEG",
     "image_size": "average-pool the images to N x N (N must divide the stored "
                   "size, e.g. 16 for CIFAR's 32)",
+    "crop_pad": "CIFAR augmentation: pad by N pixels before the random crop "
+                "(default: 4 at 32x32, scaled with --image-size, e.g. 2 at 16x16)",
     "train_subset": "train on a stratified subset of N training examples (the "
                     "same N examples for every seed and optimizer)",
     "label_noise": "replace this fraction of the training labels by a different "
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
-                  "train_subset", "image_size"):
+                  "train_subset", "image_size", "crop_pad"):
       kwargs["type"] = int
     elif name == "epochs":
       kwargs["type"] = float

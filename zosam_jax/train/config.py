@@ -53,6 +53,7 @@ class TrainConfig:
   train_subset: int | None = None
   label_noise: float = 0.0
   image_size: int | None = None
+  crop_pad: int | None = None
   cifar10_test: str = "lossless_1k"
   data_dir: str | None = None
   download: bool = True
@@ -206,6 +207,9 @@ def _check_choices(cfg: TrainConfig) -> None:
   if cfg.cifar10_test != "lossless_1k" and cfg.dataset != "cifar10":
     raise ConfigError(f"--cifar10-test {cfg.cifar10_test} only applies to "
                       "--dataset cifar10")
+  if cfg.crop_pad is not None and not cfg.dataset.startswith("cifar"):
+    raise ConfigError(f"--crop-pad only applies to the CIFAR datasets (the ones with "
+                      f"crop-and-flip augmentation), not --dataset {cfg.dataset}")
   if cfg.zo_prior == "momentum" and cfg.momentum == 0:
     raise ConfigError("--zo-prior momentum reads SGD's momentum buffer; it needs "
                       "--momentum > 0")
@@ -221,6 +225,11 @@ def _check_ranges(cfg: TrainConfig) -> None:
       isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int)
       or cfg.image_size < 1):
     raise ConfigError(f"--image-size must be a positive integer, got {cfg.image_size!r}")
+  if cfg.crop_pad is not None and (
+      isinstance(cfg.crop_pad, bool) or not isinstance(cfg.crop_pad, int)
+      or cfg.crop_pad < 0):
+    raise ConfigError(f"--crop-pad must be a non-negative integer (pixels), got "
+                      f"{cfg.crop_pad!r}")
   if cfg.train_subset is not None and (
       isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
       or cfg.train_subset < 10):

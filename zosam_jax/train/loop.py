@@ -268,6 +268,7 @@ def _set_up(cfg: config_lib.TrainConfig, workdir: Path,
       steps_lib.make_train_step(
           model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
           augment=ds.augment, augment_key=jax.random.fold_in(root_key, 1),
+          crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
           zo_batch_fraction=cfg.zo_batch_fraction, batch_sharding=batch_sharding),
       donate_argnums=() if jax.default_backend() == "cpu" else (0,))
   return _Run(cfg, workdir, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),

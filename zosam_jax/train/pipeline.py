@@ -103,6 +103,19 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Arr
   return jnp.where(flip, cropped[:, :, ::-1, :], cropped)
 
 
+def scaled_crop_pad(image_size: int, pad: int | None = None) -> int:
+  """The pad-and-crop padding for ``image_size``-pixel images.
+
+  The standard CIFAR augmentation pads 32-pixel images by 4 pixels; at another
+  resolution (``--image-size``) the same relative shift is ``4 * size / 32``
+  pixels (2 at 16x16), unless ``pad`` is given.
+
+  References:
+    He et al., *Deep Residual Learning for Image Recognition*, CVPR 2016, §4.2.
+  """
+  return round(4 * image_size / 32) if pad is None else pad
+
+
 def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
   """``(images - mean) / std`` per channel, in float32."""
   shape = (1, 1, 1, images.shape[-1])
@@ -112,7 +125,7 @@ def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
 
 def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
                   indices: jax.Array, mean: jax.Array, std: jax.Array,
-                  augment: bool) -> tuple[jax.Array, jax.Array]:
+                  augment: bool, pad: int = 4) -> tuple[jax.Array, jax.Array]:
   """Gathers, augments and normalises one training minibatch (jit-friendly).
 
   Args:
@@ -123,11 +136,12 @@ def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
     mean: per-channel mean.
     std: per-channel standard deviation.
     augment: apply :func:`random_crop_flip` (a Python bool).
+    pad: its padding in pixels (a Python int).
 
   Returns:
     ``(images, labels)``: normalised float32 images and int32 labels.
   """
   images, labels = jnp.take(x_all, indices, axis=0), jnp.take(y_all, indices, axis=0)
   if augment:
-    images = random_crop_flip(key, images)
+    images = random_crop_flip(key, images, pad)
   return normalize(images, mean, std), labels

@@ -116,7 +116,7 @@ def make_loss_fn(model: nn.Module, batch_stats: Any, images: jax.Array,
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     optimizer: str, mean: np.ndarray, std: np.ndarray,
-                    augment: bool, augment_key: jax.Array,
+                    augment: bool, augment_key: jax.Array, crop_pad: int = 4,
                     zo_batch_fraction: float = 1.0,
                     batch_sharding: Any = None) -> Callable[..., TrainState]:
   """Returns the (un-jitted) training step.
@@ -130,6 +130,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     augment: apply the CIFAR crop-and-flip augmentation.
     augment_key: the run's augmentation key; step ``s`` uses
       ``fold_in(augment_key, s)``.
+    crop_pad: padding of the crop (pixels on each side).
     zo_batch_fraction: fraction of the minibatch (its first examples) used
       for ZO-SAM's forward passes.
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
@@ -144,7 +145,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   def step(state: TrainState, x_all, y_all, indices) -> TrainState:
     key = jax.random.fold_in(augment_key, state.step)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
-                                            std, augment)
+                                            std, augment, crop_pad)
     if batch_sharding is not None:
       images, labels = jax.lax.with_sharding_constraint((images, labels),
                                                         batch_sharding)
