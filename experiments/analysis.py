@@ -89,6 +89,16 @@ def variance_fn(model, mean, std):
   return stats
 
 
+def accuracy(eval_step, params, batch_stats, x: np.ndarray, y: np.ndarray,
+             batch: int = 1000) -> float:
+  """Accuracy of ``eval_step`` (the program's :func:`make_eval_step`, jitted)
+  on ``x`` ``(N, ...)`` / ``y`` ``(N,)``, in batches of ``batch``."""
+  hits = sum(float(eval_step(params, batch_stats, x[i:i + batch], y[i:i + batch],
+                             np.ones(len(y[i:i + batch]), np.float32))[1])
+             for i in range(0, x.shape[0], batch))
+  return hits / x.shape[0]
+
+
 def sample_batches(num_examples: int, batch_size: int, num_batches: int,
                    seed: int = 0) -> np.ndarray:
   """``(num_batches, batch_size)`` indices, each batch without replacement."""

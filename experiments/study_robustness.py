@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+import analysis
 import cifar10_c
 import common
 
@@ -74,11 +75,8 @@ def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
   eval_step = jax.jit(make_eval_step(get_model(cfg.model, ds.num_classes), ds.mean, ds.std))
 
   def accuracy(name):
-    x, y = sets[name], labels.get(name, labels["test"])
-    hits = sum(float(eval_step(state.params, state.batch_stats, x[i:i + BATCH],
-                               y[i:i + BATCH], np.ones(len(y[i:i + BATCH]), np.float32))[1])
-               for i in range(0, x.shape[0], BATCH))
-    return hits / x.shape[0]
+    return analysis.accuracy(eval_step, state.params, state.batch_stats, sets[name],
+                             labels.get(name, labels["test"]), BATCH)
 
   per = {name: [accuracy(f"{name}/{s}") for s in cifar10_c.SEVERITIES]
          for name in cifar10_c.CORRUPTIONS}

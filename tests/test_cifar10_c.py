@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -174,9 +175,10 @@ def test_corrupted_test_sets_are_pooled_after_corruption():
 
 def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, monkeypatch):
   import analysis  # pylint: disable=import-outside-toplevel
+  import bn_statistics  # pylint: disable=import-outside-toplevel
   from tests.test_train_data import make_cifar10  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import (TrainConfig, evaluate_checkpoint,  # pylint: disable=import-outside-toplevel
-                               train_and_evaluate)
+                               make_eval_step, pipeline, train_and_evaluate)
   monkeypatch.setenv("ZOSAM_DATA", str(tmp_path / "cache"))
   make_cifar10(tmp_path / "data")
   cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), download=False,
@@ -189,3 +191,15 @@ def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, mon
   x, y = run.ds.x_test, run.ds.y_test
   assert float(loss(run.params, x, y, run.batch_stats)) == pytest.approx(
       evaluate_checkpoint(tmp_path / "run")["loss"], rel=1e-5)
+  eval_step = jax.jit(make_eval_step(run.model, run.ds.mean, run.ds.std))
+  assert analysis.accuracy(eval_step, run.params, run.batch_stats, x, y, 3) == (
+      evaluate_checkpoint(tmp_path / "run")["accuracy"])
+  # Statistics re-estimated from the whole (unaugmented) training set, batch after
+  # batch, are that set's batch statistics: inference then equals training mode.
+  stats = bn_statistics.reestimate(run, None, 200, batch_size=run.ds.x_train.shape[0])
+  images = pipeline.normalize(run.ds.x_train, run.ds.mean, run.ds.std)
+  train_mode, _ = run.model.apply({"params": run.params, "batch_stats": run.batch_stats},
+                                  images, train=True, mutable=["batch_stats"])
+  inference = run.model.apply({"params": run.params, "batch_stats": stats}, images,
+                              train=False)
+  np.testing.assert_allclose(inference, train_mode, rtol=1e-4, atol=1e-4)

@@ -1,5 +1,6 @@
 """Tests of the dataset loaders and the on-device input pipeline."""
 
+import json
 import pickle
 import tarfile
 
@@ -10,6 +11,7 @@ import pytest
 
 from zosam_jax.train import cli
 from zosam_jax.train import data
+from zosam_jax.train import loop
 from zosam_jax.train import pipeline
 
 
@@ -322,6 +324,23 @@ def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch,
           "--workdir", str(tmp_path / "run")]
   assert cli.main(argv + flags) == 0
   assert pads == [pad]
+
+
+def test_a_cifar_run_saved_before_crop_pad_keeps_its_four_pixels(tmp_path, capsys):
+  make_cifar10(tmp_path / "data")
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
+          "--optimizer", "sgd", "--batch-size", "16", "--steps", "1", "--no-progress",
+          "--image-size", "16", "--workdir", str(tmp_path / "run")]
+  assert cli.main(argv) == 0
+  path = tmp_path / "run" / "config.json"
+  saved = json.loads(path.read_text())
+  assert saved.pop("crop_pad") is None
+  path.write_text(json.dumps(saved))  # As written before --crop-pad existed.
+  assert loop.load_train_state(tmp_path / "run")[2].crop_pad == 4
+  capsys.readouterr()
+  assert cli.main(argv + ["--resume"]) == 1
+  err = capsys.readouterr().err
+  assert "--crop-pad (checkpoint: 4, now: None)" in err and "--crop-pad 4" in err
 
 
 def test_cifar10_test_set_of_the_npz_parts_is_chosen_by_flag(tmp_path, monkeypatch, capsys):

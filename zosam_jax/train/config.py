@@ -110,6 +110,15 @@ class TrainConfig:
     return d
 
 
+def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved configuration with the fields added since it was written, at the
+  values its run used: before ``--crop-pad``, CIFAR's crop padding was 4 pixels
+  at every ``--image-size``."""
+  if "crop_pad" not in saved and str(saved.get("dataset", "")).startswith("cifar"):
+    return dict(saved, crop_pad=4)
+  return saved
+
+
 #: Fields that may differ between a run and its ``--resume`` continuation.
 RESUME_FREE_FIELDS: frozenset[str] = frozenset(
     {"resume", "overwrite", "stop_after", "progress", "workdir", "data_dir",
