@@ -82,7 +82,8 @@ SETTINGS.update({
 #: the relative shift of the standard 4 at 32x32). A padding of 4 at 16x16 cuts
 #: up to a quarter of the image: BatchNorm statistics of the unaugmented
 #: training images instead of the augmented ones cost SGD 10-14 pp of test
-#: accuracy (3 seeds), so training saw a distribution far from the test set's.
+#: accuracy (6 seeds, results/bn_statistics_r20-10k-16px.md): training saw
+#: a distribution far from the test set's.
 SETTINGS["r20-10k-16px-pad2"] = dict(SETTINGS["r20-10k-16px"], crop_pad=2)
 #: The SNIP static variant of each ResNet-20 attempt (the paper's robustness
 #: setting), for the grid's extra cell. It follows the grid's setting, label
