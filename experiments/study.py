@@ -58,7 +58,9 @@ _CIFAR = dict(dataset="cifar10", cifar10_test="jpeg_10k", image_size=16, model="
               log_every=50, checkpoint_every=0, crop_pad=4)
 SETTINGS.update({
     "r20-10k-16px": dict(_CIFAR, train_subset=10000, sparse_method="rigl"),
-    "r20-5k-16px": dict(_CIFAR, train_subset=5000, sparse_method="rigl"),
+    # No 5k run had started when the padding was found not to scale (below):
+    # the 5k attempts take the scaled padding, like the one inserted before them.
+    "r20-5k-16px": dict(_CIFAR, train_subset=5000, sparse_method="rigl", crop_pad=2),
 })
 #: Per dataset: its models, the grid's sparsities, extra (kind, sparsity) cells
 #: of the grid optimizers (kind "snip": the grid's setting with SNIP static
@@ -100,7 +102,8 @@ SETTINGS.update({f"{name}-snip": dict(SETTINGS[name], sparse_method="static",
 #: the attempts that follow them (the most likely to pass first: CPU hours).
 #: ResNet-20's scaled-padding attempt (3rd) was inserted when the program's
 #: crop padding was found not to scale with ``--image-size``, while its 2nd
-#: attempt ran, before any run with the scaled padding or of the later attempts.
+#: attempt ran, before any run with the scaled padding or of the later attempts
+#: (which then took the scaled padding too).
 CONTROL_ATTEMPTS = {
     "mlp": (("mlp-10k", 0.9), ("mlp-2k", 0.9), ("mlp-2k", 0.98)),
     "cnn": (("cnn-10k", 0.9), ("cnn-2k", 0.9), ("cnn-10k-noise40", 0.9), ("cnn-2k", 0.98)),
