@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 
 import jax
-import numpy as np
 
-from zosam_jax.train import make_eval_step, pipeline
+from zosam_jax.train import make_eval_step, pipeline, steps
 
 import analysis
 import common
@@ -37,19 +36,16 @@ def reestimate(run: analysis.Run, pad: int | None, num_batches: int, batch_size:
   None: none)."""
 
   @jax.jit
-  def update(batch_stats, images, key):
-    if pad is not None:
-      images = pipeline.random_crop_flip(key, images, pad)
-    _, new = run.model.apply(
-        {"params": run.params, "batch_stats": batch_stats},
-        pipeline.normalize(images, run.ds.mean, run.ds.std), train=True,
-        mutable=["batch_stats"])
-    return new["batch_stats"]
+  def update(batch_stats, x_all, y_all, indices, key):
+    images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, run.ds.mean,
+                                            run.ds.std, pad is not None, pad or 0)
+    _, (_, new) = steps.make_loss_fn(run.model, batch_stats, images, labels)(run.params)
+    return new
 
   batch_stats = run.batch_stats
   indices = analysis.sample_batches(run.ds.x_train.shape[0], batch_size, num_batches, seed)
   for i, idx in enumerate(indices):
-    batch_stats = update(batch_stats, run.ds.x_train[idx], jax.random.key(i))
+    batch_stats = update(batch_stats, run.ds.x_train, run.ds.y_train, idx, jax.random.key(i))
   return batch_stats
 
 

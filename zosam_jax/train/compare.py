@@ -37,7 +37,7 @@ def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainC
 def _check_compare_folder(cfg: config_lib.TrainConfig, workdir: Path) -> None:
   """``--resume`` needs this comparison's flags; a new one, an unused folder."""
   path = workdir / "compare.json"
-  saved = config_lib.upgrade_saved(json.loads(path.read_text())) if path.is_file() else None
+  saved = config_lib.read_saved(path)
   if cfg.resume and saved is None:
     raise loop.ResumeError(f"no --compare run to resume in {workdir} (no "
                            "compare.json there); check --workdir")

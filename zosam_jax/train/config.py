@@ -8,7 +8,9 @@ validation error can always name the flag the user typed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam")
@@ -110,12 +112,16 @@ class TrainConfig:
     return d
 
 
-def upgrade_saved(saved: dict[str, Any]) -> dict[str, Any]:
-  """A saved configuration with the fields added since it was written, at the
-  values its run used: before ``--crop-pad``, CIFAR's crop padding was 4 pixels
-  at every ``--image-size``."""
+def read_saved(path: Path) -> dict[str, Any] | None:
+  """A run's saved ``config.json`` (or a comparison's ``compare.json``); None
+  when absent. Fields added since it was written get the values its run used:
+  before ``--crop-pad``, CIFAR's crop padding was 4 pixels at every
+  ``--image-size``."""
+  if not path.is_file():
+    return None
+  saved = json.loads(path.read_text())
   if "crop_pad" not in saved and str(saved.get("dataset", "")).startswith("cifar"):
-    return dict(saved, crop_pad=4)
+    saved["crop_pad"] = 4
   return saved
 
 

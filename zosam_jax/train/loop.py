@@ -89,9 +89,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _check_workdir(cfg: config_lib.TrainConfig, workdir: Path) -> None:
   """Refuses to overwrite a run by accident, or to resume a run that is not there."""
-  saved = _read_json(workdir / "config.json")
-  saved = saved and config_lib.upgrade_saved(saved)
-  compare = _read_json(workdir / "compare.json")
+  saved = config_lib.read_saved(workdir / "config.json")
+  compare = config_lib.read_saved(workdir / "compare.json")
   if cfg.resume and saved is None:
     if compare is not None:
       raise ResumeError(
@@ -496,7 +495,9 @@ def load_train_state(workdir: str | Path, step: int | None = None
     the checkpoint's metadata and the run's configuration.
   """
   workdir = Path(workdir)
-  saved = config_lib.upgrade_saved(json.loads((workdir / "config.json").read_text()))
+  saved = config_lib.read_saved(workdir / "config.json")
+  if saved is None:
+    raise FileNotFoundError(f"{workdir / 'config.json'}: no run there")
   cfg = config_lib.TrainConfig(**dict(saved, compare=tuple(saved["compare"])))
   ds = run_dataset(dataclasses.replace(cfg, download=False))
   model = models.get_model(cfg.model, ds.num_classes)
