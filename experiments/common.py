@@ -144,6 +144,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
   return list(rows.values())
 
 
+def append_row(path: Path, row: dict[str, Any]) -> None:
+  """Appends ``row`` as one JSON line, under an exclusive lock of the file:
+  several processes (shards, or cells on one GPU) may share a rows file."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.write(json.dumps(row) + "\n")
+    f.flush()
+
+
 def read_rows_any(path: Path) -> list[dict[str, Any]]:
   """Reads a JSON-lines file, keeping every row."""
   return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -25,7 +25,8 @@ References:
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ import cifar10_c
 import common
 
 ROWS = common.RESULTS / "robustness_cifar10.jsonl"
+#: Where the corrupted test sets are kept once built (git-ignored).
+CACHE = common.REPO / "runs" / "cache"
 #: Test images per evaluation batch.
 BATCH = 1000
 
@@ -58,6 +61,28 @@ def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str,
     for severity in cifar10_c.SEVERITIES:
       sets[f"{name}/{severity}"] = pool_images(
           cifar10_c.corrupt(x_test, name, severity, seed=0), size)
+  return sets
+
+
+def cached_test_sets(x_test: np.ndarray, image_size: int | None,
+                     folder: Path | None = CACHE) -> dict[str, np.ndarray]:
+  """:func:`corrupted_test_sets`, saved in ``folder`` when first built and read
+  back after (by the test images and :mod:`cifar10_c`'s source); ``None``: not
+  saved. Several processes may share the folder: a file is written under a
+  temporary name, then renamed."""
+  if folder is None:
+    return corrupted_test_sets(x_test, image_size)
+  key = hashlib.sha256(x_test.tobytes() + Path(cifar10_c.__file__).read_bytes())
+  path = Path(folder) / f"cifar10_c_{key.hexdigest()[:16]}_{image_size or x_test.shape[1]}.npz"
+  if path.exists():
+    with np.load(path) as f:
+      return {name: f[name] for name in f.files}
+  sets = corrupted_test_sets(x_test, image_size)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+  with open(partial, "wb") as f:
+    np.savez(f, **sets)
+  os.replace(partial, path)
   return sets
 
 
@@ -107,19 +132,20 @@ class Evaluator:
       ``jpeg_check`` is then evaluated again.
     path: the robustness rows.
     root: what the study rows' ``workdir`` is relative to.
+    cache: where the corrupted test sets are kept (:func:`cached_test_sets`).
 
   Raises:
     ValueError: if ``lossless`` does not match ``x_test`` at its positions.
   """
 
   def __init__(self, x_test: np.ndarray, y_test: np.ndarray, lossless=None,
-               path: Path = ROWS, root: Path = common.REPO):
+               path: Path = ROWS, root: Path = common.REPO, cache: Path | None = CACHE):
     if lossless is not None and (lossless[0].shape[1:] != x_test.shape[1:] or not
                                  np.array_equal(lossless[1], y_test[lossless[2]])):
       raise ValueError("the lossless images and labels do not match the test set at "
                        "their positions")
     self.x_test, self.y_test, self.lossless = x_test, y_test, lossless
-    self.path, self.root = path, root
+    self.path, self.root, self.cache = path, root, cache
     self._sets: dict[int | None, dict[str, np.ndarray]] = {}
 
   def pending(self, study_rows) -> list[dict[str, Any]]:
@@ -131,7 +157,7 @@ class Evaluator:
 
   def sets(self, image_size: int | None) -> dict[str, np.ndarray]:
     if image_size not in self._sets:
-      sets = corrupted_test_sets(self.x_test, image_size)
+      sets = cached_test_sets(self.x_test, image_size, self.cache)
       if self.lossless is not None:
         from zosam_jax.train.data import pool_images
         size = sets["clean"].shape[1]
@@ -150,8 +176,7 @@ class Evaluator:
     for r in self.pending(study_rows):
       row = robustness_row(r, self.sets(r["config"].get("image_size")), self.labels(),
                            self.root)
-      with open(self.path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      common.append_row(self.path, row)
       print(f"{r['cell']}: corrupted {row['corruption_accuracy']:.4f} "
             f"(clean {row['clean']:.4f})", flush=True)
       new.append(row)
