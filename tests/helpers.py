@@ -54,3 +54,16 @@ def exact_sam_updates(base_tx, base_state, params, loss, rho, mask=None):
   g_sam = apply(jax.grad(loss)(jax.tree.map(jnp.add, params, eps)))
   updates, base_state = base_tx.update(g_sam, base_state, params)
   return apply(updates), base_state
+
+
+def shared_buffers(tree) -> list[list[str]]:
+  """Paths of the leaves of ``tree`` that share one device buffer, grouped.
+
+  Donating such a tree (``jax.jit(..., donate_argnums=...)``) fails on GPU and
+  TPU ("Attempt to donate the same buffer twice"); CPU ignores donation, so
+  tests check the buffers themselves.
+  """
+  groups: dict[int, list[str]] = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    groups.setdefault(leaf.unsafe_buffer_pointer(), []).append(jax.tree_util.keystr(path))
+  return [paths for paths in groups.values() if len(paths) > 1]

@@ -158,3 +158,18 @@ def test_default_run_reaches_high_accuracy(tmp_path):
   assert cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 0
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["final_test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam", "zosam"])
+def test_the_training_state_can_be_donated(optimizer):
+  # On GPU/TPU the program donates its state to each step: no buffer twice.
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from tests import helpers  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import TrainConfig, get_model, optim, steps  # pylint: disable=import-outside-toplevel
+  cfg = TrainConfig(optimizer=optimizer, sparse_method="rigl", sparsity=0.9, steps=10)
+  tx, _ = optim.build_optimizer(cfg, 10)
+  state = steps.init_train_state(get_model("cnn", 10), tx, np.zeros((1, 8, 8, 1), np.float32),
+                                 jax.random.key(0))
+  assert helpers.shared_buffers(state) == []
+  assert helpers.shared_buffers(steps.MetricSums.zeros()) == []

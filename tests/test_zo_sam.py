@@ -338,3 +338,13 @@ def test_state_round_trips_through_an_orbax_checkpoint(tmp_path):
   step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
   chex.assert_trees_all_equal(step(params, restored)[0],
                               step(params, state)[0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda base: zosam_jax.zo_sam(base, rho=0.05, num_dirs=2),
+    lambda base: zosam_jax.zo_sam(base, rho=0.05, num_dirs=0, prior="gradient"),
+    lambda base: zosam_jax.sam(base, rho=0.05)], ids=["zo_sam", "prior", "sam"])
+def test_state_holds_each_buffer_once_so_it_can_be_donated(make):
+  params, _ = helpers.mlp_problem()
+  state = make(optax.sgd(0.1, momentum=0.9)).init(params)
+  assert helpers.shared_buffers(state) == []

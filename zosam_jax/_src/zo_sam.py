@@ -278,7 +278,8 @@ def _sharpness_aware(
       mask_shape = (jax.eval_shape(mask_fn, params) if callable(mask_fn)
                     else mask_fn)
       masking.check_mask_matches(mask_shape, params)
-    zero = jnp.zeros((), jnp.float32)
+    # One array per field: a donated state must not hold a buffer twice.
+    zero = lambda: jnp.zeros((), jnp.float32)
     base_tx_state = base_tx.init(params)
     if prior == "momentum" and optax.tree.get(base_tx_state, "trace") is None:
       raise ValueError(
@@ -286,9 +287,9 @@ def _sharpness_aware(
           "has none; use optax.sgd(..., momentum=0.9) (or optax.trace) inside, or "
           "prior='gradient'")
     last = jax.tree.map(jnp.zeros_like, params) if prior == "gradient" else None
-    return ZOSAMState(key=key, base_tx_state=base_tx_state, loss=zero,
-                      perturbed_loss=zero, ascent_norm=zero,
-                      perturbation_norm=zero, aux=initial_aux, prior=last)
+    return ZOSAMState(key=key, base_tx_state=base_tx_state, loss=zero(),
+                      perturbed_loss=zero(), ascent_norm=zero(),
+                      perturbation_norm=zero(), aux=initial_aux, prior=last)
 
   def update_fn(
       updates: base.Updates,

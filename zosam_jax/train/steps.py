@@ -48,8 +48,9 @@ class MetricSums(NamedTuple):
 
   @classmethod
   def zeros(cls, nonfinite_step: Any = -1) -> MetricSums:
-    f, i = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
-    return cls(f, i, i, i, f, jnp.asarray(nonfinite_step, jnp.int32))
+    # One array per field: a donated state must not hold a buffer twice.
+    f, i = lambda: jnp.zeros((), jnp.float32), lambda: jnp.zeros((), jnp.int32)
+    return cls(f(), i(), i(), i(), f(), jnp.asarray(nonfinite_step, jnp.int32))
 
 
 class TrainState(NamedTuple):
