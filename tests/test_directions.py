@@ -10,7 +10,7 @@ import pytest
 from zosam_jax._src import directions
 from zosam_jax._src import flat
 
-# The default on this (CPU) backend, and the paper's.
+# The default on this backend (Rademacher on CPU), and the paper's.
 DISTRIBUTIONS = (directions.resolve_distribution(None), "gaussian")
 SIZE = 1 << 16
 
@@ -20,9 +20,10 @@ def _draw(key, distribution, like=None):
   return np.asarray(directions.sample_direction(key, like, None, distribution))
 
 
-def test_default_is_rademacher_on_cpu_and_explicit_choices_are_kept():
-  assert jax.default_backend() == "cpu"
-  assert directions.resolve_distribution(None) == "rademacher"
+def test_default_is_rademacher_on_cpu_and_explicit_choices_are_kept(monkeypatch):
+  for backend, default in (("cpu", "rademacher"), ("gpu", "gaussian"), ("tpu", "gaussian")):
+    monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+    assert directions.resolve_distribution(None) == default
   for name in ("gaussian", "rademacher", "sphere"):
     assert directions.resolve_distribution(name) == name
 
@@ -50,6 +51,11 @@ def test_independent_across_steps_and_chunks(distribution):
   assert np.abs(off_diagonal).max() < 5 / np.sqrt(SIZE)
 
 
+# conftest simulates 8 CPU devices; one GPU is one device.
+needs_8_devices = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+
+
+@needs_8_devices
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_device_blocks_of_a_sharded_direction_are_independent(distribution):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
@@ -65,8 +71,10 @@ def test_device_blocks_of_a_sharded_direction_are_independent(distribution):
                                            jnp.zeros((8, SIZE // 8))), rtol=1e-6)
 
 
+@needs_8_devices
 def test_leaf_by_leaf_on_cpu_and_under_explicit_sharding(monkeypatch):
   params = {"w1": jnp.zeros((784, 512)), "b1": jnp.zeros(512)}
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
   assert not flat.prefers_ravel(params)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert flat.prefers_ravel(params)
