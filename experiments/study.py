@@ -37,7 +37,9 @@ import common
 import stats
 
 SEEDS = (0, 1, 2, 3, 4, 5)
-#: Epochs of the GPU setting (``r32-50k-gpu``).
+#: Epochs of the GPU setting (``r32-50k-gpu``): its 8 cells x 5,860 steps at the
+#: H200's 7.6 / 8.6 / 11.4 ms per SGD / ZO-SAM / SAM step (benchmarks/README.md)
+#: are ~420 s of GPU time if the processes share it one after another.
 GPU_EPOCHS = 15
 
 _RECIPE = dict(dataset="fashion_mnist", batch_size=128, lr=0.05, momentum=0.9,
@@ -116,9 +118,9 @@ CONTROL_ATTEMPTS = {
 #: Paper scale on one lent GPU (issue 17, item 5): ResNet-32 on all 50k training
 #: images at 32x32 with the paper's recipe (batch 128, lr 0.1 cosine, momentum
 #: 0.9, weight decay 5e-4, rho 0.05, RigL 90% with the first and last layer
-#: dense, crop padding 4), the cosine schedule shortened to the epochs that the
-#: GPU's ~10 minutes of one command hold with all of :data:`GPU_CELLS` at once
-#: (from the step times measured on it before any cell ran, benchmarks/README.md).
+#: dense, crop padding 4), the cosine schedule shortened to the epochs that one
+#: command's 10 minutes on a lent GPU hold with all of :data:`GPU_CELLS` at once
+#: (:data:`GPU_EPOCHS`). Not run yet (RESULTS.md says why).
 SETTINGS["r32-50k-gpu"] = dict(_CIFAR, model="resnet32", image_size=None, crop_pad=None,
                                train_subset=None, sparse_method="rigl", steps=None,
                                epochs=GPU_EPOCHS, eval_every=391)

@@ -124,7 +124,8 @@ def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch)
              test_set="t", workdir="runs/a", config=dict(image_size=16))
   no_checkpoint = dict(row, cell="b", workdir="runs/b")
   rows_path = tmp_path / "rob.jsonl"
-  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, path=rows_path, root=tmp_path)
+  evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, path=rows_path, root=tmp_path,
+                                        cache=tmp_path / "sets")
   [out] = evaluate([row, no_checkpoint])
   assert "jpeg_check" not in out
   # The clean set goes through the run's own pooling and normalisation.
@@ -138,7 +139,7 @@ def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch)
   positions = np.array([5, 2, 7, 0])  # Where the lossless copies sit in the test set.
   lossless = (ds.x_test[positions] // 2, ds.y_test[positions], positions)
   evaluate = study_robustness.Evaluator(ds.x_test, ds.y_test, lossless, rows_path,
-                                        root=tmp_path)
+                                        root=tmp_path, cache=None)
   [again] = evaluate([row])
   assert again["jpeg_check"]["images"] == 4
   assert again["jpeg_check"]["test_set"] == pytest.approx(np.mean(
@@ -203,3 +204,23 @@ def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, mon
   inference = run.model.apply({"params": run.params, "batch_stats": stats}, images,
                               train=False)
   np.testing.assert_allclose(inference, train_mode, rtol=1e-4, atol=1e-4)
+
+
+def test_corrupted_test_sets_are_built_once_and_read_back(tmp_path, monkeypatch):
+  import study_robustness  # pylint: disable=import-outside-toplevel
+  x, built = _pattern(4), []
+  def corrupted_test_sets(images, size):
+    built.append(size)
+    return {"clean": images[:, :size, :size] + len(built), "contrast/5": images[:, :size, :size]}
+  monkeypatch.setattr(study_robustness, "corrupted_test_sets", corrupted_test_sets)
+  first = study_robustness.cached_test_sets(x, 16, tmp_path)
+  again = study_robustness.cached_test_sets(x, 16, tmp_path)
+  assert built == [16] and set(again) == {"clean", "contrast/5"}
+  for name in first:
+    np.testing.assert_array_equal(again[name], first[name])
+  study_robustness.cached_test_sets(x, None, tmp_path)  # Another size: its own file.
+  study_robustness.cached_test_sets(x[::-1], 16, tmp_path)  # Other images too.
+  study_robustness.cached_test_sets(x, 16, None)  # None: nothing kept.
+  assert built == [16, None, 16, 16]
+  assert len(list(tmp_path.glob("cifar10_c_*.npz"))) == 3
+  assert not list(tmp_path.glob("*.partial"))

@@ -274,3 +274,52 @@ def test_jpeg_check_pairs_lossless_and_jpeg_accuracy_by_cell():
   assert "first 1000 official test images" in text and "paired over 4 cells" in text
   assert "+0.95 [" in text  # Mean of 1.0, 0.9, 1.0, 0.9 pp.
   assert study_report.jpeg_check([dict(cell="old")]) == "JPEG check: not measured yet."
+
+
+def test_rows_are_appended_under_a_lock(tmp_path):
+  import fcntl  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "rows.jsonl"
+  path.write_text("")
+  with open(path) as other:  # Another process appending holds the lock.
+    fcntl.flock(other, fcntl.LOCK_EX)
+    writer = threading.Thread(target=common.append_row, args=(path, {"cell": "a"}))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive() and path.read_text() == ""
+    fcntl.flock(other, fcntl.LOCK_UN)
+  writer.join()
+  common.append_row(path, {"cell": "b"})
+  assert [json.loads(line) for line in path.read_text().splitlines()] == [
+      {"cell": "a"}, {"cell": "b"}]
+
+
+def test_gpu_protocol_starts_one_process_per_pending_cell_and_builds_the_sets(
+    tmp_path, monkeypatch):
+  import study  # pylint: disable=import-outside-toplevel
+  assert [c[2] for c in study.GPU_CELLS] == ["sgd"] * 3 + ["zosam"] * 3 + ["sam"] * 2
+  cfg = study.config_of(*study.GPU_CELLS[-1])
+  assert (cfg["model"], cfg["image_size"], cfg["train_subset"], cfg["epochs"], cfg["steps"],
+          cfg["lr"], cfg["batch_size"], cfg["rho"], cfg["sparse_method"]) == (
+              "resnet32", None, None, study.GPU_EPOCHS, None, 0.1, 128, 0.05, "rigl")
+  started, order = [], []
+  class FakeProcess:
+    def __init__(self, args, stdout, stderr, env):
+      del stdout, stderr
+      self.args, self.env = args, env
+      started.append(self)
+      order.append("start")
+    def wait(self):
+      return 1 if "sam" in self.args else 0
+  class FakeEvaluator:
+    def sets(self, image_size):
+      order.append(("sets", image_size))
+  monkeypatch.setattr("subprocess.Popen", FakeProcess)
+  monkeypatch.setattr(study, "all_rows", lambda: {study.cell_id(*study.GPU_CELLS[0]): {}})
+  with pytest.raises(SystemExit, match="2 GPU cells failed"):
+    study.run_gpu(FakeEvaluator(), tmp_path / "logs")
+  assert order == ["start"] * 7 + [("sets", None)]  # The sets while the cells train.
+  assert [p.args[p.args.index("--seed") + 1] for p in started] == ["1", "2", "0", "1", "2", "0", "1"]
+  assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in started)
+  assert len(list((tmp_path / "logs").glob("*.log"))) == 7
