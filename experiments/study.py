@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,6 +149,20 @@ CONTROL_VARIANTS = ("zosam-random-eps", "zosam-m16", "zosam-rho0.1", "zosam-rho0
 TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84, "resnet20": 0.6, "resnet32": 0.9}
 
 
+#: This file as this process read it (:func:`check_declarations_unchanged`).
+_DECLARED = Path(__file__).read_bytes()
+
+
+def check_declarations_unchanged() -> None:
+  """Refuses to run a cell once this file has changed since the process started:
+  its settings in memory would no longer be the declared ones (a long study
+  running across an edit once ran two cells with superseded settings)."""
+  if Path(__file__).read_bytes() != _DECLARED:
+    raise SystemExit(f"{__file__} changed since this process started, so the settings in "
+                     "memory may not be the declared ones: run the command again (cells "
+                     "already in the rows are skipped)")
+
+
 def cell_id(setting: str, sparsity: float, variant: str, seed: int) -> str:
   return f"{setting}/{SETTINGS[setting]['sparse_method']}{sparsity}/{variant}/seed{seed}"
 
@@ -226,6 +241,7 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
   for cell in cells:
     key = cell_id(*cell)
     if key not in done and cell[3] % count == index:
+      check_declarations_unchanged()
       row = run_cell(*cell, dataset=dataset)
       common.append_row(rows_path(SETTINGS[cell[0]]["dataset"]), row)
       done[key] = row

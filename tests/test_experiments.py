@@ -191,6 +191,10 @@ def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monke
   monkeypatch.setattr(study.time, "sleep", other_shard_finishes)
   assert study.run_control(None, "cnn", shard=(0, 2)) == ("cnn-10k", 0.9)
   assert ran == [0, 0, 2, 2, 4, 4, 1, 1, 3, 3, 5, 5]
+  monkeypatch.setattr(study, "_DECLARED", b"# settings as a process read them earlier")
+  assert len(study.run_cells(cells)) == len(cells)  # Nothing left to run: no check.
+  with pytest.raises(SystemExit, match="changed since this process started"):
+    study.run_cells(cells + [("cnn-2k", 0.9, "sgd", 0)])
   assert study.parse_shard("1/2") == (1, 2)
   for bad in ("2/2", "1", "a/b", "-1/2"):
     with pytest.raises(argparse.ArgumentTypeError, match="--shard must be I/N"):
