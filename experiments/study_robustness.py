@@ -30,7 +30,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from zosam_jax.train import get_model, load_train_state, make_eval_step, run_dataset
+from zosam_jax.train.data import pool_images
 
 import analysis
 import cifar10_c
@@ -53,8 +56,6 @@ def corrupted_test_sets(x_test: np.ndarray, image_size: int | None) -> dict[str,
   Returns:
     ``(N, s, s, 3)`` ``uint8`` images per set, ``s`` the run's image size.
   """
-  from zosam_jax.train.data import pool_images
-
   size = image_size or x_test.shape[1]
   sets = {"clean": pool_images(x_test, size)}
   for name in cifar10_c.CORRUPTIONS:
@@ -92,9 +93,6 @@ def robustness_row(study_row: dict[str, Any], sets: dict[str, np.ndarray],
   """One cell's accuracy on every set of :func:`corrupted_test_sets`, and on
   ``"lossless"`` and ``"jpeg"`` (the same images from the test set) where
   given; ``labels`` maps a set to its labels, ``"test"`` to the test set's."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from zosam_jax.train import (get_model, load_train_state, make_eval_step,  # pylint: disable=import-outside-toplevel
-                               run_dataset)
   state, _, cfg = load_train_state(root / study_row["workdir"])
   ds = run_dataset(cfg)
   eval_step = jax.jit(make_eval_step(get_model(cfg.model, ds.num_classes), ds.mean, ds.std))
@@ -159,7 +157,6 @@ class Evaluator:
     if image_size not in self._sets:
       sets = cached_test_sets(self.x_test, image_size, self.cache)
       if self.lossless is not None:
-        from zosam_jax.train.data import pool_images
         size = sets["clean"].shape[1]
         sets["lossless"] = pool_images(self.lossless[0], size)
         sets["jpeg"] = sets["clean"][self.lossless[2]]
