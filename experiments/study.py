@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -329,11 +332,8 @@ def run_gpu(then, logs) -> None:
   """Starts one ``study.py one`` process per pending cell of :data:`GPU_CELLS`
   (all at once on the one GPU, each taking its memory as it goes), builds the
   corrupted test sets meanwhile with ``then`` (cached for the cells' own
-  robustness rows), and waits. Each cell's output goes to ``logs/CELL.log``."""
-  import os  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-
+  robustness rows), and waits. Each cell's output goes to
+  ``logs/VARIANT-seedS.log``."""
   logs.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
   done, procs = all_rows(), []
@@ -381,6 +381,13 @@ def main() -> None:
                  help="run only the cells whose seed is I modulo N (one process per "
                       "core; each waits for the others' rows before it judges a control)")
   args = p.parse_args()
+  if args.what == "one" and (args.setting is None or args.variant is None):
+    p.error("one needs --setting and --variant")
+  if args.what == "one" and SETTINGS[args.setting]["dataset"] != args.dataset:
+    p.error(f"--setting {args.setting} is a {SETTINGS[args.setting]['dataset']} setting: "
+            f"add --dataset {SETTINGS[args.setting]['dataset']}")
+  if args.what == "gpu" and args.dataset != "cifar10":
+    p.error("gpu runs CIFAR-10 cells: add --dataset cifar10")
   from zosam_jax.train import load_dataset
 
   spec = DATASETS[args.dataset]

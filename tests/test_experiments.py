@@ -327,3 +327,16 @@ def test_gpu_protocol_starts_one_process_per_pending_cell_and_builds_the_sets(
   assert [p.args[p.args.index("--seed") + 1] for p in started] == ["1", "2", "0", "1", "2", "0", "1"]
   assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in started)
   assert len(list((tmp_path / "logs").glob("*.log"))) == 7
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["one"], "one needs --setting and --variant"),
+    (["one", "--setting", "r32-50k-gpu", "--variant", "sgd"], "add --dataset cifar10"),
+    (["gpu"], "gpu runs CIFAR-10 cells: add --dataset cifar10"),
+    (["one", "--setting", "no-such", "--variant", "sgd"], "invalid choice: 'no-such'")])
+def test_study_command_errors_name_the_argument(argv, message, monkeypatch, capsys):
+  import study  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(sys, "argv", ["study.py"] + argv)
+  with pytest.raises(SystemExit):
+    study.main()
+  assert message in capsys.readouterr().err
