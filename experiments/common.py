@@ -126,8 +126,7 @@ def run_grid(base: dict[str, Any], overrides_list: Iterable[dict[str, Any]],
     row = run_one(base, overrides, grid, dataset=dataset)
     rows.append(row)
     if row["workdir"] not in done:
-      with open(out, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      append_row(out, row)
       done[row["workdir"]] = row
     print(f"[{grid}] {run_name(overrides, base)}: acc={row['test_accuracy']:.4f} "
           f"({time.perf_counter() - t0:.1f}s)", flush=True)

@@ -19,7 +19,6 @@ Writes ``results/grad_variance_<dataset>.jsonl`` and ``.md`` and
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
@@ -77,8 +76,7 @@ def main() -> None:
       res.update(step=step, phase="final" if step == r["steps"] else "mid",
                  var=sq, var_per_weight=sq / n_active, grad_norm2=norm2,
                  rel_var=sq / norm2, active_weights=int(n_active))
-      with open(out, "a") as f:
-        f.write(json.dumps(res) + "\n")
+      common.append_row(out, res)
       print(f"{r['sparse_method']} {r['optimizer']} {r['sparsity']} seed{r['seed']} "
             f"step {step}: var {sq:.4g} rel {sq / norm2:.3g}", flush=True)
   print(report(args.dataset))

@@ -14,7 +14,6 @@ per run to ``results/robustness_digits.jsonl``, the tables
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +83,7 @@ def main() -> None:
                per_corruption=per, per_severity={
                    str(s): float(np.mean([acc[f"{c}/{s}"] for c in C.CORRUPTIONS]))
                    for s in C.SEVERITIES}, all=acc)
-    with open(out, "a") as f:
-      f.write(json.dumps(res) + "\n")
+    common.append_row(out, res)
     print(f"{r['sparse_method']} {r['optimizer']} {r['sparsity']} seed{r['seed']}: "
           f"clean {res['clean']:.4f} corrupted {res['mean_corrupted']:.4f}", flush=True)
   print(report(args.dataset, suffix))
