@@ -11,7 +11,8 @@ Usage::
   python benchmarks/step_cost.py --preset cpu   # this machine, minutes
   python benchmarks/step_cost.py --preset gpu   # the full grid of the issue
 
-It prints a markdown table and writes JSON (``--out``).
+It prints a markdown table and writes JSON (``--out``), rewritten after every
+(model, sparsity) cell: a run stopped by a time limit keeps the cells it measured.
 
 References:
   Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -357,32 +359,53 @@ def main(argv=None) -> None:
   for spec in specs:
     fwd = forward_flops(spec)
     for sparsity in sparsities:
+      print(f"{spec.name} at sparsity {sparsity:g}: compiling {len(grid)} steps, then "
+            "timing them", file=sys.stderr, flush=True)
       cell = measure_cell(spec, grid, sparsity, steps, args.rounds, args.warmup)
-      by_name = {row["method"]: row for row in cell}
-      sgd, sam = by_name["sgd"], by_name.get("sam")
-      for row in cell:
-        row["ratio_to_sgd"] = row["ms_per_step"] / sgd["ms_per_step"]
-        row["ratio_to_sam"] = row["ms_per_step"] / sam["ms_per_step"] if sam else None
-        # The floor: an SGD step plus the ascent's forward passes, both measured.
-        row["floor_ms"] = (sgd["ms_per_step"]
-                           + row["forward_passes"] * row["forward_ms"]
-                           * row["zo_batch_fraction"])
-        row["ratio_to_floor"] = row["ms_per_step"] / row["floor_ms"]
-        row["flops_ratio_to_sgd"] = row["flops"] / sgd["flops"]
-        row["forward_flops"] = fwd
-        row["targets"] = target_checks(row, sgd, sam, fwd)
+      for row in with_ratios(cell, fwd):
         rows.append(row)
-        mib = (row["compiled_bytes"] or 0) / 2**20
-        print(f"| {spec.name} | {spec.batch_size} | {sparsity:g} | {row['method']} | "
-              f"{row['ms_per_step']:.1f} | {row['ratio_to_sgd']:.2f} | "
-              f"{row['ratio_to_sam'] or 0:.2f} | {row['ratio_to_floor']:.2f} | "
-              f"{row['flops'] / 1e9:.2f} | {row['flops_ratio_to_sgd']:.2f} | "
-              f"{mib:.0f} | {', '.join(row['targets'])} |", flush=True)
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump({"header": header, "rows": rows}, f, indent=1)
+        print(table_line(spec, row), flush=True)
+      # Written after every cell: a run stopped by a time limit keeps its cells.
+      write_json(args.out, header, rows)
   print(f"\nwrote {args.out}")
 
+
+def with_ratios(cell: list[dict[str, Any]], fwd: float) -> list[dict[str, Any]]:
+  """The rows of one cell with their ratios to SGD, SAM and the floor, and the
+  targets they are checked against."""
+  by_name = {row["method"]: row for row in cell}
+  sgd, sam = by_name["sgd"], by_name.get("sam")
+  for row in cell:
+    row["ratio_to_sgd"] = row["ms_per_step"] / sgd["ms_per_step"]
+    row["ratio_to_sam"] = row["ms_per_step"] / sam["ms_per_step"] if sam else None
+    # The floor: an SGD step plus the ascent's forward passes, both measured.
+    row["floor_ms"] = (sgd["ms_per_step"]
+                       + row["forward_passes"] * row["forward_ms"]
+                       * row["zo_batch_fraction"])
+    row["ratio_to_floor"] = row["ms_per_step"] / row["floor_ms"]
+    row["flops_ratio_to_sgd"] = row["flops"] / sgd["flops"]
+    row["forward_flops"] = fwd
+    row["targets"] = target_checks(row, sgd, sam, fwd)
+  return cell
+
+
+def table_line(spec: ModelSpec, row: dict[str, Any]) -> str:
+  """One row of the printed markdown table."""
+  mib = (row["compiled_bytes"] or 0) / 2**20
+  return (f"| {spec.name} | {spec.batch_size} | {row['sparsity']:g} | {row['method']} | "
+          f"{row['ms_per_step']:.1f} | {row['ratio_to_sgd']:.2f} | "
+          f"{row['ratio_to_sam'] or 0:.2f} | {row['ratio_to_floor']:.2f} | "
+          f"{row['flops'] / 1e9:.2f} | {row['flops_ratio_to_sgd']:.2f} | "
+          f"{mib:.0f} | {', '.join(row['targets'])} |")
+
+
+def write_json(path: str, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+  """Replaces ``path`` by the header and rows (through a temporary file, so a
+  run killed while writing leaves the previous version)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"header": header, "rows": rows}, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 if __name__ == "__main__":
   main()

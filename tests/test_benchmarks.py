@@ -1,5 +1,6 @@
 """The step-cost benchmark runs end to end and writes its table and JSON."""
 
+import importlib.util
 import json
 import pathlib
 import runpy
@@ -25,3 +26,26 @@ def test_step_cost_benchmark_writes_rows_with_ratios_to_sgd(tmp_path, capsys):
     if row["method"] == "sgd":
       assert row["ratio_to_sgd"] == 1.0
   assert "| mlp | 8 |" in capsys.readouterr().out
+
+
+def test_step_cost_keeps_the_cells_measured_before_an_interruption(tmp_path, monkeypatch):
+  spec = importlib.util.spec_from_file_location("step_cost", SCRIPT)
+  step_cost = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(step_cost)
+  measure_cell, calls = step_cost.measure_cell, []
+
+  def stopped_at_second_cell(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == 2:
+      raise KeyboardInterrupt  # What a time limit does to a capped run.
+    return measure_cell(*args, **kwargs)
+
+  monkeypatch.setattr(step_cost, "measure_cell", stopped_at_second_cell)
+  out = tmp_path / "cost.json"
+  with pytest.raises(KeyboardInterrupt):
+    step_cost.main(["--models", "mlp", "--batch-size", "8", "--methods", "sam",
+                    "--sparsities", "0,0.9", "--steps", "1", "--rounds", "1",
+                    "--warmup", "1", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert {(row["method"], row["sparsity"]) for row in rows} == {("sgd", 0.0), ("sam", 0.0)}
+  assert not (tmp_path / "cost.json.tmp").exists()
