@@ -340,3 +340,21 @@ def test_study_command_errors_name_the_argument(argv, message, monkeypatch, caps
   with pytest.raises(SystemExit):
     study.main()
   assert message in capsys.readouterr().err
+
+
+def test_unjudged_claims_say_when_no_declared_control_can_pass_any_more():
+  import study  # pylint: disable=import-outside-toplevel
+  import study_report  # pylint: disable=import-outside-toplevel
+  def attempts(sam_gain, done=len(study.SEEDS)):
+    return [dict(setting=setting, model="resnet20", sparsity=sp, variant=variant, seed=seed,
+                 test_accuracy=0.6 + (sam_gain + 0.001 * seed if variant == "sam" else 0.0),
+                 curve=[[200, 0.6]], grad_var_rel=1.0)
+            for setting, sp in study.CONTROL_ATTEMPTS["resnet20"]
+            for seed in study.SEEDS[:done] for variant in ("sgd", "sam")]
+  claim = lambda rows: next(line for line in study_report.verdicts(rows, "cifar10")
+                            .splitlines() if "beats SGD in sparse" in line)
+  assert "none of the 5 declared positive-control attempts" in claim(attempts(-0.01))
+  assert "no cell could judge it yet" in claim(attempts(-0.01, done=3))  # Still running.
+  snip_running = [dict(r, setting="r20-10k-16px-snip") for r in attempts(-0.01, done=3)]
+  assert "no cell could judge it yet" in claim(attempts(-0.01) + snip_running)
+  assert "no cell could judge it yet" in claim(attempts(0.01))  # Passed: ZO-SAM's cells to run.
