@@ -327,6 +327,11 @@ def test_gpu_protocol_starts_one_process_per_pending_cell_and_builds_the_sets(
   assert [p.args[p.args.index("--seed") + 1] for p in started] == ["1", "2", "0", "1", "2", "0", "1"]
   assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in started)
   assert len(list((tmp_path / "logs").glob("*.log"))) == 7
+  order.clear()
+  monkeypatch.setattr(study, "GPU_CELLS", (("r32-50k-gpu", 0.9, "sgd", 9),
+                                           ("r20-10k-16px", 0.9, "sgd", 9)))
+  study.run_gpu(FakeEvaluator(), tmp_path / "logs")
+  assert {o for o in order if o != "start"} == {("sets", 16), ("sets", None)}
 
 
 @pytest.mark.parametrize("argv,message", [
