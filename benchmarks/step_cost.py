@@ -407,5 +407,6 @@ def write_json(path: str, header: dict[str, Any], rows: list[dict[str, Any]]) ->
     json.dump({"header": header, "rows": rows}, f, indent=1)
   os.replace(path + ".tmp", path)
 
+
 if __name__ == "__main__":
   main()

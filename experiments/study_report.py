@@ -290,10 +290,10 @@ def per_corruption_table(rows, robust_rows) -> str:
   return "\n".join(lines)
 
 
-def robustness_verdicts(rows, models=("resnet20",)) -> list[str]:
+def robustness_verdicts(rows, models=study.DATASETS["cifar10"]["models"]) -> list[str]:
   """Verdict lines for the paper's CIFAR-10-C claims (control: SAM − SGD on the
   same measure in the same cell; ``models`` name the declared controls)."""
-  lines = []
+  lines, no_cell = [], _unjudged(rows, models)
   for value, claim in (("corruption_accuracy", "ZO-SAM is more accurate than SGD under "
                         "CIFAR-10-C corruptions (+3.10 pp, SNIP 90%)"),
                        ("corruption_change", "ZO-SAM loses less than SGD from clean to "
@@ -306,7 +306,7 @@ def robustness_verdicts(rows, models=("resnet20",)) -> list[str]:
       if d is not None and control is not None and control["low"] > 0 and d["n"] >= len(
           study.SEEDS):
         found.append((f"{_label(setting)} {sp:.0%} {stats.fmt_diff(d)}", stats.verdict(d)))
-    lines.append(f"| {claim} | {_claim(found, 'better', 'worse', _unjudged(rows, models))} |")
+    lines.append(f"| {claim} | {_claim(found, 'better', 'worse', no_cell)} |")
   return lines
 
 
