@@ -9,12 +9,12 @@ from zosam_jax import sparse
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
 from zosam_jax._src.estimators import ascent_forward_passes
 from zosam_jax._src.estimators import zo_gradient
+from zosam_jax._src.perturbation import adaptive_perturbation
 from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
 from zosam_jax._src.sharding import fsdp_sharding
 from zosam_jax._src.train_state import train_state_step
-from zosam_jax._src.zo_sam import adaptive_perturbation
 from zosam_jax._src.zo_sam import pop_aux
 from zosam_jax._src.zo_sam import sam
 from zosam_jax._src.zo_sam import zo_sam

@@ -6,6 +6,7 @@ the replicated key and XLA averages the loss over the global batch. These
 helpers build the usual shardings and say whether ``ravel=True`` is safe.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -159,3 +160,35 @@ def data_sharding(mesh: jax.sharding.Mesh, axis: str = "data"
     Sparse Training <https://arxiv.org/abs/2603.13115>`_, CVPR 2026
   """
   return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def mean_value_and_grad(
+    fn: Callable[[Any], Any], params: base.Params, axis_name: Any,
+    has_aux: bool = False,
+) -> tuple[Any, base.Params]:
+  """``jax.value_and_grad`` of ``fn`` averaged over the mapped ``axis_name``."""
+  if axis_name is None:
+    return jax.value_and_grad(fn, has_aux=has_aux)(params)
+  # Under shard_map's replication checking (check_vma=True) the gradient with
+  # respect to replicated params comes out already summed over the axis;
+  # differentiating at a per-device ("varying") copy gives the local gradient
+  # in every mode (also pmap and check_vma=False), and its pmean is the
+  # gradient of the global mean loss.
+  names = axis_names(axis_name)
+
+  def as_varying(x):
+    missing = tuple(sorted(names - varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  value, grads = jax.value_and_grad(fn, has_aux=has_aux)(
+      jax.tree.map(as_varying, params))
+  loss, aux = value if has_aux else (value, None)
+  loss, grads = jax.lax.pmean((loss, grads), axis_name)
+  return ((loss, aux) if has_aux else loss), grads
+
+
+def axis_names(axis_name: Any) -> frozenset:
+  """The mapped axis names of ``axis_name`` (a name, a tuple of names or None)."""
+  if axis_name is None:
+    return frozenset()
+  return frozenset(axis_name if isinstance(axis_name, tuple) else (axis_name,))

@@ -8,7 +8,6 @@ the ascent direction :math:`d`: a zeroth-order estimate from forward passes
 """
 
 from collections.abc import Callable
-import math
 import numbers
 from typing import Any, NamedTuple, Optional
 
@@ -17,10 +16,12 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import base
+from zosam_jax._src import checks
 from zosam_jax._src import directions
 from zosam_jax._src import estimators
 from zosam_jax._src import flat
 from zosam_jax._src import masking
+from zosam_jax._src import perturbation
 from zosam_jax._src import prior as prior_lib
 from zosam_jax._src import sharding
 
@@ -31,14 +32,6 @@ _AscentFn = Callable[
     [Callable[[Any], jax.Array], base.Params, Any, jax.Array, Any, Any],
     tuple[base.Params, jax.Array]]
 
-_MISSING_VALUE_FN = (
-    "{name}'s `update` needs the minibatch loss as the keyword argument"
-    " `value_fn`, a function params -> scalar loss (or -> (loss, aux) with"
-    " `has_aux=True`). Call it as\n"
-    "    updates, state = tx.update(params, state, params, value_fn=loss_fn)\n"
-    "(the first argument is a placeholder: the gradient is taken inside, at the"
-    " perturbed point), or with flax.nnx:\n"
-    "    optimizer.update(model, grads, value_fn=loss_fn)")
 
 
 class ZOSAMState(NamedTuple):
@@ -75,175 +68,6 @@ class ZOSAMState(NamedTuple):
   prior: Any = None
 
 
-def _is_number(x: Any) -> bool:
-  return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_nonnegative(value: Any, name: str, strict: bool) -> None:
-  """Validates a float hyperparameter when it is a concrete Python number."""
-  if isinstance(value, bool) or isinstance(value, str):
-    raise TypeError(f"`{name}` must be a float, got {value!r}")
-  if _is_number(value) and not (value > 0 if strict else value >= 0):
-    raise ValueError(f"`{name}` must be {'>' if strict else '>='} 0, got"
-                     f" {value!r}")
-  if _is_number(value) and not math.isfinite(value):
-    raise ValueError(f"`{name}` must be finite, got {value!r}")
-
-
-def _check_value_fn(name: str, fn_name: str, fn: Callable[..., Any],
-                    params: base.Params, has_aux: bool) -> jax.ShapeDtypeStruct:
-  """Checks the shape of ``fn(params)`` at trace time; returns the loss's."""
-  right = (f"\n    tx = zosam_jax.{name}(..., has_aux={has_aux})\n"
-           f"    tx.update(params, state, params, {fn_name}=loss_fn)\n"
-           "with loss_fn: params -> " + ("(mean loss, aux)" if has_aux else
-                                         "the mean minibatch loss, a float scalar"))
-  out = jax.eval_shape(fn, params)
-  is_pair = isinstance(out, (tuple, list)) and len(out) == 2
-  if has_aux and not is_pair:
-    raise ValueError(f"{name}: `{fn_name}` must return a pair (loss, aux) with "
-                     f"`has_aux=True`, got {_describe(out)}; drop `has_aux=True` "
-                     f"or return (loss, aux). The right call:{right}")
-  loss = out[0] if has_aux else out
-  if not has_aux and isinstance(out, (tuple, list)):
-    raise ValueError(f"{name}: `{fn_name}` returns a {type(out).__name__} "
-                     f"({_describe(out)}); if it is (loss, aux), pass "
-                     f"`has_aux=True`. The right call:{right}")
-  if not (hasattr(loss, "shape") and loss.shape == ()
-          and jnp.issubdtype(loss.dtype, jnp.floating)):
-    raise ValueError(f"{name}: the loss returned by `{fn_name}` must be a float "
-                     f"scalar (e.g. the minibatch mean), got {_describe(loss)}. "
-                     f"The right call:{right}")
-  return loss
-
-
-def _describe(out: Any) -> str:
-  if hasattr(out, "shape") and hasattr(out, "dtype"):
-    return f"an array of shape {tuple(out.shape)} and dtype {out.dtype}"
-  return f"a {type(out).__name__} of {len(out)}" if isinstance(
-      out, (tuple, list)) else f"a {type(out).__name__}"
-
-
-def _check_positive_int(value: Any, name: str, allow_none: bool) -> None:
-  if value is None and allow_none:
-    return
-  if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-    raise TypeError(
-        f"`{name}` must be a positive int{' or None' if allow_none else ''},"
-        f" got {value!r} (with `optax.inject_hyperparams`, list {name!r} in"
-        " `static_args`)")
-  if value < 1:
-    raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
-
-
-def _check_base_tx(base_tx: Any) -> None:
-  if not (hasattr(base_tx, "init") and hasattr(base_tx, "update")):
-    raise TypeError("`base_tx` must be an optax.GradientTransformation, got"
-                    f" {type(base_tx).__name__}")
-
-
-def _mean_value_and_grad(
-    fn: Callable[[Any], Any], params: base.Params, axis_name: Any,
-    has_aux: bool = False,
-) -> tuple[Any, base.Params]:
-  """``jax.value_and_grad`` of ``fn`` averaged over the mapped ``axis_name``."""
-  if axis_name is None:
-    return jax.value_and_grad(fn, has_aux=has_aux)(params)
-  # Under shard_map's replication checking (check_vma=True) the gradient with
-  # respect to replicated params comes out already summed over the axis;
-  # differentiating at a per-device ("varying") copy gives the local gradient
-  # in every mode (also pmap and check_vma=False), and its pmean is the
-  # gradient of the global mean loss.
-  names = _axis_names(axis_name)
-
-  def as_varying(x):
-    missing = tuple(sorted(names - sharding.varying_axes(x)))
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
-
-  value, grads = jax.value_and_grad(fn, has_aux=has_aux)(
-      jax.tree.map(as_varying, params))
-  loss, aux = value if has_aux else (value, None)
-  loss, grads = jax.lax.pmean((loss, grads), axis_name)
-  return ((loss, aux) if has_aux else loss), grads
-
-
-def _axis_names(axis_name: Any) -> frozenset:
-  if axis_name is None:
-    return frozenset()
-  return frozenset(axis_name if isinstance(axis_name, tuple) else (axis_name,))
-
-
-def _check_reduced(name: str, axis_name: Any, **losses: Any) -> None:
-  """Raises if a loss differs between devices over axes ``axis_name`` misses."""
-  for what, loss in losses.items():
-    axes = sharding.varying_axes(loss) - _axis_names(axis_name)
-    if axes:
-      raise ValueError(
-          f"{name}: the {what} differs between devices along the mapped"
-          f" axes {tuple(sorted(axes))} (each device sees its own part of the"
-          " batch), so devices would take different steps. Pass"
-          f" `axis_name={tuple(sorted(axes)) if len(axes) > 1 else min(axes)!r}`"
-          f" to {name} to average loss values and gradients with"
-          " `jax.lax.pmean`"
-          + ("" if axis_name is None else
-             f" (it is {axis_name!r}, which does not cover all of them)"))
-
-
-def adaptive_perturbation(
-    params: base.Params, direction: base.Params, rho: Any, eta: Any,
-) -> tuple[base.Params, jax.Array]:
-  r"""The perturbation of adaptive SAM (ASAM): :math:`\rho T^2 d / \|T d\|`.
-
-  Args:
-    params: the params :math:`\theta`, leaf shapes ``s_j``.
-    direction: the (masked) ascent direction :math:`d`, float32, shapes
-      ``s_j``; zero on pruned weights, so :math:`T` acts on active ones only.
-    rho: the radius :math:`\rho` (in the scaled coordinates).
-    eta: the offset :math:`\eta` in :math:`T = |\theta| + \eta`.
-
-  Returns:
-    ``(epsilon, norm)``: float32 arrays of shapes ``s_j`` (zero when
-    :math:`d = 0`) and :math:`\|\epsilon\|_2`.
-
-  Examples:
-    >>> import jax.numpy as jnp, zosam_jax
-    >>> eps, norm = zosam_jax.adaptive_perturbation(
-    ...     jnp.array([3.0, 0.0]), jnp.array([1.0, 1.0]), rho=1.0, eta=0.0)
-    >>> eps.tolist(), float(norm)
-    ([3.0, 0.0], 3.0)
-
-  References:
-    Kwon et al., `ASAM: Adaptive Sharpness-Aware Minimization for
-    Scale-Invariant Learning of Deep Neural Networks
-    <https://arxiv.org/abs/2102.11600>`_, ICML 2021
-  """
-  scale = jax.tree.map(lambda p: jnp.abs(p.astype(jnp.float32)) + eta, params)
-  scaled = jax.tree.map(jnp.multiply, scale, direction)
-  norm = optax.tree.norm(scaled)
-  factor = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
-  epsilon = jax.tree.map(lambda t, x: factor * t * x, scale, scaled)
-  return epsilon, optax.tree.norm(epsilon)
-
-
-def _perturbation(params, direction, rho, adaptive, eta):
-  """ε = ρ d/‖d‖ (0, not NaN, when d = 0), or ASAM's; with its norm."""
-  if adaptive:
-    return adaptive_perturbation(params, direction, rho, eta)
-  norm = optax.tree.norm(direction)
-  scale = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
-  return jax.tree.map(lambda d: scale * d, direction), scale * norm
-
-
-def _check_adaptive(adaptive: Any, adaptive_eta: Any) -> None:
-  if not isinstance(adaptive, bool):
-    raise TypeError(f"`adaptive` must be a bool, got {adaptive!r}")
-  _check_nonnegative(adaptive_eta, "adaptive_eta", strict=False)
-
-
 def _sharpness_aware(
     name: str,
     base_tx: optax.GradientTransformation,
@@ -261,13 +85,13 @@ def _sharpness_aware(
   """The step shared by ZO-SAM and SAM, given how to get the ascent direction."""
   if not isinstance(has_aux, bool):
     raise TypeError(f"`has_aux` must be a bool, got {has_aux!r}")
-  _check_adaptive(adaptive, adaptive_eta)
+  checks.check_adaptive(adaptive, adaptive_eta)
   if aux_like is not None and not has_aux:
     raise ValueError("`aux_like` needs `has_aux=True`")
   initial_aux = None if aux_like is None else jax.tree.map(
       lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
-  _check_base_tx(base_tx)
-  _check_nonnegative(rho, "rho", strict=False)
+  checks.check_base_tx(base_tx)
+  checks.check_nonnegative(rho, "rho", strict=False)
   masking.check_mask_fn(mask_fn)
   key = base.canonicalize_key(key)
   base_tx = optax.with_extra_args_support(base_tx)
@@ -303,11 +127,11 @@ def _sharpness_aware(
     # The incoming updates are not used: the gradient is taken at θ + ε below.
     del updates
     if value_fn is None or params is None:
-      raise ValueError(_MISSING_VALUE_FN.format(name=name))
+      raise ValueError(checks.MISSING_VALUE_FN.format(name=name))
     # One trace of each loss's shape: checked, then reused below.
-    ascent_shape = _check_value_fn(name, "value_fn", value_fn, params, has_aux)
+    ascent_shape = checks.check_value_fn(name, "value_fn", value_fn, params, has_aux)
     if zo_value_fn is not None:
-      ascent_shape = _check_value_fn(name, "zo_value_fn", zo_value_fn, params,
+      ascent_shape = checks.check_value_fn(name, "zo_value_fn", zo_value_fn, params,
                                      has_aux)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     next_key, step_key = jax.random.split(state.key)
@@ -318,21 +142,21 @@ def _sharpness_aware(
     if sharding.manual_axes():
       # Inside shard_map, fail with a clear message before the estimator meets
       # per-device losses (only the shape of this forward pass is traced).
-      _check_reduced(name, axis_name, loss=ascent_shape)
+      checks.check_reduced(name, axis_name, loss=ascent_shape)
     # The momentum trace is read where it is (no copy in the state).
     guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
              else state.prior)
     direction, loss = ascent_fn(ascent_loss, params, mask, step_key, guess,
                                 ascent_shape.dtype)
     ascent_norm = optax.tree.norm(direction)
-    epsilon, perturbation_norm = _perturbation(params, direction, rho,
+    epsilon, perturbation_norm = perturbation.perturbation(params, direction, rho,
                                                adaptive, adaptive_eta)
     perturbed_params = estimators.perturb(params, epsilon, 1.0)
 
-    value, grads = _mean_value_and_grad(value_fn, perturbed_params, axis_name,
+    value, grads = sharding.mean_value_and_grad(value_fn, perturbed_params, axis_name,
                                         has_aux)
     perturbed_loss, aux = value if has_aux else (value, None)
-    _check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
+    checks.check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
     # A sparse-training base transformation masks gradients and updates itself
     # and reads the dense gradient (RigL's grow criterion).
     if not masks_in_base_state:
@@ -546,16 +370,16 @@ def zo_sam(
     not zero stay frozen at their values and still take part in the forward
     pass; zero them first with ``zosam_jax.sparse.apply_masks(params, masks)``.
   """
-  _check_choice(prior, "prior", prior_lib.PRIORS)
+  checks.check_choice(prior, "prior", prior_lib.PRIORS)
   if not (prior is not None and isinstance(num_dirs, numbers.Integral)
           and not isinstance(num_dirs, bool) and num_dirs == 0):
-    _check_positive_int(num_dirs, "num_dirs", allow_none=False)
-  _check_nonnegative(smoothing, "smoothing", strict=True)
+    checks.check_positive_int(num_dirs, "num_dirs", allow_none=False)
+  checks.check_nonnegative(smoothing, "smoothing", strict=True)
   if estimator is not None:
-    _check_choice(estimator, "estimator", base.ESTIMATORS)
+    checks.check_choice(estimator, "estimator", base.ESTIMATORS)
   if distribution is not None:
-    _check_choice(distribution, "distribution", base.DISTRIBUTIONS)
-  _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    checks.check_choice(distribution, "distribution", base.DISTRIBUTIONS)
+  checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
   if ravel is not None and not isinstance(ravel, bool):
     raise TypeError(f"`ravel` must be a bool or None, got {ravel!r}")
 
@@ -646,7 +470,7 @@ def sam(
 
   def ascent_fn(loss_fn, params, mask, step_key, last_grad, loss_dtype):
     del step_key, last_grad, loss_dtype
-    loss, grads = _mean_value_and_grad(loss_fn, params, axis_name)
+    loss, grads = sharding.mean_value_and_grad(loss_fn, params, axis_name)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32),
                          masking.apply_mask(grads, mask))
     return grads, loss
@@ -688,3 +512,4 @@ def pop_aux(state: base.OptState) -> tuple[Any, base.OptState]:
   if inner is None:
     raise ValueError("`state` holds no ZOSAMState (from zo_sam or sam)")
   return inner.aux, optax.tree.set(state, ZOSAMState=inner._replace(aux=None))
+
