@@ -39,16 +39,12 @@ def pyplot():
 
 
 def passes_per_step(optimizer: str, num_dirs: int = 1, estimator: str = "central",
-                    zo_prior: str = "none") -> tuple[int, int]:
-  """``(backward, forward)`` passes of one training step (forward-pass
-  equivalents: :func:`zosam_jax.ascent_forward_passes` for ZO-SAM's ascent)."""
-  from zosam_jax import ascent_forward_passes
+                    zo_prior: str = "none", refresh_every: int | None = None,
+                    ) -> tuple[float, float]:
+  """``(backward, forward)`` passes of one training step: :func:`zosam_jax.step_passes`."""
+  from zosam_jax import step_passes
 
-  if optimizer == "sgd":
-    return 1, 1
-  if optimizer == "sam":
-    return 2, 2
-  return 1, 1 + ascent_forward_passes(num_dirs, estimator, zo_prior)
+  return step_passes(optimizer, num_dirs, estimator, zo_prior, refresh_every)
 
 
 def run_name(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> str:

@@ -14,6 +14,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
   python experiments/study.py controls --variants zosam-prior   # some of them
+  python experiments/study.py ascents    # LookSAM, MSAM, the prior's radius and refresh, at 90 %
   python experiments/study.py grid --dataset cifar10   # ResNet-20: control, RigL 90%, SNIP 90%, 98%
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
@@ -149,9 +150,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "zosam-rho0.2": dict(optimizer="zosam", rho=0.2),
     "zosam-prior": dict(optimizer="zosam", rho=0.05, zo_prior="gradient", num_dirs=0),
 }
+#: The ascent variants (issue 25), declared before any of their runs: one value
+#: of each hyperparameter, the authors' where they give one (LookSAM's k = 5,
+#: alpha = 0.7, used for the hybrid's k too, so the two cost the same 1.2
+#: backward passes), MSAM's radius at SAM's 0.05 and at 0.3 (its authors' radii
+#: are several times SAM's), the compensated radius capped at 4 x rho.
+VARIANTS.update({
+    "zosam-prior-cap4": dict(VARIANTS["zosam-prior"], radius_cap=4.0),
+    "zosam-prior-refresh5": dict(VARIANTS["zosam-prior"], refresh_every=5),
+    "looksam-k5": dict(optimizer="looksam", rho=0.05, refresh_every=5, looksam_alpha=0.7),
+    "msam-rho0.3": dict(optimizer="msam", rho=0.3),
+    "msam-rho0.05": dict(optimizer="msam", rho=0.05),
+})
 GRID_VARIANTS = ("sgd", "sam", "zosam")
 CONTROL_VARIANTS = ("zosam-random-eps", "zosam-m16", "zosam-rho0.1", "zosam-rho0.2",
                     "zosam-prior")
+#: In the order they run (``study.py ascents``), seed by seed.
+ASCENT_VARIANTS = ("looksam-k5", "zosam-prior-refresh5", "zosam-prior-cap4", "msam-rho0.3",
+                   "msam-rho0.05")
 #: Convergence: steps to reach this test accuracy (first evaluation at or above).
 TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84, "resnet20": 0.6, "resnet32": 0.9}
 
@@ -218,7 +234,8 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
   records = report.read_metrics(workdir / "metrics.jsonl")
   bwd, fwd = common.passes_per_step(cfg_dict["optimizer"], cfg_dict.get("num_dirs", 1),
                                     cfg_dict.get("estimator", "central"),
-                                    cfg_dict.get("zo_prior", "none"))
+                                    cfg_dict.get("zo_prior", "none"),
+                                    cfg_dict.get("refresh_every"))
   return dict(
       cell=cell_id(setting, sparsity, variant, seed), setting=setting,
       model=cfg_dict["model"], train_subset=cfg_dict["train_subset"],
@@ -230,7 +247,8 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
       curve=curve_of(records), sharpness=sharpness_of(records),
       steps=summary["steps"], seconds_per_step=summary["seconds_per_step"],
       train_seconds=summary["train_seconds"], wall_seconds=round(wall, 2),
-      backward_passes=bwd * summary["steps"], forward_passes=fwd * summary["steps"],
+      backward_passes=round(bwd * summary["steps"]),
+      forward_passes=round(fwd * summary["steps"]),
       workdir=rel, **gradient_variance(workdir))
 
 
@@ -370,16 +388,18 @@ def parse_shard(text: str) -> tuple[int, int]:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", choices=("control", "grid", "controls", "robustness", "one", "gpu"))
+  p.add_argument("what", choices=("control", "grid", "controls", "ascents", "robustness",
+                                  "one", "gpu"))
   p.add_argument("--dataset", choices=tuple(DATASETS), default="fashion_mnist")
   p.add_argument("--models", nargs="+", default=None,
                  help="default: the dataset's models")
   p.add_argument("--setting", choices=tuple(SETTINGS))
   p.add_argument("--variant", choices=tuple(VARIANTS))
-  p.add_argument("--variants", nargs="+", choices=CONTROL_VARIANTS, default=CONTROL_VARIANTS,
+  p.add_argument("--variants", nargs="+", choices=CONTROL_VARIANTS + ASCENT_VARIANTS,
                  metavar="VARIANT",
-                 help="controls: the control variants to run, of "
-                      f"{', '.join(CONTROL_VARIANTS)} (default: all, in this order)")
+                 help="controls/ascents: the variants to run, of "
+                      f"{', '.join(CONTROL_VARIANTS + ASCENT_VARIANTS)} (default: the "
+                      "command's own, in this order)")
   p.add_argument("--sparsity", type=float, default=0.9)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
@@ -419,7 +439,9 @@ def main() -> None:
       run_cells([(st, sp, v, s) for st, sp in cells for s in SEEDS
                  for v in GRID_VARIANTS], ds, then, args.shard)
     else:
-      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in args.variants], ds, then,
+      variants = args.variants or (CONTROL_VARIANTS if args.what == "controls"
+                                   else ASCENT_VARIANTS)
+      run_cells([(setting, 0.9, v, s) for s in SEEDS for v in variants], ds, then,
                 args.shard)
 
 

@@ -7,9 +7,12 @@ References:
 
 from zosam_jax import sparse
 from zosam_jax._src.base import MASKS_FROM_BASE_STATE
+from zosam_jax._src.cost import step_passes
 from zosam_jax._src.estimators import ascent_forward_passes
 from zosam_jax._src.estimators import zo_gradient
 from zosam_jax._src.perturbation import adaptive_perturbation
+from zosam_jax._src.looksam import looksam
+from zosam_jax._src.msam import msam
 from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
@@ -29,10 +32,13 @@ __all__ = (
     "can_ravel",
     "data_sharding",
     "fsdp_sharding",
+    "looksam",
+    "msam",
     "pop_aux",
     "prior_guided_gradient",
     "sam",
     "sparse",
+    "step_passes",
     "train_state_step",
     "zo_gradient",
     "zo_sam",

@@ -26,6 +26,7 @@ gradient) :math:`v` is a random unit direction.
 
 from collections.abc import Callable
 import math
+import numbers
 from typing import Any, Optional
 
 import jax
@@ -153,3 +154,65 @@ def prior_guided_gradient(
   weight = num_dirs / jnp.maximum(_num_active(params, active), 1.0)
   g_hat = jax.tree.map(lambda g, r, x: g + weight * (r - along * x), g_hat, g_rand, v)
   return g_hat, (loss + num_dirs * loss_rand) / (1 + num_dirs)
+
+
+def check_prior_options(prior: Optional[str], radius_cap: Any,
+                        refresh_every: Any) -> None:
+  """``radius_cap`` and ``refresh_every`` are options of ``prior="gradient"``."""
+  for name, value in (("radius_cap", radius_cap), ("refresh_every", refresh_every)):
+    if value is not None and prior != "gradient":
+      raise ValueError(f"`{name}` is an option of prior='gradient', got prior={prior!r}; "
+                       f"add prior='gradient' (e.g. with num_dirs=0) or drop `{name}`")
+  if refresh_every is not None and (isinstance(refresh_every, bool) or not isinstance(
+      refresh_every, numbers.Integral) or refresh_every < 1):
+    raise ValueError(f"`refresh_every` must be a positive int (the exact ascent every "
+                     f"k steps) or None, got {refresh_every!r} (with "
+                     "`optax.inject_hyperparams`, list 'refresh_every' in `static_args`)")
+  if isinstance(radius_cap, (bool, str)) or (
+      isinstance(radius_cap, numbers.Real) and not 1 <= radius_cap < math.inf):
+    raise ValueError(f"`radius_cap` must be a finite number >= 1 (the largest radius "
+                     f"as a multiple of rho) or None, got {radius_cap!r}")
+
+
+def radius_scale(direction: base.Params, prior: base.Params,
+                 active: Optional[base.Params], cap: Any) -> jax.Array:
+  r"""The radius factor compensating a prior's cosine with the gradient.
+
+  The probe along :math:`v = M p / \|M p\|` measures :math:`c \approx v^\top
+  \nabla L`, the component of the gradient along the prior; with the prior's
+  own norm standing for the unknown :math:`\|\nabla L\|` (the last gradient,
+  on another minibatch), :math:`\hat c = |c| / \|M p\| = |\hat g^\top M p| /
+  \|M p\|^2`. A perturbation of radius :math:`\rho / \hat c` along
+  :math:`v` then climbs about as far along :math:`\nabla L` as SAM's.
+
+  Args:
+    direction: the ascent estimate :math:`\hat g` (float32, leaf shapes ``s_j``).
+    prior: the prior :math:`p` the probe was taken along (shapes ``s_j``).
+    active: ``None`` or float32 0/1 arrays of shapes ``s_j``.
+    cap: :math:`c_{\max} \ge 1`, the largest factor.
+
+  Returns:
+    float32 scalar :math:`\min(\max(1/\hat c, 1), c_{\max})`; 1 when the
+    masked prior is zero (the first step's random fallback).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from zosam_jax._src.prior import radius_scale
+    >>> float(radius_scale(jnp.array([0.5, 0.0]), jnp.array([1.0, 1.0]), None, 4.0))
+    4.0
+    >>> float(radius_scale(jnp.array([1.0, 1.0]), jnp.array([2.0, 0.0]), None, 4.0))
+    2.0
+
+  References:
+    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
+    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021 (the radius
+    along the gradient that SAM's first-order solution takes)
+  """
+  masked = jax.tree.map(lambda p: p.astype(jnp.float32), prior)
+  if active is not None:
+    masked = jax.tree.map(jnp.multiply, masked, active)
+  norm2 = sum(jnp.sum(m * m) for m in jax.tree.leaves(masked))
+  along = jnp.abs(sum(jnp.sum(d * m) for d, m in zip(jax.tree.leaves(direction),
+                                                       jax.tree.leaves(masked))))
+  inverse = jnp.where(along > 0, norm2 / jnp.where(along > 0, along, 1.0), jnp.inf)
+  return jnp.where(norm2 > 0, jnp.clip(inverse, 1.0, cap), 1.0).astype(jnp.float32)

@@ -35,7 +35,7 @@ _AscentFn = Callable[
 
 
 class ZOSAMState(NamedTuple):
-  """State of :func:`zo_sam` and :func:`sam`.
+  """State of :func:`zo_sam`, :func:`sam`, :func:`msam` and :func:`looksam`.
 
   Attributes:
     key: the typed PRNG key of the next step's directions.
@@ -54,8 +54,11 @@ class ZOSAMState(NamedTuple):
       perturbed point in the last step (``None`` in the initial state, or
       zeros shaped like ``aux_like``).
     prior: with ``prior="gradient"``, the gradient at the perturbed point of
-      the last step (zeros initially), in the params' dtypes and sharding;
-      ``None`` otherwise.
+      the last step (zeros initially; the exact ascent gradient after a
+      ``refresh_every`` step), in the params' dtypes and sharding; for
+      :func:`looksam`, the reused component :math:`g_v`; ``None`` otherwise.
+    count: int32, the number of steps taken, with ``refresh_every`` and for
+      :func:`looksam` (which step is exact); ``None`` otherwise.
   """
 
   key: jax.Array
@@ -66,9 +69,87 @@ class ZOSAMState(NamedTuple):
   perturbation_norm: jax.Array
   aux: Any = None
   prior: Any = None
+  count: Any = None
 
 
-def _sharpness_aware(
+def exact_ascent(loss_fn: Callable[[Any], jax.Array], params: base.Params, mask: Any,
+                 axis_name: Any) -> tuple[base.Params, jax.Array]:
+  """SAM's ascent: the masked gradient at θ (a backward pass), float32, and the loss."""
+  loss, grads = sharding.mean_value_and_grad(loss_fn, params, axis_name)
+  grads = jax.tree.map(lambda g: g.astype(jnp.float32), masking.apply_mask(grads, mask))
+  return grads, jnp.asarray(loss, jnp.float32)
+
+
+def checked_ascent_loss(name: str, value_fn: Any, zo_value_fn: Any, params: Any,
+                        has_aux: bool, axis_name: Any) -> tuple[Callable[[Any], Any], Any]:
+  """The loss of the ascent (``zo_value_fn`` if given), checked; and its dtype."""
+  if value_fn is None or params is None:
+    raise ValueError(checks.MISSING_VALUE_FN.format(name=name))
+  # One trace of each loss's shape: checked, then reused below.
+  shape = checks.check_value_fn(name, "value_fn", value_fn, params, has_aux)
+  if zo_value_fn is not None:
+    shape = checks.check_value_fn(name, "zo_value_fn", zo_value_fn, params, has_aux)
+  if sharding.manual_axes():
+    # Inside shard_map, fail with a clear message before the estimator meets
+    # per-device losses (only the shape of this forward pass is traced).
+    checks.check_reduced(name, axis_name, loss=shape)
+  fn = value_fn if zo_value_fn is None else zo_value_fn
+  return ((lambda p: fn(p)[0]) if has_aux else fn), shape.dtype
+
+
+def base_step(base_tx: optax.GradientTransformationExtraArgs, grads: base.Updates,
+              base_state: base.OptState, params: base.Params, mask: Any,
+              masks_in_base_state: bool, extra_args: dict[str, Any],
+              ) -> tuple[base.Updates, base.OptState, base.Updates]:
+  """``base_tx`` on ``grads``: the masked updates in the params' dtypes, its new
+  state, and the gradient it saw (masked unless the masks live in its state)."""
+  # A sparse-training base transformation masks gradients and updates itself
+  # and reads the dense gradient (RigL's grow criterion).
+  if not masks_in_base_state:
+    grads = masking.apply_mask(grads, mask)
+  updates, base_state = base_tx.update(grads, base_state, params, **extra_args)
+  if not masks_in_base_state:
+    updates = masking.apply_mask(updates, mask)
+  updates = jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)), updates, params)
+  return updates, base_state, grads
+
+
+def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
+                  mask_fn: Any, aux_like: Any, prior: Optional[str], counted: bool,
+                  ) -> ZOSAMState:
+  """The first state: zero losses and norms, the prior (zeros) and count if kept."""
+  if mask_fn is not None and not isinstance(mask_fn, str):
+    mask_shape = jax.eval_shape(mask_fn, params) if callable(mask_fn) else mask_fn
+    masking.check_mask_matches(mask_shape, params)
+  # One array per field: a donated state must not hold a buffer twice.
+  zero = lambda: jnp.zeros((), jnp.float32)
+  base_tx_state = base_tx.init(params)
+  if prior == "momentum" and optax.tree.get(base_tx_state, "trace") is None:
+    raise ValueError(
+        f"{name}: the ascent along the momentum reads the momentum trace of `base_tx`, "
+        "which has none; use optax.sgd(..., momentum=0.9) (or optax.trace) inside"
+        + (", or prior='gradient'" if name == "zo_sam" else ""))
+  aux = None if aux_like is None else jax.tree.map(
+      lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
+  return ZOSAMState(
+      key=key, base_tx_state=base_tx_state, loss=zero(), perturbed_loss=zero(),
+      ascent_norm=zero(), perturbation_norm=zero(), aux=aux,
+      prior=jax.tree.map(jnp.zeros_like, params) if prior in ("gradient", "reuse") else None,
+      count=jnp.zeros((), jnp.int32) if counted else None)
+
+
+def check_common(has_aux: Any, aux_like: Any, base_tx: Any, rho: Any, mask_fn: Any) -> None:
+  """The checks every sharpness-aware transformation makes at construction."""
+  if not isinstance(has_aux, bool):
+    raise TypeError(f"`has_aux` must be a bool, got {has_aux!r}")
+  if aux_like is not None and not has_aux:
+    raise ValueError("`aux_like` needs `has_aux=True`")
+  checks.check_base_tx(base_tx)
+  checks.check_nonnegative(rho, "rho", strict=False)
+  masking.check_mask_fn(mask_fn)
+
+
+def sharpness_aware(
     name: str,
     base_tx: optax.GradientTransformation,
     rho: Any,
@@ -81,39 +162,45 @@ def _sharpness_aware(
     prior: Optional[str] = None,
     adaptive: bool = False,
     adaptive_eta: Any = 0.01,
+    radius_cap: Any = None,
+    refresh_every: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """The step shared by ZO-SAM and SAM, given how to get the ascent direction."""
-  if not isinstance(has_aux, bool):
-    raise TypeError(f"`has_aux` must be a bool, got {has_aux!r}")
+  """The step shared by ZO-SAM, SAM and MSAM, given how to get the ascent direction.
+
+  With ``refresh_every=k`` every k-th step (the first included) takes SAM's
+  exact ascent instead of ``ascent_fn`` and stores it as the next prior; with
+  ``radius_cap`` the radius of the other steps is scaled by
+  :func:`zosam_jax._src.prior.radius_scale`.
+  """
+  check_common(has_aux, aux_like, base_tx, rho, mask_fn)
   checks.check_adaptive(adaptive, adaptive_eta)
-  if aux_like is not None and not has_aux:
-    raise ValueError("`aux_like` needs `has_aux=True`")
-  initial_aux = None if aux_like is None else jax.tree.map(
-      lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
-  checks.check_base_tx(base_tx)
-  checks.check_nonnegative(rho, "rho", strict=False)
-  masking.check_mask_fn(mask_fn)
   key = base.canonicalize_key(key)
   base_tx = optax.with_extra_args_support(base_tx)
   masks_in_base_state = isinstance(mask_fn, str)
 
   def init_fn(params: base.Params) -> ZOSAMState:
-    if mask_fn is not None and not masks_in_base_state:
-      mask_shape = (jax.eval_shape(mask_fn, params) if callable(mask_fn)
-                    else mask_fn)
-      masking.check_mask_matches(mask_shape, params)
-    # One array per field: a donated state must not hold a buffer twice.
-    zero = lambda: jnp.zeros((), jnp.float32)
-    base_tx_state = base_tx.init(params)
-    if prior == "momentum" and optax.tree.get(base_tx_state, "trace") is None:
-      raise ValueError(
-          f"{name}: prior='momentum' reads the momentum trace of `base_tx`, which "
-          "has none; use optax.sgd(..., momentum=0.9) (or optax.trace) inside, or "
-          "prior='gradient'")
-    last = jax.tree.map(jnp.zeros_like, params) if prior == "gradient" else None
-    return ZOSAMState(key=key, base_tx_state=base_tx_state, loss=zero(),
-                      perturbed_loss=zero(), ascent_norm=zero(),
-                      perturbation_norm=zero(), aux=initial_aux, prior=last)
+    return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
+                         counted=refresh_every is not None)
+
+  def ascent(loss_fn, params, mask, state, step_key, loss_dtype):
+    """(direction, loss at θ, radius, whether this step is an exact refresh)."""
+    # The momentum trace is read where it is (no copy in the state).
+    guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
+             else state.prior)
+    estimate = lambda: ascent_fn(loss_fn, params, mask, step_key, guess, loss_dtype)
+    if refresh_every is None:
+      (direction, loss), refresh = estimate(), jnp.zeros((), bool)
+    else:
+      refresh = state.count % refresh_every == 0
+      direction, loss = jax.lax.cond(
+          refresh, lambda: exact_ascent(loss_fn, params, mask, axis_name),
+          lambda: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), estimate()))
+    radius = rho
+    if radius_cap is not None:
+      active = masking.mask_as_floats(mask, params)
+      scale = prior_lib.radius_scale(direction, guess, active, radius_cap)
+      radius = rho * jnp.where(refresh, 1.0, scale)
+    return direction, loss, radius, refresh
 
   def update_fn(
       updates: base.Updates,
@@ -126,58 +213,34 @@ def _sharpness_aware(
   ) -> tuple[base.Updates, ZOSAMState]:
     # The incoming updates are not used: the gradient is taken at θ + ε below.
     del updates
-    if value_fn is None or params is None:
-      raise ValueError(checks.MISSING_VALUE_FN.format(name=name))
-    # One trace of each loss's shape: checked, then reused below.
-    ascent_shape = checks.check_value_fn(name, "value_fn", value_fn, params, has_aux)
-    if zo_value_fn is not None:
-      ascent_shape = checks.check_value_fn(name, "zo_value_fn", zo_value_fn, params,
-                                     has_aux)
+    ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
+                                                  has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     next_key, step_key = jax.random.split(state.key)
-
-    ascent_value_fn = value_fn if zo_value_fn is None else zo_value_fn
-    ascent_loss = ((lambda p: ascent_value_fn(p)[0]) if has_aux
-                   else ascent_value_fn)
-    if sharding.manual_axes():
-      # Inside shard_map, fail with a clear message before the estimator meets
-      # per-device losses (only the shape of this forward pass is traced).
-      checks.check_reduced(name, axis_name, loss=ascent_shape)
-    # The momentum trace is read where it is (no copy in the state).
-    guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
-             else state.prior)
-    direction, loss = ascent_fn(ascent_loss, params, mask, step_key, guess,
-                                ascent_shape.dtype)
-    ascent_norm = optax.tree.norm(direction)
-    epsilon, perturbation_norm = perturbation.perturbation(params, direction, rho,
-                                               adaptive, adaptive_eta)
-    perturbed_params = estimators.perturb(params, epsilon, 1.0)
-
-    value, grads = sharding.mean_value_and_grad(value_fn, perturbed_params, axis_name,
-                                        has_aux)
+    direction, loss, radius, refresh = ascent(ascent_loss, params, mask, state,
+                                              step_key, loss_dtype)
+    epsilon, perturbation_norm = perturbation.perturbation(
+        params, direction, radius, adaptive, adaptive_eta)
+    value, grads = sharding.mean_value_and_grad(
+        value_fn, estimators.perturb(params, epsilon, 1.0), axis_name, has_aux)
     perturbed_loss, aux = value if has_aux else (value, None)
     checks.check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
-    # A sparse-training base transformation masks gradients and updates itself
-    # and reads the dense gradient (RigL's grow criterion).
-    if not masks_in_base_state:
-      grads = masking.apply_mask(grads, mask)
-    # The next step's prior (re-masked with that step's mask when used).
-    last = grads if prior == "gradient" else None
-    new_updates, base_tx_state = base_tx.update(
-        grads, state.base_tx_state, params, **extra_args)
-    if not masks_in_base_state:
-      new_updates = masking.apply_mask(new_updates, mask)
-    new_updates = jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)),
-                               new_updates, params)
+    new_updates, base_tx_state, grads = base_step(
+        base_tx, grads, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
+    # The next step's prior (re-masked with that step's mask when used): the
+    # gradient at θ + ε, or the exact ascent of a refresh step.
+    last = None if prior != "gradient" else jax.tree.map(
+        lambda d, g: jnp.where(refresh, d.astype(g.dtype), g), direction, grads)
     return new_updates, ZOSAMState(
         key=next_key,
         base_tx_state=base_tx_state,
         loss=jnp.asarray(loss, jnp.float32),
         perturbed_loss=jnp.asarray(perturbed_loss, jnp.float32),
-        ascent_norm=ascent_norm.astype(jnp.float32),
+        ascent_norm=optax.tree.norm(direction).astype(jnp.float32),
         perturbation_norm=perturbation_norm.astype(jnp.float32),
         aux=aux,
-        prior=last)
+        prior=last,
+        count=None if state.count is None else state.count + 1)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -193,6 +256,8 @@ def zo_sam(
     estimator: Optional[base.Estimator] = None,
     distribution: Optional[base.Distribution] = None,
     prior: Optional[str] = None,
+    radius_cap: Any = None,
+    refresh_every: Optional[int] = None,
     adaptive: bool = False,
     adaptive_eta: Any = 0.01,
     chunk_size: Optional[int] = None,
@@ -265,6 +330,21 @@ def zo_sam(
       no more precision; memory of one parameter copy), averaged over
       ``axis_name``. Measured on a digits MLP, cos(ε, ∇L) rises from
       about 0.01 to about 0.3 (README, "Choosing the ascent direction").
+    radius_cap: with ``prior="gradient"``, compensate the prior's cosine: the
+      radius becomes :math:`\rho \min(\max(1/\hat c, 1), c_{\max})` with
+      ``radius_cap`` :math:`= c_{\max} \ge 1` and :math:`\hat c` the
+      cosine of the prior with the gradient, estimated from the probe's two
+      losses (:func:`zosam_jax._src.prior.radius_scale`), so that
+      :math:`\epsilon`'s component along :math:`\nabla L` is about SAM's
+      :math:`\rho`. ``None`` (default): the radius is ``rho``. Can be
+      scheduled with ``optax.inject_hyperparams``.
+    refresh_every: with ``prior="gradient"``, every ``k``-th step (the first
+      included) takes SAM's exact ascent (a second backward pass at
+      :math:`\theta`) and stores that gradient as the next step's prior:
+      :math:`1 + 1/k` backward passes per step on average. ``None``
+      (default): never. Static (list it in ``static_args`` of
+      ``optax.inject_hyperparams``); under ``jax.vmap`` over states the two
+      branches are both computed (``jax.lax.cond`` becomes a select).
     adaptive: adaptive SAM (ASAM): :math:`\epsilon = \rho T^2 \hat g /
       \|T \hat g\|` with :math:`T = |\theta| + \eta` on active weights
       (:func:`adaptive_perturbation`); ASAM's usual radius is about ten times
@@ -380,6 +460,7 @@ def zo_sam(
   if distribution is not None:
     checks.check_choice(distribution, "distribution", base.DISTRIBUTIONS)
   checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
+  prior_lib.check_prior_options(prior, radius_cap, refresh_every)
   if ravel is not None and not isinstance(ravel, bool):
     raise TypeError(f"`ravel` must be a bool or None, got {ravel!r}")
 
@@ -408,10 +489,11 @@ def zo_sam(
                            active_vector, step_key, prior_vector, est)
     return unravel(g_hat, jnp.float32), loss
 
-  return _sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
+  return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
                           has_aux, aux_like, axis_name,
                           prior=prior, adaptive=adaptive,
-                          adaptive_eta=adaptive_eta)
+                          adaptive_eta=adaptive_eta, radius_cap=radius_cap,
+                          refresh_every=refresh_every)
 
 
 def sam(
@@ -470,12 +552,9 @@ def sam(
 
   def ascent_fn(loss_fn, params, mask, step_key, last_grad, loss_dtype):
     del step_key, last_grad, loss_dtype
-    loss, grads = sharding.mean_value_and_grad(loss_fn, params, axis_name)
-    grads = jax.tree.map(lambda g: g.astype(jnp.float32),
-                         masking.apply_mask(grads, mask))
-    return grads, loss
+    return exact_ascent(loss_fn, params, mask, axis_name)
 
-  return _sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
+  return sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
                           aux_like, axis_name, adaptive=adaptive,
                           adaptive_eta=adaptive_eta)
 

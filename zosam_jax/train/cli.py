@@ -41,7 +41,9 @@ _HELP = {
     "download": "download CIFAR (md5-checked) when it is not found",
     "model": "the network: mlp, cnn (two conv layers), CIFAR ResNets (resnet32 "
              "is the paper's), VGG, ViT",
-    "optimizer": "sgd, sam (exact, two backward passes) or zosam (one)",
+    "optimizer": "sgd, sam (exact, two backward passes), zosam (one), msam (one: "
+                 "epsilon along the negative momentum) or looksam (SAM every "
+                 "--refresh-every steps, its reused component in between)",
     "rho": "SAM/ZO-SAM perturbation radius",
     "num_dirs": "ZO-SAM: number of random directions m",
     "estimator": "ZO-SAM: central (2m forward passes), forward (m+1), jvp, or "
@@ -51,6 +53,12 @@ _HELP = {
     "zo_prior": "ZO-SAM: none (the paper's random directions) or gradient (spend "
                 "the forward passes along the previous step's gradient) or momentum "
                 "(along SGD's momentum buffer)",
+    "radius_cap": "ZO-SAM with --zo-prior gradient: scale rho by 1/cos(prior, "
+                  "gradient), estimated from the probe, at most by this factor",
+    "refresh_every": "ZO-SAM with --zo-prior gradient: SAM's exact ascent every K "
+                     "steps (its gradient the next prior); looksam: the exact "
+                     "SAM step every K steps (default 5)",
+    "looksam_alpha": "LookSAM: weight alpha of the reused component",
     "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "
                          "zeroth-order forward passes",
@@ -124,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
-                  "train_subset", "image_size", "crop_pad"):
+                  "train_subset", "image_size", "crop_pad", "refresh_every"):
       kwargs["type"] = int
+    elif name == "radius_cap":
+      kwargs["type"] = float
     elif name == "epochs":
       kwargs["type"] = float
     elif name in ("data_dir", "workdir"):

@@ -19,18 +19,13 @@ from zosam_jax.train import data as data_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
 
-_ZO_FIELDS = ("num_dirs", "estimator", "zo_distribution", "smoothing",
-              "zo_prior", "zo_batch_fraction", "chunk_size")
-
 
 def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainConfig:
   """``cfg`` for one optimizer of a comparison (inapplicable flags reset)."""
   defaults = config_lib.TrainConfig()
   changes: dict[str, Any] = {"optimizer": optimizer, "compare": ()}
-  if optimizer != "zosam":
-    changes.update({k: getattr(defaults, k) for k in _ZO_FIELDS})
-  if optimizer == "sgd":
-    changes.update(rho=defaults.rho, adaptive=defaults.adaptive)
+  changes.update({k: getattr(defaults, k) for k, applies in config_lib.APPLIES_TO.items()
+                  if optimizer not in applies})
   return config_lib.validate(dataclasses.replace(cfg, **changes))
 
 

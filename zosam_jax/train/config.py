@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam", "msam", "looksam")
+#: The optimizers that take ``--rho`` (all but SGD).
+SAM_LIKE: tuple[str, ...] = OPTIMIZERS[1:]
 ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp", "random")
 ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
 SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
@@ -68,6 +70,9 @@ class TrainConfig:
   zo_distribution: str = "gaussian"
   smoothing: float = 1e-3
   zo_prior: str = "none"
+  radius_cap: float | None = None
+  refresh_every: int | None = None
+  looksam_alpha: float = 0.7
   adaptive: bool = False
   zo_batch_fraction: float = 1.0
   chunk_size: int | None = None
@@ -228,6 +233,9 @@ def _check_choices(cfg: TrainConfig) -> None:
   if cfg.zo_prior == "momentum" and cfg.momentum == 0:
     raise ConfigError("--zo-prior momentum reads SGD's momentum buffer; it needs "
                       "--momentum > 0")
+  if cfg.optimizer == "msam" and cfg.momentum == 0:
+    raise ConfigError("--optimizer msam perturbs along SGD's momentum buffer; it needs "
+                      "--momentum > 0")
   if cfg.sparse_init != "random" and cfg.sparse_method != "static":
     raise ConfigError(
         f"--sparse-init {cfg.sparse_init} needs --sparse-method static (SET, RigL "
@@ -263,12 +271,17 @@ def _check_ranges(cfg: TrainConfig) -> None:
       raise ConfigError(f"{flag(name)} must be a positive integer, got {value!r}")
   for name in ("rho", "lr", "smoothing"):
     _positive(cfg, name)
+  _positive(cfg, "looksam_alpha", allow_zero=True)
+  if cfg.radius_cap is not None and (isinstance(cfg.radius_cap, bool) or not isinstance(
+      cfg.radius_cap, (int, float)) or not 1 <= cfg.radius_cap < math.inf):
+    raise ConfigError(f"--radius-cap must be a number >= 1 (a multiple of --rho), got "
+                      f"{cfg.radius_cap!r}")
   for name in ("momentum", "weight_decay"):
     _positive(cfg, name, allow_zero=True)
   if cfg.momentum >= 1:
     raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
   for name in ("steps", "warmup_steps", "checkpoint_every", "stop_after",
-               "chunk_size", "seed"):
+               "chunk_size", "seed", "refresh_every"):
     value = getattr(cfg, name)
     allow_zero = name in ("warmup_steps", "checkpoint_every", "seed")
     if value is None and name not in ("checkpoint_every", "seed"):
@@ -293,6 +306,26 @@ def _check_ranges(cfg: TrainConfig) -> None:
         f"--drop-fraction must be in (0, 1), got {cfg.drop_fraction!r}")
 
 
+#: The optimizers each optimizer-specific flag applies to.
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    **{name: ("zosam",) for name in ("num_dirs", "estimator", "zo_distribution",
+                                     "smoothing", "zo_prior", "zo_batch_fraction",
+                                     "chunk_size", "radius_cap")},
+    "refresh_every": ("zosam", "looksam"), "looksam_alpha": ("looksam",),
+    "rho": SAM_LIKE, "adaptive": ("sam", "zosam"),
+}
+
+
+def _check_applies(cfg: TrainConfig) -> None:
+  """A flag given to an optimizer it does not apply to is most likely a typo'd
+  ``--optimizer`` (``--compare`` runs reset them per optimizer instead)."""
+  defaults = TrainConfig()
+  for name, optimizers in APPLIES_TO.items():
+    if cfg.optimizer not in optimizers and getattr(cfg, name) != getattr(defaults, name):
+      raise ConfigError(f"{flag(name)} only applies to --optimizer "
+                        f"{' or '.join(optimizers)}, got --optimizer {cfg.optimizer}")
+
+
 def _check_combinations(cfg: TrainConfig) -> None:
   """Flags that only make sense together, or never together."""
   if cfg.sparse_method == "dense" and cfg.sparsity > 0:
@@ -307,18 +340,13 @@ def _check_combinations(cfg: TrainConfig) -> None:
                       "dense")
   # A ZO-only flag given to another optimizer is most likely a typo'd
   # --optimizer; --compare runs reset these per optimizer instead.
-  if cfg.optimizer != "zosam" and not cfg.compare:
-    zo_defaults = TrainConfig()
-    for name in ("num_dirs", "estimator", "zo_distribution", "smoothing",
-                 "zo_prior", "zo_batch_fraction", "chunk_size"):
-      if getattr(cfg, name) != getattr(zo_defaults, name):
-        raise ConfigError(
-            f"{flag(name)} only applies to --optimizer zosam, "
-            f"got --optimizer {cfg.optimizer}")
-  if cfg.optimizer == "sgd" and not cfg.compare:
-    for name in ("rho", "adaptive"):
-      if getattr(cfg, name) != getattr(TrainConfig, name):
-        raise ConfigError(f"{flag(name)} only applies to --optimizer sam or zosam")
+  if not cfg.compare:
+    _check_applies(cfg)
+  if cfg.optimizer == "zosam" and cfg.zo_prior != "gradient":
+    for name in ("radius_cap", "refresh_every"):
+      if getattr(cfg, name) is not None:
+        raise ConfigError(f"{flag(name)} is an option of --zo-prior gradient, got "
+                          f"--zo-prior {cfg.zo_prior}")
   for name in cfg.compare:
     if name not in OPTIMIZERS:
       raise ConfigError(

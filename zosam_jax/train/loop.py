@@ -311,7 +311,7 @@ def _train_record(run: _Run, step: int, elapsed: float) -> dict[str, Any] | None
             "learning_rate": float(run.schedule(step - 1)),
             "steps_per_second": round(int(m.count) / max(elapsed, 1e-9), 3),
             "train_seconds": round(run.train_seconds, 4)}
-  if run.cfg.optimizer != "sgd":
+  if run.cfg.optimizer not in ("sgd", "msam"):  # MSAM evaluates no loss at θ.
     record["sharpness"] = float(m.sharpness) / int(m.count)
   run.state = run.state._replace(metrics=steps_lib.MetricSums.zeros())
   return record

@@ -128,8 +128,14 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
         key=jax.random.fold_in(jax.random.key(cfg.seed), 2), smoothing=cfg.smoothing, estimator=cfg.estimator,
         distribution=cfg.zo_distribution,
         prior=None if cfg.zo_prior == "none" else cfg.zo_prior,
+        radius_cap=cfg.radius_cap, refresh_every=cfg.refresh_every,
         adaptive=cfg.adaptive, chunk_size=cfg.chunk_size,
         # Pinned (the library's default depends on the backend): the same
         # directions from the same seed as every committed run of the program.
         ravel=True, has_aux=True)
+  elif cfg.optimizer == "msam":
+    tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True)
+  elif cfg.optimizer == "looksam":
+    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=cfg.refresh_every or 5,
+                           alpha=cfg.looksam_alpha, has_aux=True)
   return tx, schedule

@@ -166,7 +166,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                                      value_fn=loss_fn, **extra)
       (logits, batch_stats), opt_state = zosam_jax.pop_aux(opt_state)
       loss = opt_state.perturbed_loss
-      sharpness = opt_state.perturbed_loss - opt_state.loss
+      # 0 where the loss at θ is not evaluated (MSAM's NaN).
+      sharpness = jnp.nan_to_num(opt_state.perturbed_loss - opt_state.loss, nan=0.0)
     params = optax.apply_updates(state.params, updates)
     step_number = state.step + 1
     m = state.metrics
