@@ -67,3 +67,31 @@ def shared_buffers(tree) -> list[list[str]]:
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     groups.setdefault(leaf.unsafe_buffer_pointer(), []).append(jax.tree_util.keystr(path))
   return [paths for paths in groups.values() if len(paths) > 1]
+
+
+def pass_counter():
+  """``(tap, counts)``: ``loss(tap(p))`` counts, as they run, the forward and
+  backward passes through it (``jax.debug.callback``: under ``jax.lax.cond``
+  only the branch taken counts)."""
+  counts = {"forward": 0, "backward": 0}
+
+  def bump(kind):
+    def add():
+      counts[kind] += 1
+    return add
+
+  @jax.custom_vjp
+  def tap(p):
+    jax.debug.callback(bump("forward"))
+    return p
+
+  def tap_fwd(p):
+    jax.debug.callback(bump("forward"))
+    return p, None
+
+  def tap_bwd(_, g):
+    jax.debug.callback(bump("backward"))
+    return (g,)
+
+  tap.defvjp(tap_fwd, tap_bwd)
+  return tap, counts

@@ -155,9 +155,19 @@ class _NnxNet(nnx.Module):
     return self.dense2(nnx.relu(self.norm(self.dense1(x))))
 
 
-@pytest.mark.parametrize("ascent", [{}, {"prior": "gradient", "num_dirs": 0}],
-                         ids=["random", "prior"])
-def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back(ascent):
+_MAKERS = {
+    "random": lambda base, **kw: zosam_jax.zo_sam(base, rho=0.05, num_dirs=1, **kw),
+    "prior": lambda base, **kw: zosam_jax.zo_sam(base, rho=0.05, prior="gradient",
+                                                 num_dirs=0, **kw),
+    "prior-cap-refresh": lambda base, **kw: zosam_jax.zo_sam(
+        base, rho=0.05, prior="gradient", num_dirs=0, radius_cap=4.0, refresh_every=3, **kw),
+    "msam": lambda base, **kw: zosam_jax.msam(base, rho=0.05, **kw),
+    "looksam": lambda base, **kw: zosam_jax.looksam(base, rho=0.05, every=3, **kw),
+}
+
+
+@pytest.mark.parametrize("make", list(_MAKERS.values()), ids=list(_MAKERS))
+def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back(make):
   model = _NnxNet(nnx.Rngs(0))
   x, y = _data()
 
@@ -173,8 +183,7 @@ def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back(ascent):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   aux_like = jax.eval_shape(make_loss_fn(graphdef, nnx.as_pure(rest), x, y),
                             nnx.as_pure(params))[1]
-  tx = zosam_jax.zo_sam(optax.sgd(0.1, momentum=0.9), rho=0.05,
-                        **({"num_dirs": 1} | ascent), has_aux=True, aux_like=aux_like)
+  tx = make(optax.sgd(0.1, momentum=0.9), has_aux=True, aux_like=aux_like)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
   @nnx.jit
@@ -184,7 +193,7 @@ def test_nnx_optimizer_forwards_value_fn_and_batch_stats_come_back(ascent):
     optimizer.update(model, params, value_fn=loss_fn)
     logits, batch_stats = nnx.as_pure(optimizer.opt_state.aux)
     nnx.update(model, batch_stats)
-    return optimizer.opt_state.loss[...], jnp.mean(jnp.argmax(logits, -1) == y)
+    return optimizer.opt_state.perturbed_loss[...], jnp.mean(jnp.argmax(logits, -1) == y)
 
   mean_before = model.norm.mean[...].copy()
   losses = [train_step(model, optimizer, x, y)[0] for _ in range(20)]
