@@ -206,15 +206,15 @@ def test_momentum_prior_reads_the_base_trace_and_needs_one():
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_momentum_prior_points_uphill_less_than_the_gradient(sparsity):
   measure = BENCH["measure"]
-  momentum = measure(dict(prior="momentum", num_dirs=0), sparsity)
+  momentum = measure(BENCH["ASCENTS"]["prior=momentum, m=0"], sparsity)
   assert momentum["cos"] >= 0.15 and momentum["sharpness_ratio"] >= 0.15
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_prior_points_uphill_on_the_digits_mlp(sparsity):
   measure = BENCH["measure"]
-  with_prior = measure(dict(prior="gradient", num_dirs=0), sparsity)
-  paper = measure(dict(num_dirs=1), sparsity)
+  with_prior = measure(BENCH["ASCENTS"]["prior=gradient, m=0"], sparsity)
+  paper = measure(BENCH["ASCENTS"]["random m=1 (paper)"], sparsity)
   assert with_prior["cos"] >= 0.25 and with_prior["sharpness_ratio"] >= 0.30
   assert paper["cos"] <= 0.03
 
