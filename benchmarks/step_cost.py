@@ -22,6 +22,7 @@ References:
 import argparse
 import dataclasses
 import fnmatch
+import functools
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ class ModelSpec:
 class Method:
   """One optimizer configuration of the grid."""
   name: str
-  kind: str  # "sgd", "sam", "optax_sam", "zosam"
+  kind: str  # "sgd", "sam", "optax_sam", "zosam", "msam", "looksam"
   num_dirs: int = 0
   estimator: str = "central"
   chunk_size: Optional[int] = None
@@ -63,13 +64,18 @@ class Method:
   distribution: Optional[str] = None
   ravel: Optional[bool] = None
   prior: Optional[str] = None
+  radius_cap: Optional[float] = None
+  # The period of an exact step (zo_sam's refresh_every, LookSAM's every).
+  refresh_every: Optional[int] = None
 
   @property
-  def forward_passes(self) -> int:
-    """Forward passes of the ascent step (the paper's count)."""
-    if self.kind != "zosam":
+  def forward_passes(self) -> float:
+    """Forward passes per step beyond SGD's one (the ascent's, the paper's
+    count, for ZO-SAM; the exact steps' share for a periodic method)."""
+    if self.kind in ("sgd", "sam", "optax_sam"):
       return 0
-    return zosam_jax.ascent_forward_passes(self.num_dirs, self.estimator, self.prior)
+    return zosam_jax.step_passes(self.kind, self.num_dirs, self.estimator, self.prior,
+                                 self.refresh_every)[1] - 1
 
 
 def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
@@ -117,6 +123,13 @@ def methods(preset: str) -> list[Method]:
                          "central", distribution=dist, ravel=ravel))
   rows.append(Method("zosam prior m=0", "zosam", 0, "central", prior="gradient"))
   rows.append(Method("zosam prior m=1", "zosam", 1, "central", prior="gradient"))
+  # The ascent variants of the study (experiments/study.py, ASCENT_VARIANTS).
+  rows.append(Method("zosam prior m=0 radius_cap=4", "zosam", 0, "central",
+                     prior="gradient", radius_cap=4.0))
+  rows.append(Method("zosam prior m=0 refresh_every=5", "zosam", 0, "central",
+                     prior="gradient", refresh_every=5))
+  rows.append(Method("msam", "msam"))
+  rows.append(Method("looksam k=5", "looksam", refresh_every=5))
   return rows
 
 
@@ -165,15 +178,21 @@ def make_step(spec: ModelSpec, method: Method, base: Callable[[], Any],
 
   if method.kind == "sam":
     tx = zosam_jax.sam(sparse_base(), rho=0.05, mask_fn=mask_fn, has_aux=True)
+  elif method.kind == "msam":
+    tx = zosam_jax.msam(sparse_base(), rho=0.05, mask_fn=mask_fn, has_aux=True)
+  elif method.kind == "looksam":
+    tx = zosam_jax.looksam(sparse_base(), rho=0.05, mask_fn=mask_fn,
+                           every=method.refresh_every, has_aux=True)
   else:
     tx = zosam_jax.zo_sam(sparse_base(), rho=0.05, num_dirs=method.num_dirs,
                           mask_fn=mask_fn, estimator=method.estimator,
                           distribution=method.distribution,
                           chunk_size=method.chunk_size, ravel=method.ravel,
-                          prior=method.prior, has_aux=True)
+                          prior=method.prior, radius_cap=method.radius_cap,
+                          refresh_every=method.refresh_every, has_aux=True)
 
-  def step(params, stats, state, x, y):
-    kwargs = {}
+  def step(params, stats, state, x, y, exact=None):
+    kwargs = {} if exact is None else {"exact": exact}
     if method.zo_batch_fraction < 1.0:
       k = max(1, int(round(method.zo_batch_fraction * x.shape[0])))
       kwargs["zo_value_fn"] = _loss_fn(spec.module, stats, x[:k], y[:k])
@@ -222,7 +241,9 @@ def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
   change of machine load affects all methods alike; the time of a method is
   the median over its ``rounds * steps`` steps. One training-mode forward pass
   (the loss) is timed in the same rounds: a ZO step's floor is the SGD step
-  plus its forward passes.
+  plus its forward passes. A periodic method (an exact step every k) is timed
+  by whole cycles of k steps, divided by k, with the branch of each step
+  chosen at trace time (``update(..., exact=...)``, as ``zosam-train`` does).
   """
   x, y, params, stats, masks = _cell_inputs(spec, sparsity)
   forward = jax.jit(lambda p, s: _loss_fn(spec.module, s, x, y)(p)[0]).lower(
@@ -233,13 +254,21 @@ def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
   for method in grid:
     step, tx = make_step(spec, method, base, masks)
     state = tx.init(params)
-    compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(
-        params, stats, state, x, y).compile()
+    # A periodic method: its exact and its other step, each compiled (the
+    # way zosam-train runs it), one cycle per timed sample.
+    cycle = ([None] if method.refresh_every is None
+             else [True] + [False] * (method.refresh_every - 1))
+    by_branch = {exact: jax.jit(step if exact is None else functools.partial(step, exact=exact),
+                                donate_argnums=(0, 1, 2)).lower(
+                                    params, stats, state, x, y).compile()
+                 for exact in set(cycle)}
+    compiled = [by_branch[exact] for exact in cycle]
     # Donated buffers are deleted: every method runs on its own copies (the
     # masks, for one, are shared by all the states of a cell).
     carry = jax.tree.map(jnp.copy, (params, stats, state))
     for _ in range(warmup):
-      carry = compiled(*carry, x, y)
+      for fn in compiled:
+        carry = fn(*carry, x, y)
     jax.block_until_ready(carry)
     runs.append({"method": method, "compiled": compiled, "carry": carry,
                  "times": []})
@@ -248,9 +277,10 @@ def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
     for run in runs:
       for _ in range(steps):
         start = time.perf_counter()
-        run["carry"] = run["compiled"](*run["carry"], x, y)
+        for fn in run["compiled"]:
+          run["carry"] = fn(*run["carry"], x, y)
         jax.block_until_ready(run["carry"])
-        run["times"].append(time.perf_counter() - start)
+        run["times"].append((time.perf_counter() - start) / len(run["compiled"]))
     for _ in range(steps):
       start = time.perf_counter()
       jax.block_until_ready(forward(params, stats))
@@ -265,11 +295,13 @@ def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
         "chunk_size": method.chunk_size,
         "zo_batch_fraction": method.zo_batch_fraction,
         "distribution": method.distribution, "ravel": method.ravel,
+        "refresh_every": method.refresh_every,
         "forward_passes": method.forward_passes, "sparsity": sparsity,
         "ms_per_step": 1e3 * statistics.median(run["times"]),
         "forward_ms": 1e3 * statistics.median(forward_times),
-        "flops": run["compiled"].cost_analysis().get("flops"),
-        "compiled_bytes": _memory(run["compiled"]),
+        # A cycle's mean FLOPs; the memory of its largest step.
+        "flops": statistics.mean(fn.cost_analysis().get("flops") for fn in run["compiled"]),
+        "compiled_bytes": max((_memory(fn) or 0 for fn in run["compiled"]), default=None),
         "peak_device_bytes": _peak_device_memory()})
   return rows
 
@@ -291,8 +323,10 @@ def target_checks(row: dict[str, Any], sgd: dict[str, Any],
   """PASS/FAIL of the issue's targets that apply to a row."""
   out = []
   ratio = row["ms_per_step"] / sgd["ms_per_step"]
-  # XLA's cost analysis counts a loop body once: only unrolled rows compare.
-  unrolled = row["chunk_size"] is None and row["num_dirs"] <= 4
+  # XLA's cost analysis counts a loop body once: only unrolled rows compare;
+  # the floor counts forward passes, not a periodic row's extra backward ones.
+  unrolled = (row["chunk_size"] is None and row["num_dirs"] <= 4
+              and row.get("refresh_every") is None)
   if row["kind"] == "zosam" and row["estimator"] == "central" and unrolled:
     expected = (sgd["flops"]
                 + row["forward_passes"] * fwd * row["zo_batch_fraction"])

@@ -287,3 +287,30 @@ def test_msam_costs_what_sgd_costs_in_flops():
   tx = zosam_jax.msam(base)
   msam = flops(lambda p, s: tx.update(p, s, p, value_fn=loss), params, tx.init(params))
   assert abs(msam - sgd) <= 0.1 * sgd
+
+
+@pytest.mark.parametrize("name", ["refresh", "looksam"])
+def test_exact_chosen_at_trace_time_matches_the_counted_step(name):
+  params, loss = helpers.mlp_problem()
+  tx = MAKERS[name](SGD())
+  counted = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
+  chosen = jax.jit(lambda p, s, exact: tx.update(p, s, p, value_fn=loss, exact=exact),
+                   static_argnames="exact")
+  state_a = state_b = tx.init(params)
+  p_a = p_b = params
+  for i in range(4):  # every=2: exact, reused, exact, reused.
+    u_a, state_a = counted(p_a, state_a)
+    u_b, state_b = chosen(p_b, state_b, exact=i % 2 == 0)
+    p_a, p_b = optax.apply_updates(p_a, u_a), optax.apply_updates(p_b, u_b)
+    chex.assert_trees_all_close(p_a, p_b, atol=1e-6)
+  assert int(state_b.count) == 4
+
+
+def test_exact_needs_a_period_and_a_python_bool():
+  params, loss = helpers.mlp_problem()
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0)
+  with pytest.raises(ValueError, match="`exact`.*refresh_every"):
+    tx.update(params, tx.init(params), params, value_fn=loss, exact=True)
+  tx = MAKERS["looksam"](optax.sgd(0.1))
+  with pytest.raises(TypeError, match="`exact` must be a Python bool"):
+    tx.update(params, tx.init(params), params, value_fn=loss, exact=jnp.asarray(True))

@@ -94,6 +94,27 @@ def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
   assert _records_without_timings(full) == _records_without_timings(tmp_path)
 
 
+@pytest.mark.parametrize("flags", [
+    ["--optimizer", "looksam", "--refresh-every", "3"],
+    ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0",
+     "--refresh-every", "3", "--radius-cap", "2"],
+    ["--optimizer", "msam", "--rho", "0.1"],
+], ids=["looksam", "zosam-refresh-cap", "msam"])
+def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
+  # 25 is not a multiple of the period: the exact steps follow the step count.
+  assert _run(tmp_path / "full", *flags) == 0
+  assert _run(tmp_path / "resumed", *flags, "--stop-after", "25") == 0
+  assert _run(tmp_path / "resumed", *flags, "--resume") == 0
+  summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+  assert summary["final_test_accuracy"] > 0.5
+  chex.assert_trees_all_equal(load_train_state(tmp_path / "full")[0],
+                              load_train_state(tmp_path / "resumed")[0])
+  records = _records_without_timings(tmp_path / "full")
+  assert records == _records_without_timings(tmp_path / "resumed")
+  # MSAM evaluates no loss at θ: no sharpness is recorded for it.
+  assert ("sharpness" in records[0]) == ("msam" not in flags)
+
+
 def test_resume_with_different_flags_names_them(compared, tmp_path, capsys):
   shutil.copytree(compared / "sgd", tmp_path / "run")
   assert _run(tmp_path / "run", "--optimizer", "sgd", "--lr", "0.5",

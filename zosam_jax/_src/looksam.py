@@ -63,7 +63,9 @@ def looksam(
     mask_fn: which weights are active, as in :func:`zosam_jax.zo_sam`;
       :math:`g` and :math:`g_v` are masked with the current mask.
     every: :math:`k`, the exact step's period (the first step is exact; the
-      authors' default 5). Static.
+      authors' default 5). Static. ``update(..., exact=True/False)`` (a
+      Python bool) picks the step at trace time instead of the count, as in
+      :func:`zosam_jax.zo_sam`'s ``refresh_every`` (for XLA:CPU).
     alpha: :math:`\alpha`, the weight of the reused component (the authors'
       0.7). Can be scheduled with ``optax.inject_hyperparams``.
     has_aux: whether ``value_fn`` returns ``(loss, aux)``; the aux comes from
@@ -106,7 +108,7 @@ def looksam(
     return zo_sam_lib.initial_state("looksam", base_tx, params, key, mask_fn,
                                     aux_like, "reuse", counted=True)
 
-  def exact(value_fn, params, g, mask):
+  def exact_step(value_fn, params, g, mask):
     """SAM's gradient at θ + ρ g/‖g‖ and its new component g_v."""
     epsilon, norm = perturbation.perturbation(params, g, rho, False, 0.0)
     value, g_s = sharding.mean_value_and_grad(
@@ -123,14 +125,14 @@ def looksam(
     g_s = jax.tree.map(lambda d, v: (d + scale * v).astype(d.dtype), grads, g_v)
     return value, g_s, g_v, jnp.zeros((), jnp.float32)
 
-  def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+  def update_fn(updates, state, params=None, *, value_fn=None, exact=None, **extra_args):
     del updates
     zo_sam_lib.checked_ascent_loss("looksam", value_fn, None, params, has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     value, grads = sharding.mean_value_and_grad(value_fn, params, axis_name, has_aux)
     g = f32(masking.apply_mask(grads, mask))
-    value_s, g_s, g_v, norm = jax.lax.cond(
-        state.count % every == 0, lambda: exact(value_fn, params, g, mask),
+    (value_s, g_s, g_v, norm), _ = zo_sam_lib.periodic(
+        exact, state.count, every, lambda: exact_step(value_fn, params, g, mask),
         lambda: reuse(value, grads, g, state.prior, mask))
     loss = value[0] if has_aux else value
     perturbed_loss, aux = value_s if has_aux else (value_s, None)

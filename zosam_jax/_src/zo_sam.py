@@ -138,6 +138,23 @@ def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
       count=jnp.zeros((), jnp.int32) if counted else None)
 
 
+def periodic(exact: Optional[bool], count: jax.Array, every: int,
+             exact_fn: Callable[[], Any], other_fn: Callable[[], Any]) -> tuple[Any, jax.Array]:
+  """``exact_fn()`` on every ``every``-th step, else ``other_fn()``; and which ran.
+
+  With ``exact=None`` the step is chosen from ``count`` by ``jax.lax.cond``;
+  a Python bool chooses it at trace time instead (one compiled step per
+  branch, for XLA:CPU, which runs a convolution's gradient inside a
+  conditional several times slower: ``benchmarks/README.md``).
+  """
+  if exact is None:
+    refresh = count % every == 0
+    return jax.lax.cond(refresh, exact_fn, other_fn), refresh
+  if not isinstance(exact, bool):
+    raise TypeError(f"`exact` must be a Python bool or None (it is static), got {exact!r}")
+  return (exact_fn() if exact else other_fn()), jnp.asarray(exact)
+
+
 def check_common(has_aux: Any, aux_like: Any, base_tx: Any, rho: Any, mask_fn: Any) -> None:
   """The checks every sharpness-aware transformation makes at construction."""
   if not isinstance(has_aux, bool):
@@ -182,7 +199,7 @@ def sharpness_aware(
     return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
                          counted=refresh_every is not None)
 
-  def ascent(loss_fn, params, mask, state, step_key, loss_dtype):
+  def ascent(loss_fn, params, mask, state, step_key, loss_dtype, exact):
     """(direction, loss at θ, radius, whether this step is an exact refresh)."""
     # The momentum trace is read where it is (no copy in the state).
     guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
@@ -191,9 +208,9 @@ def sharpness_aware(
     if refresh_every is None:
       (direction, loss), refresh = estimate(), jnp.zeros((), bool)
     else:
-      refresh = state.count % refresh_every == 0
-      direction, loss = jax.lax.cond(
-          refresh, lambda: exact_ascent(loss_fn, params, mask, axis_name),
+      (direction, loss), refresh = periodic(
+          exact, state.count, refresh_every,
+          lambda: exact_ascent(loss_fn, params, mask, axis_name),
           lambda: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), estimate()))
     radius = rho
     if radius_cap is not None:
@@ -209,16 +226,20 @@ def sharpness_aware(
       *,
       value_fn: Optional[base.ValueFn] = None,
       zo_value_fn: Optional[base.ValueFn] = None,
+      exact: Optional[bool] = None,
       **extra_args: Any,
   ) -> tuple[base.Updates, ZOSAMState]:
     # The incoming updates are not used: the gradient is taken at θ + ε below.
     del updates
+    if exact is not None and refresh_every is None:
+      raise ValueError(f"{name}: `exact` chooses the exact step of `refresh_every`, "
+                       "which is not set")
     ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
                                                   has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     next_key, step_key = jax.random.split(state.key)
     direction, loss, radius, refresh = ascent(ascent_loss, params, mask, state,
-                                              step_key, loss_dtype)
+                                              step_key, loss_dtype, exact)
     epsilon, perturbation_norm = perturbation.perturbation(
         params, direction, radius, adaptive, adaptive_eta)
     value, grads = sharding.mean_value_and_grad(
@@ -344,7 +365,11 @@ def zo_sam(
       :math:`1 + 1/k` backward passes per step on average. ``None``
       (default): never. Static (list it in ``static_args`` of
       ``optax.inject_hyperparams``); under ``jax.vmap`` over states the two
-      branches are both computed (``jax.lax.cond`` becomes a select).
+      branches are both computed (``jax.lax.cond`` becomes a select). An
+      ``update(..., exact=True/False)`` (a Python bool) picks the branch at
+      trace time instead of the count: XLA:CPU runs a convolution's gradient
+      inside ``jax.lax.cond`` several times slower, so a CPU training loop
+      compiles the two steps (``zosam-train`` does).
     adaptive: adaptive SAM (ASAM): :math:`\epsilon = \rho T^2 \hat g /
       \|T \hat g\|` with :math:`T = |\theta| + \eta` on active weights
       (:func:`adaptive_perturbation`); ASAM's usual radius is about ten times

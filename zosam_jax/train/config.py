@@ -31,6 +31,17 @@ MODELS: tuple[str, ...] = (
     "vgg11", "vgg16", "vgg19", "vit",
 )
 
+#: LookSAM's period without ``--refresh-every`` (the authors' k).
+LOOKSAM_EVERY = 5
+
+
+def exact_period(cfg: "TrainConfig") -> int | None:
+  """The period of the run's exact steps (ZO-SAM's refresh, LookSAM), or None."""
+  if cfg.optimizer == "looksam":
+    return cfg.refresh_every or LOOKSAM_EVERY
+  return cfg.refresh_every if cfg.optimizer == "zosam" else None
+
+
 #: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
 DEFAULT_STEPS = 400
 

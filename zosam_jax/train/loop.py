@@ -270,7 +270,8 @@ def _set_up(cfg: config_lib.TrainConfig, workdir: Path,
           augment=ds.augment, augment_key=jax.random.fold_in(root_key, 1),
           crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
           zo_batch_fraction=cfg.zo_batch_fraction, batch_sharding=batch_sharding),
-      donate_argnums=() if jax.default_backend() == "cpu" else (0,))
+      donate_argnums=() if jax.default_backend() == "cpu" else (0,),
+      static_argnames="exact")
   return _Run(cfg, workdir, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),
               schedule, state, start_step, train_seconds, ckpt,
               report.MetricsWriter(workdir / "metrics.jsonl",
@@ -317,6 +318,14 @@ def _train_record(run: _Run, step: int, elapsed: float) -> dict[str, Any] | None
   return record
 
 
+def _exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
+  """``{"exact": ...}`` for an optimizer with a periodic exact step (chosen here,
+  one compiled step per branch: XLA:CPU runs convolutions' gradients inside
+  ``jax.lax.cond`` several times slower), else nothing."""
+  every = config_lib.exact_period(cfg)
+  return {} if every is None else {"exact": step % every == 0}
+
+
 def _train(run: _Run) -> tuple[float, int]:
   """Runs steps ``start_step..stop`` with logging, evaluation and checkpoints.
 
@@ -330,7 +339,8 @@ def _train(run: _Run) -> tuple[float, int]:
              desc=cfg.optimizer, dynamic_ncols=True, mininterval=0.5)
   try:
     for s in range(run.start_step, run.stop):
-      run.state = run.train_step(run.state, run.x_all, run.y_all, run.order.indices(s))
+      run.state = run.train_step(run.state, run.x_all, run.y_all, run.order.indices(s),
+                                 **_exact_step(run.cfg, s))
       steps_done = step = s + 1
       do_eval = step % cfg.eval_every == 0 or step == run.num_steps
       periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0

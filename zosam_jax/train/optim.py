@@ -20,6 +20,7 @@ import jax
 import optax
 
 import zosam_jax
+from zosam_jax.train import config as config_lib
 from zosam_jax.train.config import TrainConfig
 
 
@@ -136,6 +137,6 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   elif cfg.optimizer == "msam":
     tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True)
   elif cfg.optimizer == "looksam":
-    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=cfg.refresh_every or 5,
+    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=config_lib.exact_period(cfg),
                            alpha=cfg.looksam_alpha, has_aux=True)
   return tx, schedule

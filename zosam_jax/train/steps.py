@@ -143,7 +143,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   """
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
-  def step(state: TrainState, x_all, y_all, indices) -> TrainState:
+  def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
     key = jax.random.fold_in(augment_key, state.step)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
                                             std, augment, crop_pad)
@@ -157,7 +157,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       sharpness = jnp.zeros((), jnp.float32)
     else:
-      extra = {}
+      extra = {} if exact is None else {"exact": exact}
       if optimizer == "zosam" and zo_batch_fraction < 1.0:
         size = max(1, round(zo_batch_fraction * images.shape[0]))
         extra["zo_value_fn"] = make_loss_fn(model, state.batch_stats,
