@@ -91,6 +91,9 @@ def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
       ModelSpec("vit", models.get_model("vit", 10, hidden_dim=128, depth=4,
                                         num_heads=4, mlp_dim=256),
                 (32, 32, 3), b(128, 32)),
+      # The Fashion-MNIST study's two models at its batch (experiments/study.py).
+      ModelSpec("fashion_cnn", models.get_model("cnn", 10), (28, 28, 1), b(128, 128)),
+      ModelSpec("fashion_mlp", models.get_model("mlp", 10), (28, 28, 1), b(128, 128)),
       ModelSpec("wide_resnet32",
                 models.CifarResNet(10, blocks_per_stage=5,
                                    widths=(64, 128, 256)),
@@ -356,7 +359,7 @@ def main(argv=None) -> None:
   parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--models", default=None,
                       help="comma-separated subset of cnn_digits,resnet32,mlp,vit,"
-                      "wide_resnet32")
+                      "fashion_cnn,fashion_mlp,wide_resnet32")
   parser.add_argument("--methods", default=None,
                       help="comma-separated names or glob patterns of methods"
                       " (sgd always runs), e.g. 'sam,zosam m=1 *'")

@@ -5,7 +5,8 @@ that it was not produced), ``{{zo_batch_fraction digits}}`` by the comparison
 of ``--zo-batch-fraction`` 1.0 and 0.25 (RigL + ZO-SAM), ``{{quick_tier digits}}`` by
 the quick tier's paired differences, ``{{study fashion_mnist}}``
 by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`; for
-CIFAR-10 with the corruption robustness of :mod:`study_robustness`). Reads
+CIFAR-10 with the corruption robustness of :mod:`study_robustness`), ``{{ascents}}``
+by the ascent variants' gains and costs (:mod:`ascents_report`). Reads
 committed files only.
 
   python experiments/render_results.py
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+import ascents_report
 import common
 import stats
 import study
@@ -87,6 +89,7 @@ def render() -> str:
                 lambda m: zo_batch_fraction_table(m.group(1)), text)
   text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
   text = re.sub(r"\{\{quick_tier (\S+)\}\}", lambda m: quick_tier_table(m.group(1)), text)
+  text = text.replace("{{ascents}}", ascents_report.render(study.read_rows("fashion_mnist")))
   return text
 
 

@@ -17,7 +17,9 @@ import study
 LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM (m=1, paper)",
          "zosam-random-eps": "random ε (no sign)", "zosam-m16": "ZO-SAM m=16",
          "zosam-rho0.1": "ZO-SAM ρ=0.1", "zosam-rho0.2": "ZO-SAM ρ=0.2",
-         "zosam-prior": "ZO-SAM prior=gradient, m=0"}
+         "zosam-prior": "ZO-SAM prior=gradient, m=0",
+         "zosam-prior-cap4": "prior, radius_cap=4", "zosam-prior-refresh5": "prior, refresh_every=5",
+         "looksam-k5": "LookSAM k=5", "msam-rho0.3": "MSAM ρ=0.3", "msam-rho0.05": "MSAM ρ=0.05"}
 DATASET_LABEL = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 #: Equivalence margin for "ZO-SAM matches SAM", declared before any run.
 MATCH_MARGIN = 0.005
