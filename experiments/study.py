@@ -165,7 +165,8 @@ VARIANTS.update({
 GRID_VARIANTS = ("sgd", "sam", "zosam")
 CONTROL_VARIANTS = ("zosam-random-eps", "zosam-m16", "zosam-rho0.1", "zosam-rho0.2",
                     "zosam-prior")
-#: In the order they run (``study.py ascents``), seed by seed.
+#: In the order they run (``study.py ascents``), seed by seed: MSAM at SAM's
+#: radius, the least likely to help (its MLP runs were in), last.
 ASCENT_VARIANTS = ("looksam-k5", "zosam-prior-refresh5", "zosam-prior-cap4", "msam-rho0.3",
                    "msam-rho0.05")
 #: Convergence: steps to reach this test accuracy (first evaluation at or above).
