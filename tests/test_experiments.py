@@ -363,3 +363,30 @@ def test_unjudged_claims_say_when_no_declared_control_can_pass_any_more():
   snip_running = [dict(r, setting="r20-10k-16px-snip") for r in attempts(-0.01, done=3)]
   assert "no cell could judge it yet" in claim(attempts(-0.01) + snip_running)
   assert "no cell could judge it yet" in claim(attempts(0.01))  # Passed: ZO-SAM's cells to run.
+
+
+def test_passes_per_step_of_the_ascent_variants():
+  assert common.passes_per_step("msam") == (1, 1)
+  assert common.passes_per_step("looksam", refresh_every=5) == (1.2, 1.2)
+  assert common.passes_per_step("zosam", 0, zo_prior="gradient", refresh_every=5) == (
+      pytest.approx(1.2), pytest.approx(2.8))
+
+
+def test_ascent_goal_verdict_follows_the_paired_numbers_and_the_cost(monkeypatch):
+  import ascents_report  # pylint: disable=import-outside-toplevel
+  gains = {"sgd": 0.0, "sam": 0.02, "zosam": -0.01, "zosam-prior": 0.01, "msam-rho0.3": 0.019}
+  rows = [dict(setting=setting, sparsity=sp, variant=v, seed=s,
+               test_accuracy=0.8 + g + 0.001 * (s % 2) * (v != "sgd"))
+          for setting, sp in ascents_report.SETTINGS for v, g in gains.items()
+          for s in range(6)]
+  cost = {"msam-rho0.3": 0.5, "zosam": 0.65, "zosam-prior": 0.69}
+  monkeypatch.setattr(ascents_report, "cost_ratio", lambda setting, sp, a, b: (
+      cost.get(a, 1.0) if b == "sam" else 2 * cost.get(a, 0.5)))
+  goal = ascents_report.goal(rows)
+  assert "- MSAM ρ=0.3: **met**" in goal  # −0.1 pp of SAM on both, at half its cost.
+  assert "- prior=gradient: **not met**: CNN, 40% label noise − SAM -1.00" in goal
+  assert "- LookSAM k=5: not judged yet (runs missing in CNN, 40% label noise, MLP)" in goal
+  table = ascents_report.table(rows)
+  assert ("| MLP | prior=gradient | +1.05 [+0.99, +1.11], p=0.000, n=6 | better | "
+          "-1.00 [-1.00, -1.00], p=0.000, n=6 | 51% | 1.38 | 0.69 |") in table
+  assert "| MLP | LookSAM k=5 | not run yet |" in table
