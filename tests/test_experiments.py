@@ -135,9 +135,11 @@ def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
     row = study.run_cell("mlp-10k", 0.9, "sgd", 0, root=tmp_path)
   except DataNotFoundError:
     pytest.skip("Fashion-MNIST is not on this machine")
-  # Same code, seeds and data: the same curve, up to XLA's CPU-dependent rounding.
+  # Same code, seeds and data: the same curve, up to XLA's CPU-dependent rounding,
+  # which 3,000 steps amplify: up to 0.37 pp on another CPU model (2026-12-03,
+  # the same jax, optax and flax; the commit that wrote the row gave the same).
   np.testing.assert_allclose([a for _, a in row["curve"]],
-                             [a for _, a in committed["curve"]], atol=2e-3)
+                             [a for _, a in committed["curve"]], atol=5e-3)
   assert row["steps"] == committed["steps"] and row["forward_passes"] == committed[
       "forward_passes"]
 

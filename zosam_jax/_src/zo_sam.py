@@ -125,9 +125,10 @@ def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
   zero = lambda: jnp.zeros((), jnp.float32)
   base_tx_state = base_tx.init(params)
   if prior == "momentum" and optax.tree.get(base_tx_state, "trace") is None:
+    what = "prior='momentum'" if name == "zo_sam" else "the perturbation along the momentum"
     raise ValueError(
-        f"{name}: the ascent along the momentum reads the momentum trace of `base_tx`, "
-        "which has none; use optax.sgd(..., momentum=0.9) (or optax.trace) inside"
+        f"{name}: {what} reads the momentum trace of `base_tx`, which has none; use "
+        "optax.sgd(..., momentum=0.9) (or optax.trace) inside"
         + (", or prior='gradient'" if name == "zo_sam" else ""))
   aux = None if aux_like is None else jax.tree.map(
       lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
