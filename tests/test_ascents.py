@@ -20,6 +20,9 @@ MAKERS = {
     "looksam": lambda base, **kw: zosam_jax.looksam(base, rho=0.05, every=2, **kw),
 }
 SGD = lambda: optax.sgd(0.1, momentum=0.9)
+#: The variants, the zo_sam ones (slower to compile) only in ``pytest -m slow``.
+SLOW_ZO = [pytest.param(name, marks=pytest.mark.slow) if name in ("cap", "refresh") else name
+           for name in MAKERS]
 
 
 def _step(tx, value_fn):
@@ -76,7 +79,8 @@ def test_radius_scale_is_one_over_the_estimated_cosine_clipped():
 def test_radius_cap_step_zero_zero_prior_and_compensation():
   params, loss = helpers.mlp_problem()
   tx = MAKERS["cap"](optax.sgd(0.1), rho=0.05)
-  _, state = _step(tx, loss)(params, tx.init(params))  # Step 0: zero prior, rho.
+  step = _step(tx, loss)
+  _, state = step(params, tx.init(params))  # Step 0: zero prior, rho.
   assert float(state.perturbation_norm) == pytest.approx(0.05, rel=1e-4)
   g = jax.grad(loss)(params)
   noise = jax.tree.map(lambda x: jax.random.normal(jax.random.key(7), x.shape), g)
@@ -84,7 +88,7 @@ def test_radius_cap_step_zero_zero_prior_and_compensation():
   noise = jax.tree.map(lambda n, d: n - along * d, noise, g)  # Orthogonal to g ...
   noise = jax.tree.map(lambda n: n * optax.tree.norm(g) / optax.tree.norm(noise), noise)
   prior = jax.tree.map(jnp.add, g, noise)                      # ... cos 1/sqrt(2).
-  _, state = _step(tx, loss)(params, tx.init(params)._replace(prior=prior))
+  _, state = step(params, tx.init(params)._replace(prior=prior))
   assert float(state.perturbation_norm) == pytest.approx(0.1, rel=2e-2)
 
 
@@ -189,7 +193,7 @@ def test_a_stored_direction_is_remasked_when_the_mask_changes(name):
                  zip(jax.tree.leaves(moved), jax.tree.leaves(mask)))
 
 
-@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("name", SLOW_ZO)
 def test_with_rigl_masks_in_the_base_state_pruned_weights_stay_zero(name):
   params, loss = helpers.mlp_problem(hidden=16)
   base = zosam_jax.sparse.rigl(SGD(), sparsity=0.5, update_every=2, end_step=100, key=0)
@@ -205,7 +209,7 @@ def test_with_rigl_masks_in_the_base_state_pruned_weights_stay_zero(name):
       assert not bool(jnp.any((p != 0) & ~m))
 
 
-@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("name", SLOW_ZO)
 def test_under_pmap_the_step_is_the_global_batchs(name):
   params, _ = helpers.mlp_problem()
   n = 4
@@ -256,7 +260,7 @@ def test_scan_inject_hyperparams_and_fixed_state_structure(make, static):
   assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("name", SLOW_ZO)
 def test_state_round_trips_through_an_orbax_checkpoint(name, tmp_path):
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   params, loss = helpers.mlp_problem()
