@@ -176,13 +176,13 @@ def make_fashion_mnist(folder, n=30):
 
 @pytest.fixture
 def no_system_fashion_mnist(monkeypatch, tmp_path):
-  monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
-  monkeypatch.setattr(data, "shared_data_dirs", lambda: [tmp_path / "no-shared"])
+  monkeypatch.setattr(data.fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+  monkeypatch.setattr(data.fashion_mnist, "shared_data_dirs", lambda: [tmp_path / "no-shared"])
 
 
 def test_fashion_mnist_idx_files_are_read_from_data_dir(tmp_path, monkeypatch,
                                                         no_system_fashion_mnist):
-  monkeypatch.setattr(data, "FASHION_MNIST_FILES",
+  monkeypatch.setattr(data.fashion_mnist, "FASHION_MNIST_FILES",
                       make_fashion_mnist(tmp_path / "fm" / "fashion-mnist"))
   ds = data.load_dataset("fashion_mnist", tmp_path / "fm")
   assert ds.x_train.shape == (30, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
@@ -271,14 +271,14 @@ def _write_cifar10_npz(folder, n=20):
 
 
 def test_data_dir_holding_the_npz_parts_is_accepted(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  monkeypatch.setattr(data.cifar, "CIFAR10_NPZ_SHA256", {})
   _write_cifar10_npz(tmp_path)
   ds = data.load_dataset("cifar10", tmp_path, download=False)
   assert ds.x_train.shape == (80, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
 
 
 def test_truncated_npz_names_the_file(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  monkeypatch.setattr(data.cifar, "CIFAR10_NPZ_SHA256", {})
   _write_cifar10_npz(tmp_path)
   part = tmp_path / "cifar10_train_2.npz"
   part.write_bytes(part.read_bytes()[:500])
@@ -290,7 +290,7 @@ def test_truncated_npz_names_the_file(tmp_path, monkeypatch, capsys):
 
 def test_npz_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
   _write_cifar10_npz(tmp_path)
-  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {"cifar10_test.npz": "0" * 64})
+  monkeypatch.setattr(data.cifar, "CIFAR10_NPZ_SHA256", {"cifar10_test.npz": "0" * 64})
   with pytest.raises(data.DataNotFoundError, match="cifar10_test.npz: sha256"):
     data.load_dataset("cifar10", tmp_path, download=False)
 
@@ -344,7 +344,7 @@ def test_a_cifar_run_saved_before_crop_pad_keeps_its_four_pixels(tmp_path, capsy
 
 
 def test_cifar10_test_set_of_the_npz_parts_is_chosen_by_flag(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", {})
+  monkeypatch.setattr(data.cifar, "CIFAR10_NPZ_SHA256", {})
   _write_cifar10_npz(tmp_path)
   assert data.load_dataset("cifar10", tmp_path).x_test.shape[0] == 10
   ds = data.load_dataset("cifar10", tmp_path, cifar10_test="jpeg_10k")
