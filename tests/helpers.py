@@ -36,6 +36,19 @@ def mlp_problem(seed: int = 0, hidden: int = 8, n: int = 32):
   return params, loss
 
 
+def device_batches(devices: int = 4):
+  """``(x, y, loss_on)``: one regression batch per device, ``(devices, 8, 4)`` and
+  ``(devices, 8, 1)``, and ``loss_on(params, xb, yb)`` for :func:`mlp_problem`'s params."""
+  x = jax.random.normal(jax.random.key(3), (devices, 8, 4))
+  y = jnp.sin(x.sum(-1, keepdims=True))
+
+  def loss_on(p, xb, yb):
+    h = jnp.tanh(xb @ p["dense1"]["kernel"] + p["dense1"]["bias"][None, :])
+    return jnp.mean((h @ p["dense2"]["kernel"] + p["dense2"]["bias"][None, :] - yb) ** 2)
+
+  return x, y, loss_on
+
+
 def random_mask(params, density: float = 0.5, seed: int = 1):
   """An element-wise boolean mask with about `density` active weights."""
   leaves, treedef = jax.tree.flatten(params)

@@ -212,13 +212,7 @@ def test_with_rigl_masks_in_the_base_state_pruned_weights_stay_zero(name):
 @pytest.mark.parametrize("name", SLOW_ZO)
 def test_under_pmap_the_step_is_the_global_batchs(name):
   params, _ = helpers.mlp_problem()
-  n = 4
-  x = jax.random.normal(jax.random.key(3), (n, 8, 4))
-  y = jnp.sin(x.sum(-1, keepdims=True))
-
-  def loss_on(p, xb, yb):
-    h = jnp.tanh(xb @ p["dense1"]["kernel"] + p["dense1"]["bias"][None, :])
-    return jnp.mean((h @ p["dense2"]["kernel"] + p["dense2"]["bias"][None, :] - yb) ** 2)
+  x, y, loss_on = helpers.device_batches()
 
   def two_steps(tx, loss):
     p, state = params, tx.init(params)

@@ -139,13 +139,7 @@ def test_prior_round_trips_through_an_orbax_checkpoint(tmp_path):
 
 def test_under_pmap_the_prior_is_the_averaged_gradient_on_every_device():
   params, _ = helpers.mlp_problem()
-  n = 4
-  x = jax.random.normal(jax.random.key(3), (n, 8, 4))
-  y = jnp.sin(x.sum(-1, keepdims=True))
-
-  def loss_on(p, xb, yb):
-    h = jnp.tanh(xb @ p["dense1"]["kernel"] + p["dense1"]["bias"][None, :])
-    return jnp.mean((h @ p["dense2"]["kernel"] + p["dense2"]["bias"][None, :] - yb) ** 2)
+  x, y, loss_on = helpers.device_batches()
 
   tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0,
                         axis_name="data", has_aux=True)
