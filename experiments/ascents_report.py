@@ -110,19 +110,24 @@ def goal(rows) -> str:
                    + ", ".join(study_label(s) for s, r in found.items()
                                if r is None or r["to_sam"] is None) + ")")
       continue
-    cnn = found[COST_SETTING]
-    incomplete = any(r["to_sam"]["n"] < len(study.SEEDS) for r in found.values())
+    cnn, complete = found[COST_SETTING], lambda r: r["to_sam"]["n"] >= len(study.SEEDS)
+    # A setting judges only with every seed; the cost judges at once.
     far = [f"{study_label(s)} − SAM {stats.fmt_diff(r['to_sam'])}"
-           for s, r in found.items() if not r["near_sam"]]
+           for s, r in found.items() if complete(r) and not r["near_sam"]]
     cost_ok = cnn["cost_to_sam"] is not None and cnn["cost_to_sam"] <= COST_LIMIT
-    if not far and cost_ok:
-      verdict = "**met**"
-    else:
+    missing = [f"{study_label(s)} n={r['to_sam']['n']}" for s, r in found.items()
+               if not complete(r)]
+    if far or not cost_ok:
       verdict = "**not met**: " + "; ".join(
           far + ([] if cost_ok else [f"step time {cnn['cost_to_sam']:.2f} × SAM's on the CNN "
                                     f"(limit {COST_LIMIT})"]))
-    lines.append(f"- {LABEL[v]}: {verdict}" + (" (fewer than 6 seeds: provisional)"
-                                                if incomplete else ""))
+    elif missing:
+      verdict = (f"not judged yet ({', '.join(missing)} of {len(study.SEEDS)} seeds; so far "
+                 + "; ".join(f"{study_label(s)} − SAM {stats.fmt_diff(r['to_sam'])}"
+                             for s, r in found.items()) + ")")
+    else:
+      verdict = "**met**"
+    lines.append(f"- {LABEL[v]}: {verdict}")
   return "\n".join(lines)
 
 

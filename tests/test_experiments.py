@@ -392,3 +392,9 @@ def test_ascent_goal_verdict_follows_the_paired_numbers_and_the_cost(monkeypatch
   assert ("| MLP | prior=gradient | +1.05 [+0.99, +1.11], p=0.000, n=6 | better | "
           "-1.00 [-1.00, -1.00], p=0.000, n=6 | 51% | 1.38 | 0.69 |") in table
   assert "| MLP | LookSAM k=5 | not run yet |" in table
+  # A setting judges with all 6 seeds; one that is in already can fail the goal.
+  few = [r for r in rows if not (r["variant"] in ("msam-rho0.3", "zosam")
+                                 and r["setting"] == "cnn-10k-noise40" and r["seed"] > 2)]
+  goal = ascents_report.goal(few)
+  assert "- MSAM ρ=0.3: not judged yet (CNN, 40% label noise n=3 of 6 seeds; so far" in goal
+  assert "- ZO-SAM m=1 (paper): **not met**: MLP − SAM -3.00" in goal
