@@ -10,18 +10,18 @@ from zosam_jax._src.base import MASKS_FROM_BASE_STATE
 from zosam_jax._src.cost import step_passes
 from zosam_jax._src.estimators import ascent_forward_passes
 from zosam_jax._src.estimators import zo_gradient
-from zosam_jax._src.perturbation import adaptive_perturbation
 from zosam_jax._src.looksam import looksam
 from zosam_jax._src.msam import msam
+from zosam_jax._src.perturbation import adaptive_perturbation
 from zosam_jax._src.prior import prior_guided_gradient
+from zosam_jax._src.sam import sam
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
 from zosam_jax._src.sharding import fsdp_sharding
+from zosam_jax._src.sharpness import pop_aux
+from zosam_jax._src.sharpness import ZOSAMState
 from zosam_jax._src.train_state import train_state_step
-from zosam_jax._src.zo_sam import pop_aux
-from zosam_jax._src.zo_sam import sam
 from zosam_jax._src.zo_sam import zo_sam
-from zosam_jax._src.zo_sam import ZOSAMState
 
 __version__ = "0.1.0"
 

@@ -25,7 +25,7 @@ from zosam_jax._src import estimators
 from zosam_jax._src import masking
 from zosam_jax._src import perturbation
 from zosam_jax._src import sharding
-from zosam_jax._src import zo_sam as zo_sam_lib
+from zosam_jax._src import sharpness
 
 
 def orthogonal_component(g_s: base.Params, g: base.Params) -> base.Params:
@@ -96,7 +96,7 @@ def looksam(
     Liu et al., `Towards Efficient and Scalable Sharpness-Aware Minimization
     <https://arxiv.org/abs/2203.02714>`_, CVPR 2022
   """
-  zo_sam_lib.check_common(has_aux, aux_like, base_tx, rho, mask_fn)
+  sharpness.check_common(has_aux, aux_like, base_tx, rho, mask_fn)
   checks.check_positive_int(every, "every", allow_none=False)
   checks.check_nonnegative(alpha, "alpha", strict=False)
   base_tx = optax.with_extra_args_support(base_tx)
@@ -105,7 +105,7 @@ def looksam(
   f32 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
   def init_fn(params):
-    return zo_sam_lib.initial_state("looksam", base_tx, params, key, mask_fn,
+    return sharpness.initial_state("looksam", base_tx, params, key, mask_fn,
                                     aux_like, "reuse", counted=True)
 
   def exact_step(value_fn, params, g, mask):
@@ -127,19 +127,19 @@ def looksam(
 
   def update_fn(updates, state, params=None, *, value_fn=None, exact=None, **extra_args):
     del updates
-    zo_sam_lib.checked_ascent_loss("looksam", value_fn, None, params, has_aux, axis_name)
+    sharpness.checked_ascent_loss("looksam", value_fn, None, params, has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     value, grads = sharding.mean_value_and_grad(value_fn, params, axis_name, has_aux)
     g = f32(masking.apply_mask(grads, mask))
-    (value_s, g_s, g_v, norm), _ = zo_sam_lib.periodic(
+    (value_s, g_s, g_v, norm), _ = sharpness.periodic(
         exact, state.count, every, lambda: exact_step(value_fn, params, g, mask),
         lambda: reuse(value, grads, g, state.prior, mask))
     loss = value[0] if has_aux else value
     perturbed_loss, aux = value_s if has_aux else (value_s, None)
     checks.check_reduced("looksam", axis_name, loss=loss, perturbed_loss=perturbed_loss)
-    new_updates, base_tx_state, _ = zo_sam_lib.base_step(
+    new_updates, base_tx_state, _ = sharpness.base_step(
         base_tx, g_s, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
-    return new_updates, zo_sam_lib.ZOSAMState(
+    return new_updates, sharpness.ZOSAMState(
         key=state.key, base_tx_state=base_tx_state,
         loss=jnp.asarray(loss, jnp.float32),
         perturbed_loss=jnp.asarray(perturbed_loss, jnp.float32),

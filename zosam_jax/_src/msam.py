@@ -18,7 +18,7 @@ import optax
 
 from zosam_jax._src import base
 from zosam_jax._src import masking
-from zosam_jax._src import zo_sam as zo_sam_lib
+from zosam_jax._src import sharpness
 
 
 def msam(
@@ -81,6 +81,6 @@ def msam(
                              masking.apply_mask(trace, mask))
     return direction, jnp.full((), jnp.nan, jnp.float32)
 
-  return zo_sam_lib.sharpness_aware(
+  return sharpness.sharpness_aware(
       "msam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux, aux_like, axis_name,
       prior="momentum")
