@@ -49,6 +49,19 @@ def device_batches(devices: int = 4):
   return x, y, loss_on
 
 
+def scanned_steps(tx, params, state, loss, length: int):
+  """``length`` steps of ``tx`` under ``jax.lax.scan``: the last state and the
+  loss before each step, ``(length,)``."""
+
+  def body(carry, _):
+    params, state = carry
+    updates, state = tx.update(params, state, params, value_fn=loss)
+    return (optax.apply_updates(params, updates), state), loss(params)
+
+  (_, state), losses = jax.lax.scan(body, (params, state), None, length=length)
+  return state, losses
+
+
 def random_mask(params, density: float = 0.5, seed: int = 1):
   """An element-wise boolean mask with about `density` active weights."""
   leaves, treedef = jax.tree.flatten(params)

@@ -243,13 +243,7 @@ def test_scan_inject_hyperparams_and_fixed_state_structure(make, static):
   tx = make()
   state = tx.init(params)
   assert static in state.hyperparams
-
-  def body(carry, _):
-    params, state = carry
-    updates, state = tx.update(params, state, params, value_fn=loss)
-    return (optax.apply_updates(params, updates), state), loss(params)
-
-  (_, new_state), losses = jax.lax.scan(body, (params, state), None, length=12)
+  new_state, losses = helpers.scanned_steps(tx, params, state, loss, 12)
   chex.assert_trees_all_equal_structs(state, new_state)
   assert losses[-1] < losses[0]
 

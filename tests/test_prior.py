@@ -111,13 +111,7 @@ def test_scan_inject_hyperparams_and_fixed_state_structure():
   tx = optax.inject_hyperparams(zosam_jax.zo_sam, static_args=("num_dirs", "prior", "key"))(
       optax.sgd(0.1), rho=0.05, num_dirs=0, prior="gradient")
   state = tx.init(params)
-
-  def body(carry, _):
-    params, state = carry
-    updates, state = tx.update(params, state, params, value_fn=loss)
-    return (optax.apply_updates(params, updates), state), loss(params)
-
-  (new_params, new_state), losses = jax.lax.scan(body, (params, state), None, length=20)
+  new_state, losses = helpers.scanned_steps(tx, params, state, loss, 20)
   chex.assert_trees_all_equal_structs(state, new_state)
   assert losses[-1] < losses[0]
   assert float(optax.tree.norm(optax.tree.get(new_state, "prior"))) > 0
