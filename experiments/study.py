@@ -19,7 +19,8 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
   python experiments/study.py one --setting mlp-10k --variant sgd --sparsity 0.9 --seed 0
-  python experiments/study.py gpu --dataset cifar10   # ResNet-32, all cells at once on one GPU
+  python experiments/study.py gpu --dataset cifar10   # ResNet-32, 3 seeds per program (gpu_protocol.py)
+  python experiments/study.py gpu --dataset cifar10 --dry-run   # its plan: cells, epochs, device time
 
 ``python experiments/render_results.py`` turns the rows into RESULTS.md.
 """
@@ -28,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,15 +40,6 @@ import common
 import stats
 
 SEEDS = (0, 1, 2, 3, 4, 5)
-#: Epochs of the GPU setting (``r32-50k-gpu``): its 8 cells x 3,910 steps at the
-#: H200's 7.6 / 8.6 / 11.4 ms per SGD / ZO-SAM / SAM step (benchmarks/README.md)
-#: are ~280 s of GPU time if the processes share it one after another, which
-#: leaves one 540 s command room for 8 compilations, the evaluations and the
-#: robustness passes. First declared as 15 (~420 s, before any run): no margin
-#: once a lease's 15 minutes also hold the machine's start and the five calls
-#: that carry the data.
-GPU_EPOCHS = 10
-
 _RECIPE = dict(dataset="fashion_mnist", batch_size=128, lr=0.05, momentum=0.9,
                weight_decay=5e-4, schedule="cosine", steps=3000, eval_every=200,
                log_every=50, checkpoint_every=0, sparse_method="rigl")
@@ -124,21 +113,15 @@ CONTROL_ATTEMPTS = {
     "resnet20": (("r20-10k-16px", 0.9), ("r20-10k-16px-noise40", 0.9),
                  ("r20-10k-16px-pad2", 0.9), ("r20-5k-16px", 0.9), ("r20-5k-16px", 0.98)),
 }
-#: Paper scale on one lent GPU (issue 17, item 5): ResNet-32 on all 50k training
+#: Paper scale on one lent GPU (issues 17 and 27): ResNet-32 on all 50k training
 #: images at 32x32 with the paper's recipe (batch 128, lr 0.1 cosine, momentum
 #: 0.9, weight decay 5e-4, rho 0.05, RigL 90% with the first and last layer
-#: dense, crop padding 4), the cosine schedule shortened to the epochs that one
-#: command's 10 minutes on a lent GPU hold with all of :data:`GPU_CELLS` at once
-#: (:data:`GPU_EPOCHS`). Not run yet (RESULTS.md says why).
+#: dense, crop padding 4), the cosine schedule over the epochs that
+#: :mod:`gpu_protocol` plans from step times measured on the GPU (of the
+#: paper's 160), checkpoints every epoch. Not run yet (RESULTS.md says why).
 SETTINGS["r32-50k-gpu"] = dict(_CIFAR, model="resnet32", image_size=None, crop_pad=None,
                                train_subset=None, sparse_method="rigl", steps=None,
-                               epochs=GPU_EPOCHS, eval_every=391)
-#: The GPU protocol's cells, run at once on one GPU (``study.py gpu``): SGD and
-#: ZO-SAM with 3 seeds, SAM with 2, as the issue asks.
-GPU_CELLS = tuple(("r32-50k-gpu", 0.9, variant, seed)
-                  for variant, seeds in (("sgd", (0, 1, 2)), ("zosam", (0, 1, 2)),
-                                         ("sam", (0, 1)))
-                  for seed in seeds)
+                               epochs=None, eval_every=391, checkpoint_every=391)
 #: Optimizer variants: config overrides on top of the setting.
 VARIANTS: dict[str, dict[str, Any]] = {
     "sgd": dict(optimizer="sgd"),
@@ -222,16 +205,25 @@ def run_cell(setting: str, sparsity: float, variant: str, seed: int,
              dataset=None, root=common.REPO) -> dict[str, Any]:
   """Trains one cell (its run folder under ``root``) and returns its row."""
   from zosam_jax.train import TrainConfig, train_and_evaluate
-  from zosam_jax.train import report
 
   cfg_dict = config_of(setting, sparsity, variant, seed)
   rel = f"runs/study/{cell_id(setting, sparsity, variant, seed)}"
-  workdir = root / rel
   t0 = time.perf_counter()
   summary = train_and_evaluate(
       TrainConfig(**dict(cfg_dict, progress=False, overwrite=True, workdir=rel)),
-      workdir, dataset=dataset)
-  wall = time.perf_counter() - t0
+      root / rel, dataset=dataset)
+  return cell_row(setting, sparsity, variant, seed, cfg_dict, summary, rel,
+                  time.perf_counter() - t0, root)
+
+
+def cell_row(setting: str, sparsity: float, variant: str, seed: int,
+             cfg_dict: dict[str, Any], summary: dict[str, Any], rel: str, wall: float,
+             root=common.REPO) -> dict[str, Any]:
+  """The row of a trained cell: its summary, curve, sharpness, passes and the
+  gradient variance at its final params (its run folder ``root / rel``)."""
+  from zosam_jax.train import report
+
+  workdir = root / rel
   records = report.read_metrics(workdir / "metrics.jsonl")
   bwd, fwd = common.passes_per_step(cfg_dict["optimizer"], cfg_dict.get("num_dirs", 1),
                                     cfg_dict.get("estimator", "central"),
@@ -351,29 +343,6 @@ def after_each_cell(dataset_name: str, ds):
   return evaluate
 
 
-def run_gpu(then, logs) -> None:
-  """Starts one ``study.py one`` process per pending cell of :data:`GPU_CELLS`
-  (all at once on the one GPU, each taking its memory as it goes), builds the
-  corrupted test sets meanwhile with ``then`` (cached for the cells' own
-  robustness rows), and waits. Each cell's output goes to
-  ``logs/VARIANT-seedS.log``."""
-  logs.mkdir(parents=True, exist_ok=True)
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-  done, procs = all_rows(), []
-  for setting, sparsity, variant, seed in GPU_CELLS:
-    if cell_id(setting, sparsity, variant, seed) not in done:
-      with open(logs / f"{variant}-seed{seed}.log", "w") as log:
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "one", "--dataset", "cifar10", "--setting", setting,
-             "--sparsity", str(sparsity), "--variant", variant, "--seed", str(seed)],
-            stdout=log, stderr=subprocess.STDOUT, env=env))
-  for size in {SETTINGS[setting]["image_size"] for setting, *_ in GPU_CELLS}:
-    then.sets(size)
-  failed = [p.args for p in procs if p.wait() != 0]
-  if failed:
-    raise SystemExit(f"{len(failed)} GPU cells failed, see their logs in {logs}")
-
-
 def parse_shard(text: str) -> tuple[int, int]:
   """``"I/N"`` with 0 <= I < N, for ``--shard``."""
   try:
@@ -403,6 +372,8 @@ def main() -> None:
                       "command's own, in this order)")
   p.add_argument("--sparsity", type=float, default=0.9)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dry-run", action="store_true",
+                 help="gpu: measure the step times and print the plan, run nothing")
   p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                  help="run only the cells whose seed is I modulo N (one process per "
                       "core; each waits for the others' rows before it judges a control)")
@@ -425,7 +396,8 @@ def main() -> None:
     print(json.dumps(row))
     return
   if args.what == "gpu":
-    run_gpu(then, common.REPO / "runs" / "gpu_logs")
+    import gpu_protocol  # pylint: disable=import-outside-toplevel
+    gpu_protocol.run(ds, then, dry_run=args.dry_run)
     return
   if args.what == "robustness":
     return

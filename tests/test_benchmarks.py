@@ -1,4 +1,4 @@
-"""The step-cost benchmark runs end to end and writes its table and JSON."""
+"""The step-cost benchmarks run end to end and write their tables and JSON."""
 
 import importlib.util
 import json
@@ -49,3 +49,17 @@ def test_step_cost_keeps_the_cells_measured_before_an_interruption(tmp_path, mon
   rows = json.loads(out.read_text())["rows"]
   assert {(row["method"], row["sparsity"]) for row in rows} == {("sgd", 0.0), ("sam", 0.0)}
   assert not (tmp_path / "cost.json.tmp").exists()
+
+
+def test_seeds_benchmark_times_the_program_against_separate_runs(tmp_path, capsys):
+  main = runpy.run_path(str(SCRIPT.parent / "seeds_cost.py"))["main"]
+  out = tmp_path / "seeds.json"
+  main(["--models", "cnn_digits", "--optimizers", "sgd", "--ks", "1,2", "--steps", "1",
+        "--rounds", "1", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert [row["k"] for row in rows] == [1, 2]
+  for row in rows:
+    assert row["ms_per_step"] > 0 and row["single_ms_per_step"] > 0
+    assert row["ratio_to_separate"] == pytest.approx(
+        row["ms_per_step"] / (row["k"] * row["single_ms_per_step"]))
+  assert "| cnn_digits | sgd | 2 |" in capsys.readouterr().out

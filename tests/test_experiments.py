@@ -1,6 +1,7 @@
 """Smoke tests of the experiment scripts' corruption and aggregation code."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -284,7 +285,6 @@ def test_jpeg_check_pairs_lossless_and_jpeg_accuracy_by_cell():
 
 def test_rows_are_appended_under_a_lock(tmp_path):
   import fcntl  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
   import threading  # pylint: disable=import-outside-toplevel
   path = tmp_path / "rows.jsonl"
   path.write_text("")
@@ -301,39 +301,58 @@ def test_rows_are_appended_under_a_lock(tmp_path):
       {"cell": "a"}, {"cell": "b"}]
 
 
-def test_gpu_protocol_starts_one_process_per_pending_cell_and_builds_the_sets(
-    tmp_path, monkeypatch):
+def test_gpu_protocol_declares_the_papers_recipe_three_seeds_per_program():
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
+  assert gpu_protocol.VARIANTS == ("sgd", "sam", "zosam", "zosam-prior-cap4")
+  cfg = gpu_protocol.program_config("sam", 7)
+  assert (cfg.model, cfg.image_size, cfg.train_subset, cfg.epochs, cfg.steps, cfg.lr,
+          cfg.batch_size, cfg.rho, cfg.sparse_method, cfg.sparsity, cfg.dense_first_last,
+          cfg.weight_decay, cfg.momentum, cfg.seeds, cfg.checkpoint_every) == (
+              "resnet32", None, None, 7, None, 0.1, 128, 0.05, "rigl", 0.9, True, 5e-4,
+              0.9, (0, 1, 2), 391)
+
+
+def test_gpu_plan_fits_the_epochs_in_the_budget():
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
+  p = gpu_protocol.plan({"sgd": 0.01, "sam": 0.02}, 100, "gpu", budget=600)
+  assert p["epochs"] == 140 and p["expected_train_seconds"] == 420  # 0.7 x 600 / 3 s.
+  assert gpu_protocol.plan({"sgd": 1e-6}, 10, "gpu")["epochs"] == 160
+  assert gpu_protocol.plan({"sgd": 10.0}, 100, "gpu")["epochs"] == 1
+  assert len(p["cells"]) == 12 and p["cells"][0] == "r32-50k-gpu/rigl0.9/sgd/seed0"
+
+
+def test_gpu_dry_run_measures_and_prints_the_plan_at_tiny_size(tmp_path, capsys):
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
+  p = gpu_protocol.run(load_dataset("digits"), dry_run=True, tiny=True, root=tmp_path)
+  out = capsys.readouterr().out
+  assert "GPU protocol on cpu: 12 cells" in out and "expected device time" in out
+  assert set(p["step_ms"]) == set(gpu_protocol.VARIANTS)
+  assert all(ms > 0 for ms in p["step_ms"].values())
+  assert p["epochs"] == gpu_protocol.plan(
+      {v: ms / 1e3 for v, ms in p["step_ms"].items()}, 1437 // 32, "cpu")["epochs"]
+  assert not (tmp_path / "runs").exists()  # A dry run trains and writes nothing.
+
+
+@pytest.mark.slow  # Three 3-seed programs of a few steps: about a minute.
+def test_gpu_protocol_appends_each_programs_rows_and_skips_done_ones(tmp_path, monkeypatch):
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
   import study  # pylint: disable=import-outside-toplevel
-  assert [c[2] for c in study.GPU_CELLS] == ["sgd"] * 3 + ["zosam"] * 3 + ["sam"] * 2
-  cfg = study.config_of(*study.GPU_CELLS[-1])
-  assert (cfg["model"], cfg["image_size"], cfg["train_subset"], cfg["epochs"], cfg["steps"],
-          cfg["lr"], cfg["batch_size"], cfg["rho"], cfg["sparse_method"]) == (
-              "resnet32", None, None, study.GPU_EPOCHS, None, 0.1, 128, 0.05, "rigl")
-  started, order = [], []
-  class FakeProcess:
-    def __init__(self, args, stdout, stderr, env):
-      del stdout, stderr
-      self.args, self.env = args, env
-      started.append(self)
-      order.append("start")
-    def wait(self):
-      return 1 if "sam" in self.args else 0
-  class FakeEvaluator:
-    def sets(self, image_size):
-      order.append(("sets", image_size))
-  monkeypatch.setattr("subprocess.Popen", FakeProcess)
-  monkeypatch.setattr(study, "all_rows", lambda: {study.cell_id(*study.GPU_CELLS[0]): {}})
-  with pytest.raises(SystemExit, match="2 GPU cells failed"):
-    study.run_gpu(FakeEvaluator(), tmp_path / "logs")
-  assert order == ["start"] * 7 + [("sets", None)]  # The sets while the cells train.
-  assert [p.args[p.args.index("--seed") + 1] for p in started] == ["1", "2", "0", "1", "2", "0", "1"]
-  assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in started)
-  assert len(list((tmp_path / "logs").glob("*.log"))) == 7
-  order.clear()
-  monkeypatch.setattr(study, "GPU_CELLS", (("r32-50k-gpu", 0.9, "sgd", 9),
-                                           ("r20-10k-16px", 0.9, "sgd", 9)))
-  study.run_gpu(FakeEvaluator(), tmp_path / "logs")
-  assert {o for o in order if o != "start"} == {("sets", 16), ("sets", None)}
+  from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
+  rows_file = tmp_path / "rows.jsonl"
+  monkeypatch.setattr(study, "rows_path", lambda dataset: rows_file)
+  done = {study.cell_id("r32-50k-gpu", 0.9, "sam", s): {} for s in gpu_protocol.SEEDS}
+  monkeypatch.setattr(study, "all_rows", lambda: done)
+  monkeypatch.setitem(study.DATASETS, "digits", {"test_set": "digits, 360 images"})
+  monkeypatch.setattr(gpu_protocol, "_planned", lambda ds, tiny, root: dict(
+      gpu_protocol.plan({"sgd": 1.0}, 44, "cpu"), epochs=0.1))
+  gpu_protocol.run(load_dataset("digits"), tiny=True, root=tmp_path)
+  rows = [json.loads(l) for l in rows_file.read_text().splitlines()]
+  assert [(r["variant"], r["seed"]) for r in rows] == [
+      (v, s) for v in ("sgd", "zosam", "zosam-prior-cap4") for s in (0, 1, 2)]
+  assert all(r["steps"] == 5 and r["program_seeds"] == [0, 1, 2] for r in rows)
+  assert rows[0]["config"]["epochs"] == 0.1 and rows[1]["config"]["seed"] == 1
+  assert (tmp_path / rows[4]["workdir"] / "summary.json").exists()
 
 
 @pytest.mark.parametrize("argv,message", [

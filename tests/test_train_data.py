@@ -11,7 +11,7 @@ import pytest
 
 from zosam_jax.train import cli
 from zosam_jax.train import data
-from zosam_jax.train import loop
+from zosam_jax.train import load_train_state
 from zosam_jax.train import pipeline
 
 
@@ -336,7 +336,7 @@ def test_a_cifar_run_saved_before_crop_pad_keeps_its_four_pixels(tmp_path, capsy
   saved = json.loads(path.read_text())
   assert saved.pop("crop_pad") is None
   path.write_text(json.dumps(saved))  # As written before --crop-pad existed.
-  assert loop.load_train_state(tmp_path / "run")[2].crop_pad == 4
+  assert load_train_state(tmp_path / "run")[2].crop_pad == 4
   capsys.readouterr()
   assert cli.main(argv + ["--resume"]) == 1
   err = capsys.readouterr().err

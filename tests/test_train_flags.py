@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from zosam_jax.train import cli
-from zosam_jax.train import loop
+from zosam_jax.train import load_train_state
+from zosam_jax.train import run_dataset
 
 FLAGS = ["--steps", "12", "--batch-size", "64", "--eval-every", "12",
          "--log-every", "6", "--checkpoint-every", "0", "--no-progress",
@@ -20,8 +21,8 @@ def test_all_devices_train_like_one_device(tmp_path):
   assert cli.main(FLAGS + ["--devices", "1", "--workdir", str(tmp_path / "one")]) == 0
   assert cli.main(FLAGS + ["--devices", "all", "--workdir",
                            str(tmp_path / "all")]) == 0
-  one, _, _ = loop.load_train_state(tmp_path / "one")
-  many, _, cfg = loop.load_train_state(tmp_path / "all")
+  one, _, _ = load_train_state(tmp_path / "one")
+  many, _, cfg = load_train_state(tmp_path / "all")
   assert cfg.devices == "all"
   chex.assert_trees_all_close(many.params, one.params, rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_equal(optax.tree.get(many.opt_state, "masks"),
@@ -50,7 +51,7 @@ def test_dense_first_last_keeps_the_first_and_last_layers_dense(tmp_path):
           "--sparsity", "0.9", "--sparse-method", "static",
           "--dense-first-last", "--workdir", str(tmp_path)]
   assert cli.main(argv) == 0
-  state, _, _ = loop.load_train_state(tmp_path)
+  state, _, _ = load_train_state(tmp_path)
   masks = optax.tree.get(state.opt_state, "masks")
   kernels = [m for m in jax.tree.leaves(masks) if m.ndim > 1]
   assert kernels[0].all() and kernels[-1].all()
@@ -79,7 +80,7 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
           "--sparse-method", "static", "--optimizer", "sgd"]
   assert cli.main(base + ["--workdir", str(tmp_path / "random")]) == 0
   assert cli.main(base + ["--sparse-init", init, "--workdir", str(tmp_path / init)]) == 0
-  masks = [optax.tree.get(loop.load_train_state(tmp_path / name)[0].opt_state, "masks")
+  masks = [optax.tree.get(load_train_state(tmp_path / name)[0].opt_state, "masks")
            for name in ("random", init)]
   densities = [[float(m.mean()) for m in jax.tree.leaves(t)] for t in masks]
   assert densities[0] == pytest.approx(densities[1], abs=0.01)
@@ -116,7 +117,7 @@ def test_ascent_options_train(tmp_path, flags):
   argv = ["--steps", "4", "--batch-size", "32", "--no-progress", "--log-every", "2",
           "--workdir", str(tmp_path)] + flags
   assert cli.main(argv) == 0
-  state, _, cfg = loop.load_train_state(tmp_path)
+  state, _, cfg = load_train_state(tmp_path)
   assert bool(jax.tree.reduce(lambda a, b: a & b, jax.tree.map(
       lambda p: jax.numpy.isfinite(p).all(), state.params)))
   if cfg.zo_prior == "gradient":
@@ -125,8 +126,8 @@ def test_ascent_options_train(tmp_path, flags):
 
 def test_label_noise_flips_the_same_training_labels_for_every_seed_and_not_the_test_set():
   from zosam_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
-  clean = loop.run_dataset(config_lib.TrainConfig(dataset="digits"))
-  runs = [loop.run_dataset(config_lib.TrainConfig(dataset="digits", label_noise=0.4, seed=s))
+  clean = run_dataset(config_lib.TrainConfig(dataset="digits"))
+  runs = [run_dataset(config_lib.TrainConfig(dataset="digits", label_noise=0.4, seed=s))
           for s in (0, 1)]
   flipped = runs[0].y_train != clean.y_train
   assert flipped.mean() == pytest.approx(0.4, abs=1 / clean.y_train.shape[0])

@@ -5,6 +5,9 @@ or from Python::
 
   from zosam_jax.train import TrainConfig, train_and_evaluate
   summary = train_and_evaluate(TrainConfig(optimizer="zosam"), "runs/digits")
+  # Seeds 0-5 as one jax.vmap-ed program, one folder per seed:
+  summaries = train_seeds(TrainConfig(optimizer="zosam", seeds=(0, 1, 2, 3, 4, 5)),
+                          "runs/digits-seeds")
 
 The pieces are usable on their own by benchmarks and experiments:
 :func:`get_model`, :func:`load_dataset`, :func:`build_optimizer`,
@@ -18,25 +21,31 @@ from zosam_jax.train.config import validate
 from zosam_jax.train.data import Dataset
 from zosam_jax.train.data import DataNotFoundError
 from zosam_jax.train.data import load_dataset
+from zosam_jax.train.evaluation import checkpoint_steps
+from zosam_jax.train.evaluation import evaluate_checkpoint
+from zosam_jax.train.evaluation import load_train_state
+from zosam_jax.train.loop import Interrupted
 from zosam_jax.train.loop import NonFiniteLossError
-from zosam_jax.train.loop import checkpoint_steps
-from zosam_jax.train.loop import evaluate_checkpoint
-from zosam_jax.train.loop import load_train_state
-from zosam_jax.train.loop import run_dataset
 from zosam_jax.train.loop import train_and_evaluate
+from zosam_jax.train.loop import train_seeds
 from zosam_jax.train.models import get_model
 from zosam_jax.train.optim import build_optimizer
 from zosam_jax.train.pipeline import normalize
 from zosam_jax.train.pipeline import random_crop_flip
+from zosam_jax.train.prepare import run_dataset
+from zosam_jax.train.seeds import parse_seeds
 from zosam_jax.train.steps import TrainState
 from zosam_jax.train.steps import make_eval_step
 from zosam_jax.train.steps import make_train_step
+from zosam_jax.train.workdir import ResumeError
 
 __all__ = (
     "ConfigError",
     "DataNotFoundError",
     "Dataset",
+    "Interrupted",
     "NonFiniteLossError",
+    "ResumeError",
     "TrainConfig",
     "TrainState",
     "build_optimizer",
@@ -48,9 +57,11 @@ __all__ = (
     "make_eval_step",
     "make_train_step",
     "normalize",
+    "parse_seeds",
     "random_crop_flip",
     "run_comparison",
     "run_dataset",
     "train_and_evaluate",
+    "train_seeds",
     "validate",
 )

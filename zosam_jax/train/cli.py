@@ -20,6 +20,8 @@ from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
+from zosam_jax.train import seeds as seeds_lib
+from zosam_jax.train import workdir as workdir_lib
 
 _HELP = {
     "dataset": "digits (sklearn, offline), mnist1d (generated offline), "
@@ -81,6 +83,9 @@ _HELP = {
     "dense_first_last": "keep the first and the last layer dense (MEST's and "
                         "RigL's CIFAR setting)",
     "seed": "seed of initialisation, data order, augmentation and directions",
+    "seeds": "train these seeds (N-M or a comma-separated list, e.g. 0-5 or 0,1,2) as "
+             "one jax.vmap-ed program, each in --workdir/seed<N>/; each seed's run is its "
+             "--seed N run (to float tolerance)",
     "devices": "data-parallel over this many local devices ('all' for every "
                "one): the batch is split over them, params are replicated",
     "eval_every": "evaluate on the test set every N steps (and at the end)",
@@ -113,6 +118,13 @@ def _comma_list(text: str) -> tuple[str, ...]:
   return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+  try:
+    return seeds_lib.parse_seeds(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The argument parser: one flag per :class:`TrainConfig` field."""
   parser = argparse.ArgumentParser(
@@ -124,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     kwargs = dict(dest=name, default=default, help=_HELP[name])
     if name == "compare":
       kwargs.update(type=_comma_list, metavar="OPT[,OPT...]", default=())
+    elif name == "seeds":
+      kwargs.update(type=_seed_list, metavar="N-M|N[,N...]", default=())
     elif isinstance(default, bool):
       if name in ("resume", "overwrite"):
         kwargs["action"] = "store_true"
@@ -176,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       print("\n" + result["table"])
       print(f"\nwrote {cfg.workdir}/comparison.md, comparison.json, comparison.png")
       return 0
+    if cfg.seeds:
+      summaries = loop.train_seeds(cfg)
+      print("\n" + report.seeds_table(summaries))
+      print(f"\nwrote {cfg.workdir}/seed<N>/metrics.jsonl, summary.json, curves.png, "
+            "checkpoints/ for each seed")
+      return 0
     summary = loop.train_and_evaluate(cfg)
   except loop.NonFiniteLossError as e:
     print(f"zosam-train: error: {e}", file=sys.stderr)
@@ -183,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except config_lib.ConfigError as e:  # Checks that need the machine (--devices).
     print(f"zosam-train: error: {e}", file=sys.stderr)
     return 2
-  except (data_lib.DataNotFoundError, FileExistsError, loop.ResumeError) as e:
+  except (data_lib.DataNotFoundError, FileExistsError, workdir_lib.ResumeError) as e:
     print(f"zosam-train: error: {e}", file=sys.stderr)
     return 1
   except loop.Interrupted as e:

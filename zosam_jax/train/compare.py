@@ -18,6 +18,7 @@ from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
+from zosam_jax.train import workdir as workdir_lib
 
 
 def config_for(cfg: config_lib.TrainConfig, optimizer: str) -> config_lib.TrainConfig:
@@ -34,13 +35,13 @@ def _check_compare_folder(cfg: config_lib.TrainConfig, workdir: Path) -> None:
   path = workdir / "compare.json"
   saved = config_lib.read_saved(path)
   if cfg.resume and saved is None:
-    raise loop.ResumeError(f"no --compare run to resume in {workdir} (no "
+    raise workdir_lib.ResumeError(f"no --compare run to resume in {workdir} (no "
                            "compare.json there); check --workdir")
   if cfg.resume:
     differ = [k for k, v in saved.items() if k not in config_lib.RESUME_FREE_FIELDS
               | {"compare"} and cfg.to_dict().get(k) != v]
     if saved["compare"] != list(cfg.compare) or differ:
-      raise loop.ResumeError(
+      raise workdir_lib.ResumeError(
           f"--resume needs the flags of the interrupted comparison; continue it "
           f"with: {config_lib.command_line(dict(saved, workdir=cfg.workdir), resume=True)}")
   elif (saved is not None or any((workdir / n).exists() for n in cfg.compare)) and (

@@ -105,6 +105,7 @@ class TrainConfig:
   dense_first_last: bool = False
   # Bookkeeping.
   seed: int = 0
+  seeds: tuple[int, ...] = ()
   devices: str = "1"
   eval_every: int = 100
   log_every: int = 10
@@ -124,8 +125,14 @@ class TrainConfig:
   def to_dict(self) -> dict[str, Any]:
     """Returns the config as a JSON-serialisable dict."""
     d = dataclasses.asdict(self)
-    d["compare"] = list(self.compare)
+    d["compare"], d["seeds"] = list(self.compare), list(self.seeds)
     return d
+
+
+def from_dict(saved: dict[str, Any]) -> TrainConfig:
+  """The :class:`TrainConfig` of a saved ``config.json`` (lists back to tuples)."""
+  return TrainConfig(**dict(saved, compare=tuple(saved.get("compare", ())),
+                            seeds=tuple(saved.get("seeds", ()))))
 
 
 def read_saved(path: Path) -> dict[str, Any] | None:
@@ -196,7 +203,7 @@ def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False,
     if isinstance(value, bool):
       parts.append(flag(name) if value else "--no-" + flag(name)[2:])
     elif isinstance(value, (list, tuple)):
-      parts.append(f"{flag(name)} {','.join(value)}")
+      parts.append(f"{flag(name)} {','.join(map(str, value))}")
     else:
       parts.append(f"{flag(name)} {value}")
   parts.append(f"--workdir {fields.get('workdir', default['workdir'])}")
@@ -219,7 +226,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   _check_choices(cfg)
   _check_ranges(cfg)
   _check_combinations(cfg)
+  _check_seeds(cfg)
   return cfg
+
+
+def _check_seeds(cfg: TrainConfig) -> None:
+  """``--seeds``: distinct non-negative integers, one program on one device."""
+  if not cfg.seeds:
+    return
+  bad = [s for s in cfg.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+  if bad:
+    raise ConfigError(f"--seeds must be non-negative integers, got {bad[0]!r}")
+  repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+  if repeated:
+    raise ConfigError(f"--seeds lists seed {repeated[0]} more than once; each seed is "
+                      "one run (one folder), give it once")
+  if cfg.compare:
+    raise ConfigError("--seeds and --compare cannot be combined: --seeds trains one "
+                      "optimizer; run one --seeds program per optimizer")
+  if cfg.seed != 0:
+    raise ConfigError(f"--seed {cfg.seed} and --seeds are exclusive: --seeds gives "
+                      "every seed of the program")
+  if cfg.devices != "1":
+    raise ConfigError(f"--seeds runs its seeds as one program on one device; drop "
+                      f"--devices {cfg.devices}")
 
 
 def _check_choices(cfg: TrainConfig) -> None:

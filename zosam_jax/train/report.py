@@ -82,6 +82,12 @@ def summary_table(summary: dict[str, Any]) -> str:
   return format_table(rows, ("metric", "value"))
 
 
+def seeds_table(summaries: Sequence[dict[str, Any]]) -> str:
+  """One row per seed of a ``--seeds`` program (markdown)."""
+  return format_table(summaries, ("seed", "status", "steps", "final_test_accuracy",
+                                  "best_test_accuracy", "final_train_loss", "workdir"))
+
+
 def _series(records: Iterable[dict[str, Any]], split: str, key: str, x: str = "step"):
   points = [(r[x], r[key]) for r in records if r["split"] == split and key in r]
   return [p[0] for p in points], [p[1] for p in points]

@@ -119,7 +119,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     optimizer: str, mean: np.ndarray, std: np.ndarray,
                     augment: bool, augment_key: jax.Array, crop_pad: int = 4,
                     zo_batch_fraction: float = 1.0,
-                    batch_sharding: Any = None) -> Callable[..., TrainState]:
+                    batch_sharding: Any = None,
+                    state_axes: Any = None) -> Callable[..., TrainState]:
   """Returns the (un-jitted) training step.
 
   Args:
@@ -137,14 +138,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
       ``zosam_jax.data_sharding(mesh)``) for data-parallel training; ``None``
       on one device.
+    state_axes: for K seeds in one program, the seed axis of each leaf of the
+      stacked state (:func:`zosam_jax.train.seeds.state_axes`); then
+      ``augment_key`` holds the K seeds' keys and ``indices`` is ``(K,
+      batch)``. ``None``: one seed.
 
   Returns:
-    ``step(state, x_all, y_all, indices) -> state``.
+    ``step(state, x_all, y_all, indices, exact=None) -> state``; ``exact``
+    (static) chooses a periodic exact step (:func:`zosam_jax.zo_sam`'s
+    ``refresh_every``, LookSAM) at trace time.
   """
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
-  def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
-    key = jax.random.fold_in(augment_key, state.step)
+  def one_seed(state: TrainState, key, x_all, y_all, indices, exact) -> TrainState:
+    key = jax.random.fold_in(key, state.step)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
                                             std, augment, crop_pad)
     if batch_sharding is not None:
@@ -181,6 +188,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
         nonfinite_step=jnp.where((m.nonfinite_step < 0) & bad, step_number,
                                  m.nonfinite_step))
     return TrainState(step_number, params, batch_stats, opt_state, metrics)
+
+  def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
+    if state_axes is None:
+      return one_seed(state, augment_key, x_all, y_all, indices, exact)
+    return jax.vmap(
+        lambda s, k, i: one_seed(s, k, x_all, y_all, i, exact),
+        in_axes=(state_axes, 0, 0), out_axes=state_axes)(state, augment_key, indices)
 
   return step
 

@@ -1,0 +1,131 @@
+"""The test set: evaluating a state, restoring and evaluating a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from zosam_jax.train import checkpoint as checkpoint_lib
+from zosam_jax.train import config as config_lib
+from zosam_jax.train import data as data_lib
+from zosam_jax.train import models
+from zosam_jax.train import prepare
+from zosam_jax.train import steps as steps_lib
+
+
+def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[jax.Array]:
+  """The test set padded to whole batches of one shape, with 0/1 weights.
+
+  Returns:
+    ``[x, y, weights]`` of shapes ``(num, batch) + x.shape[1:]``, ``(num,
+    batch)`` and ``(num, batch)``, on the default device.
+  """
+  n = x.shape[0]
+  batch_size = min(batch_size, n)
+  num = math.ceil(n / batch_size)
+  pad = num * batch_size - n
+  weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+  y = np.concatenate([y, np.zeros(pad, y.dtype)])
+  shape = (num, batch_size)
+  return [jax.device_put(a.reshape(shape + a.shape[1:])) for a in (x, y, weights)]
+
+
+def evaluator(model: Any, ds: data_lib.Dataset, eval_batch_size: int
+              ) -> Callable[[Any, Any], tuple[float, float]]:
+  """``evaluate(params, batch_stats) -> (mean loss, accuracy)`` on the test set."""
+  eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
+  test_x, test_y, test_w = eval_batches(ds.x_test, ds.y_test, eval_batch_size)
+
+  def evaluate(params, batch_stats):
+    loss_sum, correct = 0.0, 0.0
+    for i in range(test_x.shape[0]):
+      l, c = eval_step(params, batch_stats, test_x[i], test_y[i], test_w[i])
+      loss_sum, correct = loss_sum + l, correct + c
+    n = ds.x_test.shape[0]
+    return float(loss_sum) / n, float(correct) / n
+
+  return evaluate
+
+
+def weight_sparsity(params: Any) -> float:
+  """Fraction of exact zeros among the weights of rank >= 2 (kernels)."""
+  kernels = [np.asarray(p) for p in jax.tree.leaves(params) if np.ndim(p) >= 2]
+  total = sum(k.size for k in kernels)
+  return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0
+
+
+def checkpoint_steps(workdir: str | Path) -> list[int]:
+  """The steps of the checkpoints kept in a run's folder, oldest first.
+
+  Args:
+    workdir: the run's folder (with ``checkpoints/``).
+
+  Returns:
+    The steps, e.g. ``[200, 400]``; ``[]`` without checkpoints.
+  """
+  ckpt = checkpoint_lib.Checkpointer(Path(workdir) / "checkpoints")
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def _saved_run(workdir: Path) -> tuple[config_lib.TrainConfig, data_lib.Dataset, Any]:
+  saved = config_lib.read_saved(workdir / "config.json")
+  if saved is None:
+    raise FileNotFoundError(f"{workdir / 'config.json'}: no run there")
+  cfg = config_lib.from_dict(saved)
+  ds = prepare.run_dataset(dataclasses.replace(cfg, download=False))
+  return cfg, ds, models.get_model(cfg.model, ds.num_classes)
+
+
+def _restore(workdir: Path, step: int | None):
+  cfg, ds, model = _saved_run(workdir)
+  template, _, _ = prepare.initial_state(
+      cfg, model, ds, config_lib.total_steps(cfg, ds.x_train.shape[0]))
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
+  try:
+    state, meta = ckpt.restore(template, step)
+  finally:
+    ckpt.close()
+  return state, meta, cfg, ds, model
+
+
+def load_train_state(workdir: str | Path, step: int | None = None
+                     ) -> tuple[steps_lib.TrainState, dict[str, Any],
+                                config_lib.TrainConfig]:
+  """Restores a run's train state from its checkpoint.
+
+  Args:
+    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
+    step: the checkpoint; the latest when ``None``.
+
+  Returns:
+    ``(state, meta, config)``: the :class:`~zosam_jax.train.steps.TrainState`,
+    the checkpoint's metadata and the run's configuration.
+  """
+  return _restore(Path(workdir), step)[:3]
+
+
+def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
+  """Restores a run's checkpoint and evaluates it on the test set.
+
+  Args:
+    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
+    step: the checkpoint; the latest when ``None``.
+
+  Returns:
+    ``{"step", "loss", "accuracy", "params_finite"}``.
+  """
+  state, meta, cfg, ds, model = _restore(Path(workdir), step)
+  loss, accuracy = evaluator(model, ds, cfg.eval_batch_size)(state.params,
+                                                              state.batch_stats)
+  return {"step": meta["step"], "loss": loss, "accuracy": accuracy,
+          "params_finite": steps_lib.tree_is_finite(state.params)}

@@ -1,0 +1,254 @@
+"""A training program's start and end: its seeds' folders, states, step, summaries.
+
+:func:`set_up` checks the flags against the machine, the data and each run's
+folder, builds (or restores from the checkpoints) the state of every seed,
+and jits the step: one seed's, or K seeds' mapped over a leading axis
+(:mod:`zosam_jax.train.seeds`). :mod:`zosam_jax.train.loop` drives it;
+:func:`save` checkpoints every seed, :func:`finish` writes each seed's
+``summary.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zosam_jax
+from zosam_jax.train import checkpoint as checkpoint_lib
+from zosam_jax.train import config as config_lib
+from zosam_jax.train import data as data_lib
+from zosam_jax.train import evaluation
+from zosam_jax.train import models
+from zosam_jax.train import pipeline
+from zosam_jax.train import prepare
+from zosam_jax.train import report
+from zosam_jax.train import seeds as seeds_lib
+from zosam_jax.train import steps as steps_lib
+from zosam_jax.train import workdir as workdir_lib
+from zosam_jax.train.workdir import ResumeError
+
+
+@dataclasses.dataclass
+class Member:
+  """One seed's run: its configuration, folder, checkpoints and metrics file."""
+
+  cfg: config_lib.TrainConfig
+  workdir: Path
+  ckpt: checkpoint_lib.Checkpointer
+  writer: report.MetricsWriter | None
+  order: pipeline.BatchOrder
+
+
+@dataclasses.dataclass
+class Program:
+  """Everything a program (one seed, or K stacked) carries through set-up,
+  loop and report. ``axes`` is ``None`` for one seed, else the seed axis of
+  each leaf of the stacked ``state``."""
+
+  cfg: config_lib.TrainConfig
+  members: list[Member]
+  axes: Any
+  ds: data_lib.Dataset
+  num_steps: int
+  stop: int
+  schedule: Any
+  state: steps_lib.TrainState
+  start_step: int
+  train_seconds: float
+  train_step: Any
+  evaluate: Any
+  x_all: Any
+  y_all: Any
+  num_params: int
+
+  def member_state(self, i: int) -> steps_lib.TrainState:
+    return self.state if self.axes is None else seeds_lib.select(self.state, self.axes, i)
+
+  def indices(self, step: int) -> np.ndarray:
+    if self.axes is None:
+      return self.members[0].order.indices(step)
+    return np.stack([m.order.indices(step) for m in self.members])
+
+
+def member_configs(cfg: config_lib.TrainConfig, workdir: Path
+                    ) -> list[tuple[config_lib.TrainConfig, Path]]:
+  """``(config, folder)`` of each seed's run: the run itself without
+  ``--seeds``, else ``workdir/seed<s>`` with ``--seed s`` for each seed."""
+  if not cfg.seeds:
+    return [(cfg, workdir)]
+  return [(dataclasses.replace(cfg, seed=s, seeds=(), workdir=str(workdir / f"seed{s}")),
+           workdir / f"seed{s}") for s in cfg.seeds]
+
+
+def _start_step(cfg: config_lib.TrainConfig, members: list[Member]) -> int:
+  """The step the run continues from: 0, or with ``--resume`` the newest
+  checkpoint every seed has."""
+  if not cfg.resume:
+    return 0
+  kept = [set(m.ckpt.all_steps()) for m in members]
+  common = set.intersection(*kept)
+  if not common and any(kept):
+    have = ", ".join(f"{m.workdir}: {sorted(k) or 'none'}" for m, k in zip(members, kept))
+    raise ResumeError(f"--resume: the seeds' folders share no checkpoint step ({have}); "
+                      "pass --overwrite to start the program again")
+  return max(common, default=0)
+
+
+def _restore(cfg, members, states) -> tuple[list[Any], int, float]:
+  """The seeds' states at the step the run starts from, that step, and the
+  training seconds so far."""
+  start_step, train_seconds = _start_step(cfg, members), 0.0
+  if start_step:
+    restored = [m.ckpt.restore(s, start_step) for m, s in zip(members, states)]
+    states = [state for state, _ in restored]
+    train_seconds = restored[0][1]["train_seconds"]
+  for m in members:
+    m.writer = report.MetricsWriter(m.workdir / "metrics.jsonl",
+                                    keep_until_step=start_step if cfg.resume else None)
+  return states, start_step, train_seconds
+
+
+def _place_data(cfg, state, ds):
+  """Puts the state and the training set on the devices; the batch sharding."""
+  num_devices = config_lib.num_devices(cfg, jax.device_count())
+  if num_devices == 1:
+    return state, jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
+  # Data parallel: params, optimizer state and the (small) training set are
+  # replicated; each step's minibatch is split over the data axis.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state, x_all, y_all = jax.device_put((state, ds.x_train, ds.y_train), replicated)
+  return state, x_all, y_all, zosam_jax.data_sharding(mesh)
+
+
+def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
+  """The jitted step of the program (one seed, or the K seeds mapped)."""
+  keys = [prepare.augment_key(m.cfg) for m in members]
+  return jax.jit(
+      steps_lib.make_train_step(
+          model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
+          augment=ds.augment, augment_key=keys[0] if axes is None else jnp.stack(keys),
+          crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
+          zo_batch_fraction=cfg.zo_batch_fraction, batch_sharding=batch_sharding,
+          state_axes=axes),
+      donate_argnums=() if jax.default_backend() == "cpu" else (0,),
+      static_argnames="exact")
+
+
+def set_up(cfg: config_lib.TrainConfig, workdir: Path,
+            dataset: data_lib.Dataset | None) -> Program:
+  """Checks everything, then builds (or restores) the run; writes config.json."""
+  config_lib.num_devices(cfg, jax.device_count())  # Before any data or file.
+  member_cfgs = member_configs(cfg, workdir)
+  for member_cfg, folder in member_cfgs:
+    workdir_lib.check_workdir(member_cfg, folder)
+  ds = prepare.run_dataset(cfg, dataset)
+  num_train = ds.x_train.shape[0]
+  num_steps = config_lib.total_steps(cfg, num_train)
+  prepare.check_against_data(cfg, num_train, num_steps)
+  model = models.get_model(cfg.model, ds.num_classes)
+  built = [prepare.initial_state(c, model, ds, num_steps) for c, _ in member_cfgs]
+  members = []
+  for member_cfg, folder in member_cfgs:
+    workdir_lib.prepare_workdir(member_cfg, folder)
+    members.append(Member(member_cfg, folder,
+                           checkpoint_lib.Checkpointer(folder / "checkpoints"), None,
+                           pipeline.BatchOrder(member_cfg.seed, num_train, cfg.batch_size)))
+  states, start_step, train_seconds = _restore(cfg, members, [b[0] for b in built])
+  num_params = sum(int(np.size(p)) for p in jax.tree.leaves(states[0].params))
+  print(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "
+        f"{cfg.model} with {num_params:,} parameters; {cfg.optimizer}, "
+        f"{cfg.sparse_method} sparsity {cfg.sparsity}; {num_steps} steps"
+        + (f"; seeds {', '.join(map(str, cfg.seeds))} in one program" if cfg.seeds else "")
+        + (f", resumed at step {start_step}" if start_step else ""), flush=True)
+  axes = seeds_lib.state_axes(states) if cfg.seeds else None
+  state = states[0] if axes is None else seeds_lib.stack(states, axes)
+  state, x_all, y_all, batch_sharding = _place_data(cfg, state, ds)
+  tx, schedule = built[0][1], built[0][2]  # Any seed's update: the seed is in the state.
+  return Program(cfg, members, axes, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),
+              schedule, state, start_step, train_seconds,
+              _jit_step(cfg, model, tx, ds, members, axes, batch_sharding),
+              evaluation.evaluator(model, ds, cfg.eval_batch_size), x_all, y_all,
+              num_params)
+
+
+def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
+  """``{"exact": ...}`` for an optimizer with a periodic exact step (chosen here,
+  one compiled step per branch: XLA:CPU runs convolutions' gradients inside
+  ``jax.lax.cond`` several times slower), else nothing."""
+  every = config_lib.exact_period(cfg)
+  return {} if every is None else {"exact": step % every == 0}
+
+
+def step_seconds(run: Program, steps: int, start: int = 0) -> float:
+  """Median wall-clock seconds of the program's step over ``steps`` steps from
+  ``start`` (each synchronised; ``run.state`` carried on). Benchmarks and the
+  GPU protocol's plan measure with it."""
+  times = []
+  for s in range(start, start + steps):
+    begin = time.perf_counter()
+    run.state = run.train_step(run.state, run.x_all, run.y_all, run.indices(s),
+                               **exact_step(run.cfg, s))
+    jax.block_until_ready(run.state)
+    times.append(time.perf_counter() - begin)
+  return statistics.median(times)
+
+
+def save(run: Program, step: int) -> None:
+  for i, m in enumerate(run.members):
+    m.ckpt.save(step, run.member_state(i), {
+        "train_seconds": run.train_seconds, "seed": m.cfg.seed,
+        "epoch": m.order.epoch(step), "steps_per_epoch": m.order.steps_per_epoch,
+        "data_order": "numpy default_rng([0x5EED, seed, epoch]).permutation"})
+
+
+def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
+  cfg, steps, member = run.cfg, int(run.state.step), run.members[i]
+  tests = [r for r in records if r["split"] == "test"]
+  trains = [r for r in records if r["split"] == "train"]
+  summary = {
+      "dataset": cfg.dataset, "model": cfg.model, "optimizer": cfg.optimizer,
+      "sparse_method": cfg.sparse_method, "sparsity": cfg.sparsity,
+      "status": "finished" if steps == run.num_steps else "stopped",
+      "steps": steps, "total_steps": run.num_steps,
+      "epochs": round(steps / member.order.steps_per_epoch, 3),
+      "final_test_accuracy": tests[-1]["accuracy"] if tests else None,
+      "best_test_accuracy": max(r["accuracy"] for r in tests) if tests else None,
+      "final_test_loss": tests[-1]["loss"] if tests else None,
+      "final_train_loss": trains[-1]["loss"] if trains else None,
+      "final_train_accuracy": trains[-1]["accuracy"] if trains else None,
+      "train_seconds": round(run.train_seconds, 3),
+      "seconds_per_step": step_time,
+      "steps_per_second": 1.0 / step_time if step_time else None,
+      "num_params": run.num_params,
+      "weight_sparsity": evaluation.weight_sparsity(run.member_state(i).params),
+      "workdir": str(member.workdir),
+  }
+  if run.axes is not None:  # The timings above are the whole program's.
+    summary.update(seed=member.cfg.seed, program_seeds=list(cfg.seeds))
+  return summary
+
+
+def finish(run: Program, steady: tuple[float, int]) -> list[dict[str, Any]]:
+  """Writes each seed's summary.json and curves.png; returns the summaries."""
+  step_time = steady[0] / steady[1] if steady[1] else (
+      run.train_seconds / max(int(run.state.step) - run.start_step, 1))
+  cfg, summaries = run.cfg, []
+  sparse = "dense" if cfg.sparse_method == "dense" else (
+      f"{cfg.sparse_method} {cfg.sparsity:.0%} sparse")
+  for i, m in enumerate(run.members):
+    records = report.read_metrics(m.writer.path)
+    summaries.append(_summary(run, i, records, step_time))
+    (m.workdir / "summary.json").write_text(json.dumps(summaries[-1], indent=2))
+    report.plot_curves(records, m.workdir / "curves.png",
+                       title=f"{cfg.model} on {cfg.dataset}, {cfg.optimizer}, {sparse}"
+                       + (f", seed {m.cfg.seed}" if run.axes is not None else ""))
+  return summaries
