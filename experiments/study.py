@@ -221,14 +221,14 @@ def cell_row(setting: str, sparsity: float, variant: str, seed: int,
              root=common.REPO) -> dict[str, Any]:
   """The row of a trained cell: its summary, curve, sharpness, passes and the
   gradient variance at its final params (its run folder ``root / rel``)."""
+  from zosam_jax import step_passes
   from zosam_jax.train import report
 
   workdir = root / rel
   records = report.read_metrics(workdir / "metrics.jsonl")
-  bwd, fwd = common.passes_per_step(cfg_dict["optimizer"], cfg_dict.get("num_dirs", 1),
-                                    cfg_dict.get("estimator", "central"),
-                                    cfg_dict.get("zo_prior", "none"),
-                                    cfg_dict.get("refresh_every"))
+  bwd, fwd = step_passes(cfg_dict["optimizer"], cfg_dict.get("num_dirs", 1),
+                         cfg_dict.get("estimator", "central"),
+                         cfg_dict.get("zo_prior", "none"), cfg_dict.get("refresh_every"))
   return dict(
       cell=cell_id(setting, sparsity, variant, seed), setting=setting,
       model=cfg_dict["model"], train_subset=cfg_dict["train_subset"],
