@@ -14,7 +14,7 @@ the order of the positive-control attempts, seeds, variants.
   python experiments/study.py grid       # MLP and CNN, RigL 90/95/98 %, SGD/SAM/ZO-SAM
   python experiments/study.py controls   # random ε, m = 16, ρ 0.1/0.2, prior, at 90 %
   python experiments/study.py controls --variants zosam-prior   # some of them
-  python experiments/study.py ascents    # LookSAM, MSAM, the prior's radius and refresh, at 90 %
+  python experiments/study.py ascents    # LookSAM, MSAM, the prior's radius and refresh, at 90 % (issue 25)
   python experiments/study.py grid --dataset cifar10   # ResNet-20: control, RigL 90%, SNIP 90%, 98%
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
