@@ -121,3 +121,14 @@ def pass_counter():
 
   tap.defvjp(tap_fwd, tap_bwd)
   return tap, counts
+
+
+def orbax_round_trip(state, directory):
+  """``state`` saved with Orbax's ``StandardCheckpointer`` and read back into its
+  shapes and dtypes."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory, state)
+  checkpointer.wait_until_finished()
+  return checkpointer.restore(directory,
+                              jax.tree.map(ocp.utils.to_shape_dtype_struct, state))

@@ -250,16 +250,11 @@ def test_scan_inject_hyperparams_and_fixed_state_structure(make, static):
 
 @pytest.mark.parametrize("name", SLOW_ZO)
 def test_state_round_trips_through_an_orbax_checkpoint(name, tmp_path):
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   params, loss = helpers.mlp_problem()
   tx = MAKERS[name](SGD())
   step = _step(tx, loss)
   _, state = step(params, tx.init(params))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(tmp_path / "state", state)
-  checkpointer.wait_until_finished()
-  restored = checkpointer.restore(
-      tmp_path / "state", jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+  restored = helpers.orbax_round_trip(state, tmp_path / "state")
   for _ in range(2):  # An exact step and a reused one.
     (p1, state), (p2, restored) = step(params, state), step(params, restored)
     chex.assert_trees_all_equal(p1, p2)

@@ -63,3 +63,14 @@ def test_seeds_benchmark_times_the_program_against_separate_runs(tmp_path, capsy
     assert row["ratio_to_separate"] == pytest.approx(
         row["ms_per_step"] / (row["k"] * row["single_ms_per_step"]))
   assert "| cnn_digits | sgd | 2 |" in capsys.readouterr().out
+
+
+def test_cond_benchmark_times_the_gradient_plain_and_nested(tmp_path, capsys):
+  main = runpy.run_path(str(SCRIPT.parent / "cond_cost.py"))["main"]
+  out = tmp_path / "cond.json"
+  main(["--models", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1",
+        "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["nested_in"] for r in rows] == ["plain", "cond", "scan", "while_loop"]
+  assert rows[0]["ratio_to_plain"] == 1.0 and all(r["ms"] > 0 for r in rows)
+  assert "| mlp | cond |" in capsys.readouterr().out

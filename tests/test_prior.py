@@ -118,16 +118,11 @@ def test_scan_inject_hyperparams_and_fixed_state_structure():
 
 
 def test_prior_round_trips_through_an_orbax_checkpoint(tmp_path):
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   params, loss = helpers.mlp_problem()
   tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=1)
   step = jax.jit(lambda p, s: tx.update(p, s, p, value_fn=loss))
   _, state = step(params, tx.init(params))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(tmp_path / "state", state)
-  checkpointer.wait_until_finished()
-  restored = checkpointer.restore(
-      tmp_path / "state", jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+  restored = helpers.orbax_round_trip(state, tmp_path / "state")
   chex.assert_trees_all_equal(step(params, restored)[0], step(params, state)[0])
 
 

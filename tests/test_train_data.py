@@ -277,15 +277,17 @@ def test_data_dir_holding_the_npz_parts_is_accepted(tmp_path, monkeypatch):
   assert ds.x_train.shape == (80, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
 
 
-def test_truncated_npz_names_the_file(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0-1"]], ids=["one-seed", "seeds"])
+def test_truncated_npz_names_the_file(tmp_path, monkeypatch, capsys, seeds):
   monkeypatch.setattr(data.cifar, "CIFAR10_NPZ_SHA256", {})
   _write_cifar10_npz(tmp_path)
   part = tmp_path / "cifar10_train_2.npz"
   part.write_bytes(part.read_bytes()[:500])
   assert cli.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download",
-                   "--workdir", str(tmp_path / "run"), "--no-progress"]) == 1
+                   "--workdir", str(tmp_path / "run"), "--no-progress"] + seeds) == 1
   err = capsys.readouterr().err
   assert str(part) in err and "Traceback" not in err
+  assert not (tmp_path / "run").exists()  # Nothing written before the data loads.
 
 
 def test_npz_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ before XLA meets a wrong shape.
 from collections.abc import Callable
 import math
 import numbers
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -119,3 +119,10 @@ def check_reduced(name: str, axis_name: Any, **losses: Any) -> None:
           " `jax.lax.pmean`"
           + ("" if axis_name is None else
              f" (it is {axis_name!r}, which does not cover all of them)"))
+
+
+def check_exact(name: str, exact: Optional[bool], every: Optional[int]) -> None:
+  """``update(..., exact=...)`` only where there is a periodic exact step."""
+  if exact is not None and every is None:
+    raise ValueError(f"{name}: `exact` chooses the exact step of `refresh_every`, "
+                     "which is not set")

@@ -6,6 +6,7 @@ transformation), steps to :math:`\\theta + \\epsilon` with
 hands it to a base optimizer; the state is one :class:`ZOSAMState`.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
@@ -163,6 +164,28 @@ def check_common(has_aux: Any, aux_like: Any, base_tx: Any, rho: Any, mask_fn: A
   masking.check_mask_fn(mask_fn)
 
 
+def _ascent(ascent_fn, prior, refresh_every, radius_cap, rho, axis_name, loss_fn, params,
+            mask, state, step_key, loss_dtype, exact):
+  """One step's ascent: ``(direction, loss at θ, radius, whether this step is an
+  exact refresh)``; the first six arguments are :func:`sharpness_aware`'s."""
+  # The momentum trace is read where it is (no copy in the state).
+  guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
+           else state.prior)
+  estimate = lambda: ascent_fn(loss_fn, params, mask, step_key, guess, loss_dtype)
+  if refresh_every is None:
+    (direction, loss), refresh = estimate(), jnp.zeros((), bool)
+  else:
+    (direction, loss), refresh = periodic(
+        exact, state.count, refresh_every,
+        lambda: exact_ascent(loss_fn, params, mask, axis_name),
+        lambda: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), estimate()))
+  if radius_cap is None:
+    return direction, loss, rho, refresh
+  active = masking.mask_as_floats(mask, params)
+  scale = prior_lib.radius_scale(direction, guess, active, radius_cap)
+  return direction, loss, rho * jnp.where(refresh, 1.0, scale), refresh
+
+
 def sharpness_aware(
     name: str,
     base_tx: optax.GradientTransformation,
@@ -196,25 +219,8 @@ def sharpness_aware(
     return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
                          counted=refresh_every is not None)
 
-  def ascent(loss_fn, params, mask, state, step_key, loss_dtype, exact):
-    """(direction, loss at θ, radius, whether this step is an exact refresh)."""
-    # The momentum trace is read where it is (no copy in the state).
-    guess = (optax.tree.get(state.base_tx_state, "trace") if prior == "momentum"
-             else state.prior)
-    estimate = lambda: ascent_fn(loss_fn, params, mask, step_key, guess, loss_dtype)
-    if refresh_every is None:
-      (direction, loss), refresh = estimate(), jnp.zeros((), bool)
-    else:
-      (direction, loss), refresh = periodic(
-          exact, state.count, refresh_every,
-          lambda: exact_ascent(loss_fn, params, mask, axis_name),
-          lambda: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), estimate()))
-    radius = rho
-    if radius_cap is not None:
-      active = masking.mask_as_floats(mask, params)
-      scale = prior_lib.radius_scale(direction, guess, active, radius_cap)
-      radius = rho * jnp.where(refresh, 1.0, scale)
-    return direction, loss, radius, refresh
+  ascent = functools.partial(_ascent, ascent_fn, prior, refresh_every, radius_cap, rho,
+                             axis_name)
 
   def update_fn(
       updates: base.Updates,
@@ -228,9 +234,7 @@ def sharpness_aware(
   ) -> tuple[base.Updates, ZOSAMState]:
     # The incoming updates are not used: the gradient is taken at θ + ε below.
     del updates
-    if exact is not None and refresh_every is None:
-      raise ValueError(f"{name}: `exact` chooses the exact step of `refresh_every`, "
-                       "which is not set")
+    checks.check_exact(name, exact, refresh_every)
     ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
                                                   has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
@@ -245,10 +249,6 @@ def sharpness_aware(
     checks.check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
     new_updates, base_tx_state, grads = base_step(
         base_tx, grads, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
-    # The next step's prior (re-masked with that step's mask when used): the
-    # gradient at θ + ε, or the exact ascent of a refresh step.
-    last = None if prior != "gradient" else jax.tree.map(
-        lambda d, g: jnp.where(refresh, d.astype(g.dtype), g), direction, grads)
     return new_updates, ZOSAMState(
         key=next_key,
         base_tx_state=base_tx_state,
@@ -257,10 +257,23 @@ def sharpness_aware(
         ascent_norm=optax.tree.norm(direction).astype(jnp.float32),
         perturbation_norm=perturbation_norm.astype(jnp.float32),
         aux=aux,
-        prior=last,
+        prior=_next_prior(prior, refresh_every, refresh, direction, grads),
         count=None if state.count is None else state.count + 1)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _next_prior(prior: Optional[str], refresh_every: Optional[int], refresh: jax.Array,
+                direction: base.Updates, grads: base.Updates) -> Any:
+  """The next step's prior (re-masked with that step's mask when used): the
+  gradient at θ + ε, or the exact ascent of a refresh step; ``None`` without
+  ``prior="gradient"``."""
+  if prior != "gradient":
+    return None
+  if refresh_every is None:
+    return grads
+  return jax.tree.map(lambda d, g: jnp.where(refresh, d.astype(g.dtype), g),
+                      direction, grads)
 
 
 def pop_aux(state: base.OptState) -> tuple[Any, base.OptState]:

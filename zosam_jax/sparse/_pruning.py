@@ -98,17 +98,8 @@ def gmp(
     Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
     for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
   """
-  _distributions.check_sparsity(sparsity)
-  _distributions.check_sparsity(initial_sparsity, "initial_sparsity")
-  _init.check_mask_args(None, sparsity, distribution)
-  _schedules.check_positive_int(update_every, "update_every")
-  end_step = _schedules.resolve_end_step(end_step, total_steps)
-  _schedules.check_non_negative_int(begin_step, "begin_step")
-  if end_step <= begin_step:
-    raise ValueError(
-        f"`end_step` must be greater than `begin_step`, got {end_step!r} <="
-        f" {begin_step!r}"
-    )
+  end_step = _check_gmp_args(sparsity, initial_sparsity, distribution, update_every,
+                             end_step, total_steps, begin_step)
   inner = optax.with_extra_args_support(inner)
   exclusions = dict(
       dense_fn=dense_fn,
@@ -117,24 +108,11 @@ def gmp(
   )
 
   def layer_schedules(params):
-    """Per leaf, ``step -> number of active weights``."""
     densities = _distributions.layer_densities(
         params, sparsity, distribution, **exclusions
     )
-
-    def leaf(p, density):
-      target = 1.0 - density
-      schedule = _schedules.cubic_sparsity(
-          target,
-          initial_sparsity=min(initial_sparsity, target),
-          begin_step=begin_step,
-          end_step=end_step,
-          update_every=update_every,
-      )
-      size = p.size
-      return lambda t: jnp.round((1.0 - schedule(t)) * size).astype(jnp.int32)
-
-    return jax.tree.map(leaf, params, densities)
+    return _active_counts(params, densities, initial_sparsity, begin_step, end_step,
+                          update_every)
 
   def init_fn(params):
     if not jax.tree.leaves(params):  # optax.tree.map_params's placeholder
@@ -158,22 +136,7 @@ def gmp(
         & (t <= end_step)
     )
     schedules = layer_schedules(params)
-
-    def prune(stepped):
-      counts = jax.tree.map(
-          lambda m, n_active: jnp.minimum(
-              n_active(t), jnp.sum(m, dtype=jnp.int32)
-          ),
-          state.masks,
-          schedules,
-      )
-      scores = jax.tree.map(
-          lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), -jnp.inf),
-          state.masks,
-          stepped,
-      )
-      return _masks.top_k_masks(scores, counts)
-
+    prune = lambda stepped: _magnitude_prune(state.masks, stepped, schedules, t)
     updates, masks, inner_state = _masks.masked_step_with_mask_update(
         inner,
         updates,
@@ -191,3 +154,56 @@ def gmp(
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_gmp_args(sparsity, initial_sparsity, distribution, update_every, end_step,
+                    total_steps, begin_step) -> int:
+  """Checks :func:`gmp`'s arguments; returns the resolved ``end_step``."""
+  _distributions.check_sparsity(sparsity)
+  _distributions.check_sparsity(initial_sparsity, "initial_sparsity")
+  _init.check_mask_args(None, sparsity, distribution)
+  _schedules.check_positive_int(update_every, "update_every")
+  end_step = _schedules.resolve_end_step(end_step, total_steps)
+  _schedules.check_non_negative_int(begin_step, "begin_step")
+  if end_step <= begin_step:
+    raise ValueError(
+        f"`end_step` must be greater than `begin_step`, got {end_step!r} <="
+        f" {begin_step!r}"
+    )
+  return end_step
+
+
+def _active_counts(params, densities, initial_sparsity, begin_step, end_step,
+                   update_every):
+  """Per leaf, ``step -> number of active weights`` on the cubic schedule to the
+  leaf's final density."""
+
+  def leaf(p, density):
+    target = 1.0 - density
+    schedule = _schedules.cubic_sparsity(
+        target,
+        initial_sparsity=min(initial_sparsity, target),
+        begin_step=begin_step,
+        end_step=end_step,
+        update_every=update_every,
+    )
+    size = p.size
+    return lambda t: jnp.round((1.0 - schedule(t)) * size).astype(jnp.int32)
+
+  return jax.tree.map(leaf, params, densities)
+
+
+def _magnitude_prune(masks, stepped, schedules, t):
+  """The masks keeping, per leaf, the largest active weights of ``stepped`` up
+  to the schedule's count at step ``t`` (never growing a mask)."""
+  counts = jax.tree.map(
+      lambda m, n_active: jnp.minimum(n_active(t), jnp.sum(m, dtype=jnp.int32)),
+      masks,
+      schedules,
+  )
+  scores = jax.tree.map(
+      lambda m, w: jnp.where(m, jnp.abs(w).astype(jnp.float32), -jnp.inf),
+      masks,
+      stepped,
+  )
+  return _masks.top_k_masks(scores, counts)

@@ -52,6 +52,20 @@ class MetricSums(NamedTuple):
     f, i = lambda: jnp.zeros((), jnp.float32), lambda: jnp.zeros((), jnp.int32)
     return cls(f(), i(), i(), i(), f(), jnp.asarray(nonfinite_step, jnp.int32))
 
+  def add(self, step: jax.Array, loss: jax.Array, logits: jax.Array, labels: jax.Array,
+          sharpness: jax.Array) -> MetricSums:
+    """The sums with step ``step``'s minibatch added (``logits`` ``(batch,
+    classes)``, ``labels`` ``(batch,)``)."""
+    bad = ~jnp.isfinite(loss)
+    return MetricSums(
+        loss=self.loss + loss.astype(jnp.float32),
+        correct=self.correct + jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32),
+        count=self.count + 1,
+        examples=self.examples + labels.shape[0],
+        sharpness=self.sharpness + sharpness.astype(jnp.float32),
+        nonfinite_step=jnp.where((self.nonfinite_step < 0) & bad, step,
+                                 self.nonfinite_step))
+
 
 class TrainState(NamedTuple):
   """Everything that changes during training (and is checkpointed).
@@ -176,18 +190,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       # 0 where the loss at θ is not evaluated (MSAM's NaN).
       sharpness = jnp.nan_to_num(opt_state.perturbed_loss - opt_state.loss, nan=0.0)
     params = optax.apply_updates(state.params, updates)
-    step_number = state.step + 1
-    m = state.metrics
-    bad = ~jnp.isfinite(loss)
-    metrics = MetricSums(
-        loss=m.loss + loss.astype(jnp.float32),
-        correct=m.correct + jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32),
-        count=m.count + 1,
-        examples=m.examples + labels.shape[0],
-        sharpness=m.sharpness + sharpness.astype(jnp.float32),
-        nonfinite_step=jnp.where((m.nonfinite_step < 0) & bad, step_number,
-                                 m.nonfinite_step))
-    return TrainState(step_number, params, batch_stats, opt_state, metrics)
+    metrics = state.metrics.add(state.step + 1, loss, logits, labels, sharpness)
+    return TrainState(state.step + 1, params, batch_stats, opt_state, metrics)
 
   def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
     if state_axes is None:
