@@ -32,10 +32,12 @@ import jax
 from zosam_jax.train import TrainConfig
 from zosam_jax.train import program
 
-#: The benchmark's settings: the study's small CNN (Fashion-MNIST, 28×28) and
-#: its ResNet-20 (CIFAR-10 at 16 px), RigL 90 % as in the study.
+#: The benchmark's settings: the study's small CNN and MLP (Fashion-MNIST, 28×28)
+#: and its ResNet-20 (CIFAR-10 at 16 px), RigL 90 % as in the study.
 MODELS: dict[str, TrainConfig] = {
     "cnn": TrainConfig(dataset="fashion_mnist", model="cnn", train_subset=2000,
+                       batch_size=128),
+    "mlp": TrainConfig(dataset="fashion_mnist", model="mlp", train_subset=2000,
                        batch_size=128),
     "resnet20": TrainConfig(dataset="cifar10", model="resnet20", image_size=16,
                             train_subset=2000, batch_size=128),
