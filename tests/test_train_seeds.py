@@ -46,11 +46,15 @@ def _close(a, b):
                               **TOLERANCE)
 
 
+# SGD on RigL: the plain step, its mask updates under the shared count.
+SGD_RIGL = ZO_SET.replace(optimizer="sgd", zo_prior="none", sparse_method="rigl")
+
+
 @pytest.mark.parametrize("cfg", [
-    ZO_SET, pytest.param(SAM_RIGL_BN, marks=pytest.mark.slow)],
-    ids=["zosam-prior-set", "sam-rigl-bn"])
+    ZO_SET, SGD_RIGL, pytest.param(SAM_RIGL_BN, marks=pytest.mark.slow)],
+    ids=["zosam-prior-set", "sgd-rigl", "sam-rigl-bn"])
 def test_each_seed_of_a_program_is_its_single_seed_run(tmp_path, cfg):
-  seeds = (0, 1, 2) if cfg is ZO_SET else (3, 5)
+  seeds = (3, 5) if cfg is SAM_RIGL_BN else (0, 1, 2)
   program = train_seeds(cfg.replace(seeds=seeds), tmp_path / "program")
   for seed, summary in zip(seeds, program):
     single = train_and_evaluate(cfg.replace(seed=seed), tmp_path / f"single{seed}")
