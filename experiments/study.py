@@ -385,12 +385,14 @@ def main() -> None:
             f"add --dataset {SETTINGS[args.setting]['dataset']}")
   if args.what == "gpu" and args.dataset != "cifar10":
     p.error("gpu runs CIFAR-10 cells: add --dataset cifar10")
+  if args.dry_run and args.what != "gpu":
+    p.error(f"--dry-run prints the GPU protocol's plan: it needs gpu, not {args.what}")
   from zosam_jax.train import load_dataset
 
   spec = DATASETS[args.dataset]
   models = args.models or spec["models"]
   ds = load_dataset(args.dataset, cifar10_test="jpeg_10k")
-  then = after_each_cell(args.dataset, ds)
+  then = None if args.dry_run else after_each_cell(args.dataset, ds)
   if args.what == "one":
     [row] = run_cells([(args.setting, args.sparsity, args.variant, args.seed)], ds, then)
     print(json.dumps(row))

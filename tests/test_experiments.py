@@ -259,6 +259,7 @@ def test_gpu_protocol_appends_each_programs_rows_and_skips_done_ones(tmp_path, m
     (["one"], "one needs --setting and --variant"),
     (["one", "--setting", "r32-50k-gpu", "--variant", "sgd"], "add --dataset cifar10"),
     (["gpu"], "gpu runs CIFAR-10 cells: add --dataset cifar10"),
+    (["grid", "--dry-run"], "--dry-run prints the GPU protocol's plan: it needs gpu, not grid"),
     (["one", "--setting", "no-such", "--variant", "sgd"], "invalid choice: 'no-such'")])
 def test_study_command_errors_name_the_argument(argv, message, monkeypatch, capsys):
   import study  # pylint: disable=import-outside-toplevel
