@@ -158,10 +158,9 @@ def erk(
   .. math::
     d_l = \epsilon \left(\frac{\sum_i n_i}{\prod_i n_i}\right)^{p},
 
-  with :math:`\epsilon` chosen so that the prunable weights have density
-  :math:`1 - s` overall. A leaf whose :math:`d_l` would exceed 1 is made dense
-  and :math:`\epsilon` is solved again over the remaining leaves, until every
-  density is at most 1.
+  with :math:`\epsilon` giving the prunable weights density :math:`1 - s`; a
+  leaf whose :math:`d_l` would exceed 1 is made dense and :math:`\epsilon`
+  solved again over the others.
 
   Args:
     params: the parameters (only shapes are read).

@@ -314,33 +314,9 @@ def rigl(
   :math:`\theta + \epsilon`). Grown weights start at exactly zero, and the
   inner optimizer's moments are reset wherever the mask changed.
 
-  Args:
-    inner: the wrapped optimizer, e.g. ``optax.sgd(0.1, momentum=0.9)``.
-    end_step: last step of mask updates, exclusive: an int, or a float in
-      ``(0, 1]`` read as a fraction of ``total_steps`` (RigL uses 0.75).
-    sparsity: sparsity of the prunable weights in ``[0, 1)``; random masks at
-      this sparsity are drawn in ``init``. Exclusive with ``masks``.
-    masks: initial bool masks (``True`` = active), or ``params -> masks``.
-    drop_fraction: :math:`\alpha` in ``(0, 1]``, cosine-decayed to 0 at
-      ``end_step`` (:func:`cosine_drop_fraction`); or a schedule
-      ``step -> fraction`` used as is.
-    update_every: :math:`\Delta T`, steps between mask updates.
-    total_steps: the number of training steps, when ``end_step`` is a fraction.
-    distribution: ``"erk"`` or ``"uniform"`` per-layer split of ``sparsity``.
-    key: seed or PRNG key (initial masks and the key held in the state).
-    dense_fn: ``(path, leaf) -> bool``, leaves kept dense; by default those
-      with ``ndim <= 1``.
-    dense_first_layer: keep the first prunable leaf dense.
-    dense_last_layer: keep the last prunable leaf dense.
-
-  Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose state is a
-    :class:`DynamicSparseState`. Extra keyword arguments of ``update`` are
-    passed on to ``inner``. ``update`` requires ``params``. Masks change at
-    steps ``t`` (the count of earlier ``update`` calls) with
-    ``0 < t < end_step`` and ``t % update_every == 0``
-    (:func:`is_update_step`); the inner step runs on the old masks and the
-    drop reads the stepped weights.
+  Args and returns: those of :func:`set_sparse` (the same arguments, the same
+  :class:`DynamicSparseState`, the same update steps); only the regrowth
+  differs.
 
   Examples:
     >>> import jax
