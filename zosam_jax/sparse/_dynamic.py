@@ -314,9 +314,15 @@ def rigl(
   :math:`\theta + \epsilon`). Grown weights start at exactly zero, and the
   inner optimizer's moments are reset wherever the mask changed.
 
-  Args and returns: those of :func:`set_sparse` (the same arguments, the same
-  :class:`DynamicSparseState`, the same update steps); only the regrowth
-  differs.
+  Args:
+    inner, end_step, sparsity, masks, drop_fraction, update_every, total_steps,
+    distribution, key, dense_fn, dense_first_layer, dense_last_layer: as in
+    :func:`set_sparse`; only the regrowth differs.
+
+  Returns:
+    As :func:`set_sparse`: an :class:`optax.GradientTransformationExtraArgs`
+    whose state is a :class:`DynamicSparseState`, masks changing at the same
+    steps.
 
   Examples:
     >>> import jax
