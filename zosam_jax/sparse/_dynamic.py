@@ -176,17 +176,20 @@ def _drop_grow(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check_and_build(
-    drop_fraction, update_every, end_step, total_steps, masks, sparsity,
-    distribution,
-):
+def _checked_drop_grow(inner, grow_score_fn, end_step, sparsity, masks, drop_fraction,
+                       update_every, total_steps, distribution, key, init_kwargs):
+  """:func:`set_sparse` or :func:`rigl` (by ``grow_score_fn``), arguments checked."""
   _init.check_mask_args(masks, sparsity, distribution)
   _schedules.check_positive_int(update_every, "update_every")
   end_step = _schedules.resolve_end_step(end_step, total_steps)
   if callable(drop_fraction):
-    return drop_fraction, end_step
-  _schedules.check_drop_fraction(drop_fraction)
-  return _schedules.cosine_drop_fraction(drop_fraction, end_step), end_step
+    drop_fraction_fn = drop_fraction
+  else:
+    _schedules.check_drop_fraction(drop_fraction)
+    drop_fraction_fn = _schedules.cosine_drop_fraction(drop_fraction, end_step)
+  return _drop_grow(inner, grow_score_fn, drop_fraction_fn, update_every, end_step,
+                    masks, sparsity, distribution, base.canonicalize_key(key),
+                    init_kwargs)
 
 
 def set_sparse(
@@ -267,26 +270,11 @@ def set_sparse(
     hyperparameter: pass ``static_args=("sparsity", "end_step",
     "update_every", "total_steps", "key")``.
   """
-  drop_fraction_fn, end_step = _check_and_build(
-      drop_fraction, update_every, end_step, total_steps, masks, sparsity,
-      distribution,
-  )
-  return _drop_grow(
-      inner,
-      random_grow_scores,
-      drop_fraction_fn,
-      update_every,
-      end_step,
-      masks,
-      sparsity,
-      distribution,
-      base.canonicalize_key(key),
-      dict(
-          dense_fn=dense_fn,
-          dense_first_layer=dense_first_layer,
-          dense_last_layer=dense_last_layer,
-      ),
-  )
+  return _checked_drop_grow(
+      inner, random_grow_scores, end_step, sparsity, masks, drop_fraction, update_every,
+      total_steps, distribution, key,
+      dict(dense_fn=dense_fn, dense_first_layer=dense_first_layer,
+           dense_last_layer=dense_last_layer))
 
 
 def rigl(
@@ -344,28 +332,11 @@ def rigl(
     <https://arxiv.org/abs/1911.11134>`_, ICML 2020
 
   .. note::
-    With ``optax.inject_hyperparams`` only ``drop_fraction`` can be a traced
-    hyperparameter: pass ``static_args=("sparsity", "end_step",
-    "update_every", "total_steps", "key")``.
+    With ``optax.inject_hyperparams``: as for :func:`set_sparse`.
   """
-  drop_fraction_fn, end_step = _check_and_build(
-      drop_fraction, update_every, end_step, total_steps, masks, sparsity,
-      distribution,
-  )
-  return _drop_grow(
-      inner,
-      gradient_grow_scores,
-      drop_fraction_fn,
-      update_every,
-      end_step,
-      masks,
-      sparsity,
-      distribution,
-      base.canonicalize_key(key),
-      dict(
-          dense_fn=dense_fn,
-          dense_first_layer=dense_first_layer,
-          dense_last_layer=dense_last_layer,
-      ),
-  )
+  return _checked_drop_grow(
+      inner, gradient_grow_scores, end_step, sparsity, masks, drop_fraction, update_every,
+      total_steps, distribution, key,
+      dict(dense_fn=dense_fn, dense_first_layer=dense_first_layer,
+           dense_last_layer=dense_last_layer))
 
