@@ -237,13 +237,11 @@ def set_sparse(
     dense_last_layer: keep the last prunable leaf dense.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose state is a
-    :class:`DynamicSparseState`. Extra keyword arguments of ``update`` are
-    passed on to ``inner``. ``update`` requires ``params``. Masks change at
-    steps ``t`` (the count of earlier ``update`` calls) with
-    ``0 < t < end_step`` and ``t % update_every == 0``
-    (:func:`is_update_step`); the inner step runs on the old masks and the
-    drop reads the stepped weights.
+    An :class:`optax.GradientTransformationExtraArgs` (state
+    :class:`DynamicSparseState`; ``update`` requires ``params``, passes extra
+    keyword arguments on to ``inner``). Masks change at steps ``0 < t <
+    end_step`` with ``t % update_every == 0`` (:func:`is_update_step`): the
+    inner step runs on the old masks, the drop reads the stepped weights.
 
   Examples:
     >>> import jax
