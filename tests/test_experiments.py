@@ -234,6 +234,19 @@ def test_gpu_dry_run_measures_and_prints_the_plan_at_tiny_size(tmp_path, capsys)
   assert not (tmp_path / "runs").exists()  # A dry run trains and writes nothing.
 
 
+def test_gpu_plan_is_saved_and_a_resumed_command_keeps_it(tmp_path, monkeypatch):
+  import types  # pylint: disable=import-outside-toplevel
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(gpu_protocol, "measure", lambda variant, ds, tiny=False: 0.01)
+  ds = types.SimpleNamespace(x_train=np.zeros((50000, 1)))
+  first = gpu_protocol._planned(ds, False, tmp_path)  # pylint: disable=protected-access
+  assert (tmp_path / "runs/study/r32-50k-gpu/plan.json").is_file()
+  assert first["steps_per_epoch"] == 390 and first["epochs"] == 26  # floor(420 s / (390 x 4 x 10 ms)) = 26.
+  monkeypatch.setattr(gpu_protocol, "measure",
+                      lambda *a, **k: pytest.fail("a resumed command measured again"))
+  assert gpu_protocol._planned(ds, False, tmp_path) == first  # pylint: disable=protected-access
+
+
 @pytest.mark.slow  # Three 3-seed programs of a few steps: about a minute.
 def test_gpu_protocol_appends_each_programs_rows_and_skips_done_ones(tmp_path, monkeypatch):
   import gpu_protocol  # pylint: disable=import-outside-toplevel

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -79,21 +78,23 @@ def _test_records(run: program_lib.Program, step: int) -> list[dict[str, Any]]:
 
 
 def _check_finite(run: program_lib.Program, step: int) -> None:
-  for i, m in enumerate(run.members):
-    state = run.member_state(i)
-    bad_step = int(state.metrics.nonfinite_step)
+  metrics = run.host_metrics()
+  if all(m.nonfinite_step < 0 for m in metrics) and steps_lib.tree_is_finite(
+      (run.state.params, run.state.batch_stats)):  # One pass over every seed.
+    return
+  for i, (m, member) in enumerate(zip(metrics, run.members)):
+    state, bad_step = run.member_state(i), int(m.nonfinite_step)
     if bad_step < 0 and not steps_lib.tree_is_finite((state.params, state.batch_stats)):
       bad_step = step
     if bad_step >= 0:
-      raise NonFiniteLossError(bad_step, m.ckpt.latest_step(), m.ckpt.directory)
+      raise NonFiniteLossError(bad_step, member.ckpt.latest_step(), member.ckpt.directory)
 
 
 def _train_records(run: program_lib.Program, step: int, elapsed: float) -> list[dict[str, Any]]:
   """Each seed's train-metrics record of the window ending at ``step`` (the
   sums then reset); ``[]`` for an empty window."""
   records = []
-  for i in range(len(run.members)):
-    m = jax.device_get(run.member_state(i).metrics)
+  for m in run.host_metrics():
     if m.count == 0:
       return []
     record = {"step": step, "split": "train", "loss": float(m.loss) / int(m.count),

@@ -72,6 +72,13 @@ class Program:
   def member_state(self, i: int) -> steps_lib.TrainState:
     return self.state if self.axes is None else seeds_lib.select(self.state, self.axes, i)
 
+  def host_metrics(self) -> list[steps_lib.MetricSums]:
+    """Each seed's metric sums on the host, read from the device at once."""
+    m = jax.device_get(self.state.metrics)
+    if self.axes is None:
+      return [m]
+    return [jax.tree.map(lambda x, i=i: x[i], m) for i in range(len(self.members))]
+
   def indices(self, step: int) -> np.ndarray:
     if self.axes is None:
       return self.members[0].order.indices(step)
