@@ -128,13 +128,10 @@ def zo_gradient(
 ) -> tuple[base.Params, jax.Array]:
   """Estimates the gradient of ``loss_fn`` at ``params`` from forward passes.
 
-  Direction ``i`` is drawn from ``jax.random.fold_in(key, i)``, so the
-  directions never have to be held at once: with ``chunk_size=k`` only ``k``
-  perturbed copies of the params exist at a time and the directions are
-  regenerated to form :math:`\\hat g`. With ``chunk_size`` at least the
-  number of evaluations, they all run in one ``jax.vmap`` (fastest on
-  launch-bound models on GPU/TPU); with ``chunk_size=1`` one direction at a
-  time, unbatched (fastest on CPU).
+  Direction ``i`` is drawn from ``jax.random.fold_in(key, i)``: with
+  ``chunk_size=k`` only ``k`` perturbed copies exist at a time and the
+  directions are regenerated to form :math:`\\hat g`; a ``chunk_size`` of
+  all evaluations is one ``jax.vmap`` (GPU/TPU), ``1`` unbatched (CPU).
 
   Args:
     loss_fn: ``params -> scalar`` loss on the current minibatch.
@@ -149,12 +146,10 @@ def zo_gradient(
     estimator: ``"central"``, ``"forward"``, ``"jvp"`` or ``"random"`` (the
       control: the mean of the directions, coefficients 1).
     distribution: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
-    chunk_size: evaluate at most this many perturbed losses at once in one
-      ``jax.vmap``; ``1`` evaluates them one after the other without batching
-      the weights; ``None`` chooses by backend (:func:`resolve_chunk_size`).
-    axis_name: if given, the loss values (or directional derivatives) are
-      averaged over this mapped axis with ``jax.lax.pmean`` so that every device
-      uses the global minibatch loss.
+    chunk_size: at most this many perturbed losses at once in one
+      ``jax.vmap``; ``None`` by backend (:func:`resolve_chunk_size`).
+    axis_name: the mapped axis over which loss values (or directional
+      derivatives) are averaged with ``jax.lax.pmean``.
 
   Returns:
     ``(g_hat, loss)``: ``g_hat`` is a pytree of float32 arrays of shapes
@@ -182,60 +177,77 @@ def zo_gradient(
   direction = lambda i: directions.sample_direction(
       jax.random.fold_in(key, i), params, active, distribution)
   f32_loss = lambda p: jnp.asarray(loss_fn(p), jnp.float32)
+  mean = lambda g_hat: jax.tree.map(lambda g: g / num_dirs, g_hat)
   if estimator == "random":
     loss = f32_loss(params)
-    g_hat = jax.lax.fori_loop(
-        0, num_dirs, lambda i, acc: jax.tree.map(jnp.add, acc, direction(i)),
-        jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
-    return (jax.tree.map(lambda g: g / num_dirs, g_hat),
-            loss if axis_name is None else jax.lax.pmean(loss, axis_name))
+    g_hat = _weighted_sum(jnp.ones(num_dirs), direction, params)
+    return mean(g_hat), _pmean(loss, axis_name)
   num_lanes = _NUM_LANES[estimator](num_dirs)
   chunk_size = resolve_chunk_size(chunk_size, num_lanes)
   if chunk_size == 1:
     g_hat, loss = _sequential(f32_loss, params, direction, num_dirs=num_dirs,
                               smoothing=smoothing, estimator=estimator,
                               axis_name=axis_name)
-    return jax.tree.map(lambda g: g / num_dirs, g_hat), loss
-  all_at_once = chunk_size >= num_lanes
-
+    return mean(g_hat), loss
+  # All directions at once (they are then held), or chunks regenerated.
+  dirs = (jax.vmap(direction)(jnp.arange(num_dirs))
+          if chunk_size >= num_lanes else None)
   if estimator == "jvp":
-    def derivative(u):
-      return jax.jvp(f32_loss, (params,), (_like(u, params),))
-
-    if all_at_once:
-      dirs = jax.vmap(direction)(jnp.arange(num_dirs))
-      values, coeffs = jax.vmap(derivative)(dirs)
-    else:
-      values, coeffs = jax.lax.map(lambda i: derivative(direction(i)),
-                                   jnp.arange(num_dirs), batch_size=chunk_size)
-    loss = values[0]
-    if axis_name is not None:
-      coeffs, loss = jax.lax.pmean((coeffs, loss), axis_name)
+    coeffs, loss = _jvp_coefficients(f32_loss, params, direction, dirs,
+                                     num_dirs, chunk_size)
+    coeffs, loss = _pmean((coeffs, loss), axis_name)
   else:
-    idx, steps = _lanes(estimator, num_dirs, smoothing)
-    if all_at_once:
-      dirs = jax.vmap(direction)(jnp.arange(num_dirs))
-      lane_dirs = jax.tree.map(lambda d: d[idx], dirs)
-      values = jax.vmap(lambda u, s: f32_loss(perturb(params, u, s)))(
-          lane_dirs, steps)
-    else:
-      values = jax.lax.map(
-          lambda i_s: f32_loss(perturb(params, direction(i_s[0]), i_s[1])),
-          (idx, steps), batch_size=chunk_size)
-    if axis_name is not None:
-      values = jax.lax.pmean(values, axis_name)
-    coeffs, loss = _coefficients(estimator, num_dirs, values, smoothing)
+    values = _difference_values(f32_loss, params, direction, dirs, estimator,
+                                num_dirs, smoothing, chunk_size)
+    coeffs, loss = _coefficients(estimator, num_dirs,
+                                 _pmean(values, axis_name), smoothing)
+  if dirs is not None:
+    return mean(jax.tree.map(lambda d: jnp.tensordot(coeffs, d, axes=1),
+                             dirs)), loss
+  return mean(_weighted_sum(coeffs, direction, params)), loss
 
-  if all_at_once:
-    g_hat = jax.tree.map(lambda d: jnp.tensordot(coeffs, d, axes=1), dirs)
+
+def _pmean(x, axis_name):
+  """``x`` averaged over ``axis_name``, or ``x`` when it is ``None``."""
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def _weighted_sum(coeffs, direction, params):
+  """Σᵢ cᵢ uᵢ, regenerating direction ``i`` from its index."""
+  return jax.lax.fori_loop(
+      0, coeffs.shape[0],
+      lambda i, acc: jax.tree.map(lambda a, d: a + coeffs[i] * d, acc,
+                                  direction(i)),
+      jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
+
+
+def _jvp_coefficients(f32_loss, params, direction, dirs, num_dirs, chunk_size):
+  """The exact directional derivatives (coefficients) and the loss, with the
+  directions ``dirs`` held (one ``jax.vmap``) or regenerated in chunks."""
+
+  def derivative(u):
+    return jax.jvp(f32_loss, (params,), (_like(u, params),))
+
+  if dirs is not None:
+    values, coeffs = jax.vmap(derivative)(dirs)
   else:
-    g_hat = jax.lax.fori_loop(
-        0, num_dirs,
-        lambda i, acc: jax.tree.map(lambda a, d: a + coeffs[i] * d, acc,
-                                    direction(i)),
-        jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params))
-  g_hat = jax.tree.map(lambda g: g / num_dirs, g_hat)
-  return g_hat, loss
+    values, coeffs = jax.lax.map(lambda i: derivative(direction(i)),
+                                 jnp.arange(num_dirs), batch_size=chunk_size)
+  return coeffs, values[0]
+
+
+def _difference_values(f32_loss, params, direction, dirs, estimator, num_dirs,
+                       smoothing, chunk_size):
+  """The perturbed losses of a finite difference, one per lane, with the
+  directions ``dirs`` held (one ``jax.vmap``) or regenerated in chunks."""
+  idx, steps = _lanes(estimator, num_dirs, smoothing)
+  if dirs is not None:
+    lane_dirs = jax.tree.map(lambda d: d[idx], dirs)
+    return jax.vmap(lambda u, s: f32_loss(perturb(params, u, s)))(
+        lane_dirs, steps)
+  return jax.lax.map(
+      lambda i_s: f32_loss(perturb(params, direction(i_s[0]), i_s[1])),
+      (idx, steps), batch_size=chunk_size)
 
 
 def resolve_estimator(estimator: Optional[str], params: base.Params,
@@ -298,8 +310,7 @@ def _like(u: base.Params, params: base.Params) -> base.Params:
 def _sequential(f32_loss, params, direction, *, num_dirs, smoothing, estimator,
                 axis_name):
   """One direction at a time, unbatched: each direction is drawn once."""
-  pmean = ((lambda x: x) if axis_name is None
-           else (lambda x: jax.lax.pmean(x, axis_name)))
+  pmean = lambda x: _pmean(x, axis_name)
   at_params = pmean(f32_loss(params)) if estimator == "forward" else None
 
   def body(i, carry):

@@ -102,38 +102,21 @@ def looksam(
   base_tx = optax.with_extra_args_support(base_tx)
   key = base.canonicalize_key(0)
   masks_in_base_state = isinstance(mask_fn, str)
-  f32 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
   def init_fn(params):
     return sharpness.initial_state("looksam", base_tx, params, key, mask_fn,
                                     aux_like, "reuse", counted=True)
-
-  def exact_step(value_fn, params, g, mask):
-    """SAM's gradient at θ + ρ g/‖g‖ and its new component g_v."""
-    epsilon, norm = perturbation.perturbation(params, g, rho, False, 0.0)
-    value, g_s = sharding.mean_value_and_grad(
-        value_fn, estimators.perturb(params, epsilon, 1.0), axis_name, has_aux)
-    g_v = orthogonal_component(f32(masking.apply_mask(g_s, mask)), g)
-    return value, g_s, g_v, norm
-
-  def reuse(value, grads, g, g_v, mask):
-    """g + α ‖g‖/‖g_v‖ g_v with the stored g_v, re-masked."""
-    g_v = f32(masking.apply_mask(g_v, mask))
-    v_norm = optax.tree.norm(g_v)
-    scale = jnp.where(v_norm > 0, alpha * optax.tree.norm(g) / jnp.where(
-        v_norm > 0, v_norm, 1.0), 0.0)
-    g_s = jax.tree.map(lambda d, v: (d + scale * v).astype(d.dtype), grads, g_v)
-    return value, g_s, g_v, jnp.zeros((), jnp.float32)
 
   def update_fn(updates, state, params=None, *, value_fn=None, exact=None, **extra_args):
     del updates
     sharpness.checked_ascent_loss("looksam", value_fn, None, params, has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
     value, grads = sharding.mean_value_and_grad(value_fn, params, axis_name, has_aux)
-    g = f32(masking.apply_mask(grads, mask))
+    g = _f32(masking.apply_mask(grads, mask))
     (value_s, g_s, g_v, norm), _ = sharpness.periodic(
-        exact, state.count, every, lambda: exact_step(value_fn, params, g, mask),
-        lambda: reuse(value, grads, g, state.prior, mask))
+        exact, state.count, every,
+        lambda: _exact_step(value_fn, params, g, mask, rho, axis_name, has_aux),
+        lambda: _reuse(value, grads, g, state.prior, mask, alpha))
     loss = value[0] if has_aux else value
     perturbed_loss, aux = value_s if has_aux else (value_s, None)
     checks.check_reduced("looksam", axis_name, loss=loss, perturbed_loss=perturbed_loss)
@@ -149,3 +132,27 @@ def looksam(
         count=state.count + 1)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _f32(tree):
+  """``tree`` in float32."""
+  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+
+
+def _exact_step(value_fn, params, g, mask, rho, axis_name, has_aux):
+  """SAM's gradient at θ + ρ g/‖g‖ and its new component g_v."""
+  epsilon, norm = perturbation.perturbation(params, g, rho, False, 0.0)
+  value, g_s = sharding.mean_value_and_grad(
+      value_fn, estimators.perturb(params, epsilon, 1.0), axis_name, has_aux)
+  g_v = orthogonal_component(_f32(masking.apply_mask(g_s, mask)), g)
+  return value, g_s, g_v, norm
+
+
+def _reuse(value, grads, g, g_v, mask, alpha):
+  """g + α ‖g‖/‖g_v‖ g_v with the stored g_v, re-masked."""
+  g_v = _f32(masking.apply_mask(g_v, mask))
+  v_norm = optax.tree.norm(g_v)
+  scale = jnp.where(v_norm > 0, alpha * optax.tree.norm(g) / jnp.where(
+      v_norm > 0, v_norm, 1.0), 0.0)
+  g_s = jax.tree.map(lambda d, v: (d + scale * v).astype(d.dtype), grads, g_v)
+  return value, g_s, g_v, jnp.zeros((), jnp.float32)

@@ -50,11 +50,9 @@ def gmp(
     s_{l,t} = s_{l} + (s_i - s_{l})\left(1 - \frac{t - t_0}{n\Delta t}
     \right)^3,
 
-  pruning the active weights of smallest magnitude at :math:`t = t_0 + j
-  \Delta t` for :math:`t_0 \le t \le t_0 + n\Delta t` (and at ``end_step``).
-  Pruned weights stay pruned; the returned updates zero them and the inner
-  optimizer's state is reset there. A layer whose target is below
-  :math:`s_i` starts at its target.
+  pruning the smallest active weights at :math:`t = t_0 + j\Delta t \le t_0 +
+  n\Delta t` and at ``end_step``. Pruned weights stay pruned (zeroed, the
+  inner state reset there); a layer with a target below :math:`s_i` starts at it.
 
   Args:
     inner: the wrapped optimizer, e.g. ``optax.sgd(0.1, momentum=0.9)``.
@@ -72,17 +70,14 @@ def gmp(
     dense_fn: ``(path, leaf) -> bool``, leaves kept dense; by default those
       with ``ndim <= 1``.
     dense_first_layer: keep the first prunable leaf dense.
-    dense_last_layer: keep the last prunable leaf dense.
+    dense_last_layer: keep the last one dense.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose state is a
-    :class:`GMPState`. Extra keyword arguments of ``update`` are passed on to
-    ``inner``. ``update`` requires ``params``.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`GMPState`;
+    ``update`` requires ``params`` and passes extra arguments on to ``inner``.
 
   Examples:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import optax
+    >>> import jax, jax.numpy as jnp, optax
     >>> from zosam_jax import sparse
     >>> params = {"w": jnp.arange(1.0, 17.0).reshape(4, 4)}
     >>> tx = sparse.gmp(optax.sgd(0.0), sparsity=0.75, end_step=4,
@@ -101,59 +96,47 @@ def gmp(
   end_step = _check_gmp_args(sparsity, initial_sparsity, distribution, update_every,
                              end_step, total_steps, begin_step)
   inner = optax.with_extra_args_support(inner)
-  exclusions = dict(
-      dense_fn=dense_fn,
-      dense_first_layer=dense_first_layer,
-      dense_last_layer=dense_last_layer,
-  )
+  exclusions = dict(dense_fn=dense_fn, dense_first_layer=dense_first_layer,
+                    dense_last_layer=dense_last_layer)
 
   def layer_schedules(params):
-    densities = _distributions.layer_densities(
-        params, sparsity, distribution, **exclusions
-    )
+    densities = _distributions.layer_densities(params, sparsity, distribution,
+                                               **exclusions)
     return _active_counts(params, densities, initial_sparsity, begin_step, end_step,
                           update_every)
 
   def init_fn(params):
-    if not jax.tree.leaves(params):  # optax.tree.map_params's placeholder
-      masks = params
-    else:
-      masks = _masks.top_k_masks(
-          jax.tree.map(jnp.abs, params),
-          jax.tree.map(lambda n_active: n_active(0), layer_schedules(params)),
-      )
-    return GMPState(
-        count=jnp.zeros([], jnp.int32),
-        masks=masks,
-        inner_state=inner.init(_masks.apply_masks(params, masks)),
-    )
+    masks = _initial_masks(params, layer_schedules)
+    return GMPState(count=jnp.zeros([], jnp.int32), masks=masks,
+                    inner_state=inner.init(_masks.apply_masks(params, masks)))
 
   def update_fn(updates, state, params=None, **extra_args: Any):
     params = _masks.require_params(params, "update")
-    t = state.count
-    is_update = (t == end_step) | (
-        (t >= begin_step) & ((t - begin_step) % update_every == 0)
-        & (t <= end_step)
-    )
-    schedules = layer_schedules(params)
+    t, schedules = state.count, layer_schedules(params)
     prune = lambda stepped: _magnitude_prune(state.masks, stepped, schedules, t)
+    is_update = _is_pruning_step(t, begin_step, end_step, update_every)
     updates, masks, inner_state = _masks.masked_step_with_mask_update(
-        inner,
-        updates,
-        state.inner_state,
-        params,
-        state.masks,
-        is_update,
-        prune,
-        **extra_args,
-    )
-    return updates, GMPState(
-        count=optax.safe_increment(state.count),
-        masks=masks,
-        inner_state=inner_state,
-    )
+        inner, updates, state.inner_state, params, state.masks, is_update, prune,
+        **extra_args)
+    return updates, GMPState(count=optax.safe_increment(t), masks=masks,
+                             inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _initial_masks(params, layer_schedules):
+  """The masks at step 0: the largest weights by magnitude, per leaf."""
+  if not jax.tree.leaves(params):  # optax.tree.map_params's placeholder
+    return params
+  counts = jax.tree.map(lambda n_active: n_active(0), layer_schedules(params))
+  return _masks.top_k_masks(jax.tree.map(jnp.abs, params), counts)
+
+
+def _is_pruning_step(t, begin_step, end_step, update_every):
+  """Whether GMP prunes at step ``t``: every ``update_every`` steps from
+  ``begin_step`` to ``end_step``, and at ``end_step``."""
+  on_schedule = (t >= begin_step) & ((t - begin_step) % update_every == 0)
+  return (t == end_step) | (on_schedule & (t <= end_step))
 
 
 def _check_gmp_args(sparsity, initial_sparsity, distribution, update_every, end_step,

@@ -67,16 +67,15 @@ def static_sparse(
     dense_fn: ``(path, leaf) -> bool``, leaves kept dense; by default those
       with ``ndim <= 1`` (biases, normalisation scales).
     dense_first_layer: keep the first prunable leaf dense.
-    dense_last_layer: keep the last prunable leaf dense.
+    dense_last_layer: keep the last one dense.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose state is a
-    :class:`StaticSparseState`; extra keyword arguments of ``update`` are
-    passed on to ``inner``. ``update`` requires ``params``.
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`StaticSparseState`; ``update`` requires ``params`` and passes
+    extra arguments on to ``inner``.
 
   Examples:
-    >>> import jax.numpy as jnp
-    >>> import optax
+    >>> import jax.numpy as jnp, optax
     >>> from zosam_jax import sparse
     >>> params = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
     >>> tx = sparse.static_sparse(optax.sgd(0.1), sparsity=0.75, key=0)
@@ -94,28 +93,20 @@ def static_sparse(
   _init.check_mask_args(masks, sparsity, distribution, init_method, loss_fn)
   key = base.canonicalize_key(key)
   inner = optax.with_extra_args_support(inner)
-  init_kwargs = dict(
-      distribution=distribution,
-      method=init_method,
-      key=key,
-      loss_fn=loss_fn,
-      dense_fn=dense_fn,
-      dense_first_layer=dense_first_layer,
-      dense_last_layer=dense_last_layer,
-  )
+  init_kwargs = dict(distribution=distribution, method=init_method, key=key,
+                     loss_fn=loss_fn, dense_fn=dense_fn,
+                     dense_first_layer=dense_first_layer,
+                     dense_last_layer=dense_last_layer)
 
   def init_fn(params):
     initial = _init.initial_masks(params, masks, sparsity, **init_kwargs)
     return StaticSparseState(
-        masks=initial,
-        inner_state=inner.init(_masks.apply_masks(params, initial)),
-    )
+        masks=initial, inner_state=inner.init(_masks.apply_masks(params, initial)))
 
   def update_fn(updates, state, params=None, **extra_args: Any):
     params = _masks.require_params(params, "static_sparse")
     updates, inner_state = _masks.masked_inner_update(
-        inner, updates, state.inner_state, params, state.masks, **extra_args
-    )
+        inner, updates, state.inner_state, params, state.masks, **extra_args)
     return updates, StaticSparseState(masks=state.masks, inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
