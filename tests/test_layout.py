@@ -1,0 +1,44 @@
+"""The codebase stays easy to read: short modules and functions, documented layout."""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parents[1]
+MODULES = sorted((ROOT / "zosam_jax").rglob("*.py"))
+SCRIPTS = sorted(p for folder in ("experiments", "benchmarks", "tests")
+                 for p in (ROOT / folder).rglob("*.py"))
+MAX_MODULE_LINES = 400
+MAX_CODE_LINES = 80  # a function's lines without its docstring
+MAX_LINES = 100  # with it: a public function's argument list can be long
+
+
+def _functions(path):
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      total = node.end_lineno - node.lineno + 1
+      doc = ast.get_docstring(node, clean=False)
+      doc_lines = node.body[0].end_lineno - node.body[0].lineno + 1 if doc else 0
+      yield node.name, total, total - doc_lines
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_modules_are_short(path):
+  assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
+
+
+@pytest.mark.parametrize("path", MODULES + SCRIPTS,
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_functions_are_short(path):
+  long = [(name, total, code) for name, total, code in _functions(path)
+          if code > MAX_CODE_LINES or total > MAX_LINES]
+  assert not long, f"{path.name}: (function, lines, lines of code) {long}"
+
+
+def test_architecture_doc_names_every_module():
+  doc = (ROOT / "docs" / "architecture.md").read_text()
+  missing = [str(p.relative_to(ROOT)) for p in MODULES
+             if p.stem != "__init__" and f"{p.stem}.py" not in doc
+             and f"`{p.stem}`" not in doc]
+  assert not missing, f"docs/architecture.md does not mention {missing}"
