@@ -50,20 +50,13 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
 }
 
 
-def _built(cfg: TrainConfig, folder: str):
-  """The program of ``cfg`` (its step, state and data), in a scratch folder."""
-  run = program.set_up(cfg, Path(folder), None)
-  for m in run.members:
-    m.ckpt.close()
-  return run
-
-
 def measure(cfg: TrainConfig, ks: list[int], steps: int, rounds: int) -> list[dict]:
   """One row per K: the program's and the single run's ms/step (medians over
   ``rounds`` interleaved rounds)."""
   with tempfile.TemporaryDirectory() as tmp:
-    single = _built(cfg, f"{tmp}/single")
-    programs = {k: _built(cfg.replace(seeds=tuple(range(k))), f"{tmp}/k{k}") for k in ks}
+    single = program.for_timing(cfg, Path(tmp, "single"))
+    programs = {k: program.for_timing(cfg.replace(seeds=tuple(range(k))), Path(tmp, f"k{k}"))
+                for k in ks}
     for run in [single, *programs.values()]:
       program.step_seconds(run, 2)  # Compilation and warm-up.
     one, many = [], {k: [] for k in ks}

@@ -68,9 +68,7 @@ def measure(variant: str, dataset, tiny: bool = False) -> float:
   """Seconds of one step of the optimizer's K-seed program on this device."""
   from zosam_jax.train import program  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:
-    run = program.set_up(program_config(variant, 1, tiny), Path(tmp), dataset)
-    for m in run.members:
-      m.ckpt.close()
+    run = program.for_timing(program_config(variant, 1, tiny), Path(tmp), dataset)
     program.step_seconds(run, 2)  # Compilation and warm-up.
     return program.step_seconds(run, MEASURE_STEPS, start=2)
 

@@ -43,7 +43,7 @@ class Member:
   cfg: config_lib.TrainConfig
   workdir: Path
   ckpt: checkpoint_lib.Checkpointer
-  writer: report.MetricsWriter | None
+  writer: report.MetricsWriter
   order: pipeline.BatchOrder
 
 
@@ -95,32 +95,27 @@ def member_configs(cfg: config_lib.TrainConfig, workdir: Path
            workdir / f"seed{s}") for s in cfg.seeds]
 
 
-def _start_step(cfg: config_lib.TrainConfig, members: list[Member]) -> int:
+def _start_step(cfg: config_lib.TrainConfig, folders: list[Path],
+                ckpts: list[checkpoint_lib.Checkpointer]) -> int:
   """The step the run continues from: 0, or with ``--resume`` the newest
   checkpoint every seed has."""
   if not cfg.resume:
     return 0
-  kept = [set(m.ckpt.all_steps()) for m in members]
+  kept = [set(c.all_steps()) for c in ckpts]
   common = set.intersection(*kept)
   if not common and any(kept):
-    have = ", ".join(f"{m.workdir}: {sorted(k) or 'none'}" for m, k in zip(members, kept))
+    have = ", ".join(f"{f}: {sorted(k) or 'none'}" for f, k in zip(folders, kept))
     raise ResumeError(f"--resume: the seeds' folders share no checkpoint step ({have}); "
                       "pass --overwrite to start the program again")
   return max(common, default=0)
 
 
-def _restore(cfg, members, states) -> tuple[list[Any], int, float]:
-  """The seeds' states at the step the run starts from, that step, and the
-  training seconds so far."""
-  start_step, train_seconds = _start_step(cfg, members), 0.0
-  if start_step:
-    restored = [m.ckpt.restore(s, start_step) for m, s in zip(members, states)]
-    states = [state for state, _ in restored]
-    train_seconds = restored[0][1]["train_seconds"]
-  for m in members:
-    m.writer = report.MetricsWriter(m.workdir / "metrics.jsonl",
-                                    keep_until_step=start_step if cfg.resume else None)
-  return states, start_step, train_seconds
+def _restore(ckpts, states, start_step) -> tuple[list[Any], float]:
+  """The seeds' states at ``start_step`` and the training seconds so far."""
+  if not start_step:
+    return states, 0.0
+  restored = [c.restore(s, start_step) for c, s in zip(ckpts, states)]
+  return [state for state, _ in restored], restored[0][1]["train_seconds"]
 
 
 def _place_data(cfg, state, ds):
@@ -163,13 +158,16 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
   prepare.check_against_data(cfg, num_train, num_steps)
   model = models.get_model(cfg.model, ds.num_classes)
   built = [prepare.initial_state(c, model, ds, num_steps) for c, _ in member_cfgs]
-  members = []
   for member_cfg, folder in member_cfgs:
     workdir_lib.prepare_workdir(member_cfg, folder)
-    members.append(Member(member_cfg, folder,
-                           checkpoint_lib.Checkpointer(folder / "checkpoints"), None,
-                           pipeline.BatchOrder(member_cfg.seed, num_train, cfg.batch_size)))
-  states, start_step, train_seconds = _restore(cfg, members, [b[0] for b in built])
+  folders = [folder for _, folder in member_cfgs]
+  ckpts = [checkpoint_lib.Checkpointer(f / "checkpoints") for f in folders]
+  start_step = _start_step(cfg, folders, ckpts)
+  states, train_seconds = _restore(ckpts, [b[0] for b in built], start_step)
+  keep = start_step if cfg.resume else None
+  members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep),
+                    pipeline.BatchOrder(c.seed, num_train, cfg.batch_size))
+             for (c, f), ckpt in zip(member_cfgs, ckpts)]
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(states[0].params))
   print(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "
         f"{cfg.model} with {num_params:,} parameters; {cfg.optimizer}, "
@@ -193,6 +191,16 @@ def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
   ``jax.lax.cond`` several times slower), else nothing."""
   every = config_lib.exact_period(cfg)
   return {} if every is None else {"exact": step % every == 0}
+
+
+def for_timing(cfg: config_lib.TrainConfig, workdir: Path,
+               dataset: data_lib.Dataset | None = None) -> Program:
+  """:func:`set_up` in a scratch ``workdir`` with its checkpointers closed: a
+  program to time with :func:`step_seconds`, never to save."""
+  run = set_up(cfg, workdir, dataset)
+  for m in run.members:
+    m.ckpt.close()
+  return run
 
 
 def step_seconds(run: Program, steps: int, start: int = 0) -> float:
