@@ -42,3 +42,11 @@ def test_architecture_doc_names_every_module():
              if p.stem != "__init__" and f"{p.stem}.py" not in doc
              and f"`{p.stem}`" not in doc]
   assert not missing, f"docs/architecture.md does not mention {missing}"
+
+
+def test_readme_layout_names_every_library_module():
+  readme = (ROOT / "README.md").read_text()
+  layout = readme[readme.index("Layout ("):readme.index("## References")]
+  missing = [p.name for p in sorted((ROOT / "zosam_jax" / "_src").glob("*.py"))
+             if p.stem != "__init__" and f"`{p.name}`" not in layout]
+  assert not missing, f"README's layout paragraph does not mention {missing}"
