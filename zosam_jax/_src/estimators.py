@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from zosam_jax._src import base
 from zosam_jax._src import directions
+from zosam_jax._src import sharding
 
 
 def perturb(params: base.Params, direction: base.Params,
@@ -181,7 +182,7 @@ def zo_gradient(
   if estimator == "random":
     loss = f32_loss(params)
     g_hat = _weighted_sum(jnp.ones(num_dirs), direction, params)
-    return mean(g_hat), _pmean(loss, axis_name)
+    return mean(g_hat), sharding.mean_over(loss, axis_name)
   num_lanes = _NUM_LANES[estimator](num_dirs)
   chunk_size = resolve_chunk_size(chunk_size, num_lanes)
   if chunk_size == 1:
@@ -195,21 +196,16 @@ def zo_gradient(
   if estimator == "jvp":
     coeffs, loss = _jvp_coefficients(f32_loss, params, direction, dirs,
                                      num_dirs, chunk_size)
-    coeffs, loss = _pmean((coeffs, loss), axis_name)
+    coeffs, loss = sharding.mean_over((coeffs, loss), axis_name)
   else:
     values = _difference_values(f32_loss, params, direction, dirs, estimator,
                                 num_dirs, smoothing, chunk_size)
     coeffs, loss = _coefficients(estimator, num_dirs,
-                                 _pmean(values, axis_name), smoothing)
+                                 sharding.mean_over(values, axis_name), smoothing)
   if dirs is not None:
     return mean(jax.tree.map(lambda d: jnp.tensordot(coeffs, d, axes=1),
                              dirs)), loss
   return mean(_weighted_sum(coeffs, direction, params)), loss
-
-
-def _pmean(x, axis_name):
-  """``x`` averaged over ``axis_name``, or ``x`` when it is ``None``."""
-  return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
 def _weighted_sum(coeffs, direction, params):
@@ -310,7 +306,7 @@ def _like(u: base.Params, params: base.Params) -> base.Params:
 def _sequential(f32_loss, params, direction, *, num_dirs, smoothing, estimator,
                 axis_name):
   """One direction at a time, unbatched: each direction is drawn once."""
-  pmean = lambda x: _pmean(x, axis_name)
+  pmean = lambda x: sharding.mean_over(x, axis_name)
   at_params = pmean(f32_loss(params)) if estimator == "forward" else None
 
   def body(i, carry):

@@ -36,6 +36,7 @@ import optax
 from zosam_jax._src import base
 from zosam_jax._src import directions
 from zosam_jax._src import estimators
+from zosam_jax._src import sharding
 
 PRIORS: tuple[Optional[str], ...] = (None, "gradient", "momentum")
 
@@ -135,9 +136,8 @@ def prior_guided_gradient(
     <https://arxiv.org/abs/2203.02714>`_, CVPR 2022 (LookSAM)
   """
   fallback_key, random_key = jax.random.split(key)
-  pmean = ((lambda x: x) if axis_name is None
-           else (lambda x: jax.lax.pmean(x, axis_name)))
-  f32_loss = lambda p: pmean(jnp.asarray(loss_fn(p), jnp.float32))
+  f32_loss = lambda p: sharding.mean_over(jnp.asarray(loss_fn(p), jnp.float32),
+                                          axis_name)
   v = prior_direction(prior, params, active, fallback_key, distribution)
   plus = f32_loss(estimators.perturb(params, v, smoothing))
   minus = f32_loss(estimators.perturb(params, v, -smoothing))

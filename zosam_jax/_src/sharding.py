@@ -187,6 +187,12 @@ def mean_value_and_grad(
   return ((loss, aux) if has_aux else loss), grads
 
 
+def mean_over(x: Any, axis_name: Any) -> Any:
+  """``x`` (a pytree) averaged with ``jax.lax.pmean`` over ``axis_name``, or
+  ``x`` itself when ``axis_name`` is ``None``."""
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
 def axis_names(axis_name: Any) -> frozenset:
   """The mapped axis names of ``axis_name`` (a name, a tuple of names or None)."""
   if axis_name is None:
