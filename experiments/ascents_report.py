@@ -21,7 +21,7 @@ import numpy as np
 
 import common
 import stats
-import study
+import cells
 
 #: The issue's two settings (Fashion-MNIST, RigL 90%), in the figure's order.
 SETTINGS = (("cnn-10k-noise40", 0.9), ("mlp-10k", 0.9))
@@ -34,7 +34,7 @@ COST_METHOD = {"sgd": "sgd", "sam": "sam", "zosam": "zosam m=1 central gaussian 
                "zosam-prior-refresh5": "zosam prior m=0 refresh_every=5",
                "looksam-k5": "looksam k=5", "msam-rho0.3": "msam", "msam-rho0.05": "msam"}
 #: The points: the paper's ZO-SAM, the prior, the ascent variants, SAM.
-VARIANTS = ("zosam", "zosam-prior") + study.ASCENT_VARIANTS + ("sam",)
+VARIANTS = ("zosam", "zosam-prior") + cells.ASCENT_VARIANTS + ("sam",)
 LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM m=1 (paper)",
          "zosam-prior": "prior=gradient", "zosam-prior-cap4": "prior, radius_cap=4",
          "zosam-prior-refresh5": "prior, refresh_every=5", "looksam-k5": "LookSAM k=5",
@@ -96,8 +96,8 @@ def _ratio(value: float | None) -> str:
 
 
 def study_label(setting: str) -> str:
-  return f"{study.SETTINGS[setting]['model'].upper()}" + (
-      ", 40% label noise" if study.SETTINGS[setting].get("label_noise") else "")
+  return f"{cells.SETTINGS[setting]['model'].upper()}" + (
+      ", 40% label noise" if cells.SETTINGS[setting].get("label_noise") else "")
 
 
 def goal(rows) -> str:
@@ -110,7 +110,7 @@ def goal(rows) -> str:
                    + ", ".join(study_label(s) for s, r in found.items()
                                if r is None or r["to_sam"] is None) + ")")
       continue
-    cnn, complete = found[COST_SETTING], lambda r: r["to_sam"]["n"] >= len(study.SEEDS)
+    cnn, complete = found[COST_SETTING], lambda r: r["to_sam"]["n"] >= len(cells.SEEDS)
     # A setting judges only with every seed; the cost judges at once.
     far = [f"{study_label(s)} − SAM {stats.fmt_diff(r['to_sam'])}"
            for s, r in found.items() if complete(r) and not r["near_sam"]]
@@ -122,7 +122,7 @@ def goal(rows) -> str:
           far + ([] if cost_ok else [f"step time {cnn['cost_to_sam']:.2f} × SAM's on the CNN "
                                     f"(limit {COST_LIMIT})"]))
     elif missing:
-      verdict = (f"not judged yet ({', '.join(missing)} of {len(study.SEEDS)} seeds; so far "
+      verdict = (f"not judged yet ({', '.join(missing)} of {len(cells.SEEDS)} seeds; so far "
                  + "; ".join(f"{study_label(s)} − SAM {stats.fmt_diff(r['to_sam'])}"
                              for s, r in found.items()) + ")")
     else:
@@ -166,7 +166,7 @@ def render(rows) -> str:
 
 
 def main() -> None:
-  figure(study.read_rows("fashion_mnist"))
+  figure(cells.read_rows("fashion_mnist"))
   print(f"wrote {FIGURE}")
 
 

@@ -26,7 +26,7 @@ from zosam_jax.train import make_eval_step, pipeline, steps
 import analysis
 import common
 import stats
-import study
+import cells
 
 
 def reestimate(run: analysis.Run, pad: int | None, num_batches: int, batch_size: int = 128,
@@ -67,13 +67,13 @@ def row(workdir: str, num_batches: int) -> dict[str, float]:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--setting", default="r20-10k-16px", choices=tuple(study.SETTINGS))
+  p.add_argument("--setting", default="r20-10k-16px", choices=tuple(cells.SETTINGS))
   p.add_argument("--sparsity", type=float, default=0.9)
-  p.add_argument("--seeds", type=int, nargs="+", default=list(study.SEEDS))
+  p.add_argument("--seeds", type=int, nargs="+", default=list(cells.SEEDS))
   p.add_argument("--batches", type=int, default=60)
   args = p.parse_args()
-  rows = {(r["variant"], r["seed"]): r for r in study.read_rows(
-      study.SETTINGS[args.setting]["dataset"])
+  rows = {(r["variant"], r["seed"]): r for r in cells.read_rows(
+      cells.SETTINGS[args.setting]["dataset"])
           if r["setting"] == args.setting and r["sparsity"] == args.sparsity}
   lines = [f"Test accuracy (%), {args.setting} {args.sparsity:.0%}: BatchNorm statistics "
            f"stored by training vs re-estimated at the final weights ({args.batches} "

@@ -1,7 +1,7 @@
 """The GPU protocol (``study.py gpu``): the paper's recipe inside one lease.
 
 Declared before any of its runs (issue 27, 2026-12-03). ResNet-32 on the full
-CIFAR-10 training set at 32x32 (setting ``r32-50k-gpu`` of :mod:`study`:
+CIFAR-10 training set at 32x32 (setting ``r32-50k-gpu`` of :mod:`cells`:
 RigL 90 % with the first and last layer dense, SGD momentum 0.9, lr 0.1
 cosine, weight decay 5e-4, batch 128, rho 0.05, crop padding 4), optimizers
 :data:`VARIANTS` (SGD, SAM, the paper's ZO-SAM and the best ZO option at
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import common
-import study
+import cells
 
 SETTING, SPARSITY = "r32-50k-gpu", 0.9
 VARIANTS = ("sgd", "sam", "zosam", "zosam-prior-cap4")
@@ -53,7 +53,7 @@ TINY = dict(dataset="digits", cifar10_test="lossless_1k", model="cnn", image_siz
 
 def cell_config(variant: str, seed: int, epochs: float, tiny: bool = False) -> dict:
   """One cell's configuration (its row's ``config``), ``epochs`` long."""
-  return dict(study.config_of(SETTING, SPARSITY, variant, seed), epochs=epochs,
+  return dict(cells.config_of(SETTING, SPARSITY, variant, seed), epochs=epochs,
               **(TINY if tiny else {}))
 
 
@@ -83,7 +83,7 @@ def plan(step_seconds: dict[str, float], steps_per_epoch: int, backend: str,
           "steps_per_epoch": steps_per_epoch, "budget_seconds": budget,
           "expected_train_seconds": round(epochs * per_epoch, 1),
           "step_ms": {v: round(1e3 * t, 2) for v, t in step_seconds.items()},
-          "cells": [study.cell_id(SETTING, SPARSITY, v, s) for v in VARIANTS for s in SEEDS]}
+          "cells": [cells.cell_id(SETTING, SPARSITY, v, s) for v in VARIANTS for s in SEEDS]}
 
 
 def format_plan(p: dict[str, Any]) -> str:
@@ -128,24 +128,24 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
   print(format_plan(p), flush=True)
   if dry_run:
     return p
-  done = study.all_rows()
+  done = cells.all_rows()
   for variant in VARIANTS:
-    cells = [(SETTING, SPARSITY, variant, s) for s in SEEDS]
-    if all(study.cell_id(*c) in done for c in cells):
+    todo = [(SETTING, SPARSITY, variant, s) for s in SEEDS]
+    if all(cells.cell_id(*c) in done for c in todo):
       continue
-    rel = f"runs/study/{SETTING}/{study.SETTINGS[SETTING]['sparse_method']}{SPARSITY}/{variant}"
+    rel = f"runs/study/{SETTING}/{cells.SETTINGS[SETTING]['sparse_method']}{SPARSITY}/{variant}"
     cfg = program_config(variant, p["epochs"], tiny)
     resume = (root / rel / f"seed{SEEDS[0]}" / "config.json").is_file()
     start = time.perf_counter()
     summaries = train_seeds(cfg.replace(resume=resume, overwrite=not resume,
                                         workdir=rel), root / rel, dataset=dataset)
     wall = (time.perf_counter() - start) / len(SEEDS)
-    rows = [dict(study.cell_row(*cell, cell_config(variant, cell[3], p["epochs"], tiny),
+    rows = [dict(cells.cell_row(*cell, cell_config(variant, cell[3], p["epochs"], tiny),
                                 summary, f"{rel}/seed{cell[3]}", wall, root),
                  program_seeds=list(SEEDS))
-            for cell, summary in zip(cells, summaries)]
+            for cell, summary in zip(todo, summaries)]
     for row in rows:
-      common.append_row(study.rows_path(study.SETTINGS[SETTING]["dataset"]), row)
+      common.append_row(cells.rows_path(cells.SETTINGS[SETTING]["dataset"]), row)
     if then is not None:
       then(rows)
   return p

@@ -2,7 +2,7 @@
 
 A line ``{{include results/NAME.md}}`` is replaced by that file (or a note
 that it was not produced), ``{{study fashion_mnist}}``
-by the tables and verdicts of ``study.py``'s rows (:mod:`study_report`; for
+by the tables and verdicts of the study's rows (:mod:`study_report`; for
 CIFAR-10 with the corruption robustness of :mod:`study_robustness`), ``{{ascents}}``
 by the ascent variants' gains and costs (:mod:`ascents_report`). Reads
 committed files only.
@@ -16,16 +16,16 @@ import re
 
 import ascents_report
 import common
-import study
+import cells
 import study_report
 import study_robustness
 
 
 def study_section(dataset: str) -> str:
-  """The tables and verdicts of ``study.py``'s rows of one dataset."""
-  robust = (study_robustness.read_rows() if study.DATASETS[dataset].get("robustness")
+  """The tables and verdicts of the study's rows of one dataset."""
+  robust = (study_robustness.read_rows() if cells.DATASETS[dataset].get("robustness")
             else ())
-  return study_report.render(study.read_rows(dataset), dataset, robust)
+  return study_report.render(cells.read_rows(dataset), dataset, robust)
 
 
 def render() -> str:
@@ -38,7 +38,7 @@ def render() -> str:
 
   text = re.sub(r"\{\{include (\S+)\}\}", include, text)
   text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
-  text = text.replace("{{ascents}}", ascents_report.render(study.read_rows("fashion_mnist")))
+  text = text.replace("{{ascents}}", ascents_report.render(cells.read_rows("fashion_mnist")))
   return text
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 import stats
-import study
+import cells
 
 LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM (m=1, paper)",
          "zosam-random-eps": "random ε (no sign)", "zosam-m16": "ZO-SAM m=16",
@@ -35,7 +35,7 @@ def _cells(rows) -> list[tuple[str, float]]:
 
 
 def _label(setting: str) -> str:
-  s = study.SETTINGS[setting]
+  s = cells.SETTINGS[setting]
   label = f"{s['model'].upper()}, {s['train_subset'] // 1000}k subset"
   if s.get("image_size"):
     label += f", {s['image_size']}×{s['image_size']}"
@@ -50,7 +50,7 @@ def _label(setting: str) -> str:
 
 def steps_to_target(row: dict[str, Any]) -> int | None:
   """The first evaluated step with test accuracy ≥ the model's target."""
-  target = study.TARGET_ACCURACY[row["model"]]
+  target = cells.TARGET_ACCURACY[row["model"]]
   return next((int(s) for s, a in row["curve"] if a >= target), None)
 
 
@@ -83,7 +83,7 @@ def control_table(rows, models) -> str:
   lines = ["| attempt | setting | sparsity | SAM − SGD (pp) [95% CI], p, n | passed |",
            "|---|---|---|---|---|"]
   attempts = [(i, a) for model in models
-              for i, a in enumerate(study.CONTROL_ATTEMPTS[model], 1)]
+              for i, a in enumerate(cells.CONTROL_ATTEMPTS[model], 1)]
   for i, (setting, sparsity) in attempts:
     d = stats.paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
     if d is None:
@@ -92,7 +92,7 @@ def control_table(rows, models) -> str:
                    f"{'fewer than 2 paired seeds' if started else 'not run'} | "
                    f"{'running' if started else '—'} |")
       continue
-    done = d["n"] >= len(study.SEEDS)
+    done = d["n"] >= len(cells.SEEDS)
     verdict = ("yes" if d["low"] > 0 else "no") if done else f"running ({d['n']} seeds)"
     lines.append(f"| {i} | {_label(setting)} | {sparsity:.0%} | {stats.fmt_diff(d)} | "
                  f"{verdict} |")
@@ -104,9 +104,9 @@ def accuracy_table(rows, variants: Sequence[str], value: str = "test_accuracy") 
   lines = [head, "|---|---|" + "---|" * len(variants)]
   for setting, sp in _cells(rows):
     where = dict(setting=setting, sparsity=sp)
-    cells = [_mean_std(rows, where, v, value) for v in variants]
-    if any(c != "—" for c in cells):
-      lines.append(f"| {_label(setting)} | {sp:.0%} | " + " | ".join(cells) + " |")
+    means = [_mean_std(rows, where, v, value) for v in variants]
+    if any(c != "—" for c in means):
+      lines.append(f"| {_label(setting)} | {sp:.0%} | " + " | ".join(means) + " |")
   return "\n".join(lines)
 
 
@@ -128,11 +128,11 @@ def paired_table(rows, pairs: Sequence[tuple[str, str]], value="test_accuracy",
 
 
 def seeds_table(rows) -> str:
-  variants = [v for v in study.VARIANTS if any(r["variant"] == v for r in rows)]
+  variants = [v for v in cells.VARIANTS if any(r["variant"] == v for r in rows)]
   lines = ["| setting | sparsity | seed | " + " | ".join(LABEL[v] for v in variants) + " |",
            "|---|---|---|" + "---|" * len(variants)]
   for setting, sp in _cells(rows):
-    for seed in study.SEEDS:
+    for seed in cells.SEEDS:
       acc = {r["variant"]: r["test_accuracy"] for r in rows if r["setting"] == setting
              and r["sparsity"] == sp and r["seed"] == seed}
       if acc:
@@ -183,8 +183,8 @@ def _unjudged(rows, models) -> str:
   """The verdict of a claim that no cell judges: final once every declared
   positive-control attempt of ``models`` and every other cell in the rows has
   all its seeds and SAM beat SGD in none."""
-  attempts = [a for m in models for a in study.CONTROL_ATTEMPTS[m]]
-  if all(study.control_passes(rows, setting, sp) is False
+  attempts = [a for m in models for a in cells.CONTROL_ATTEMPTS[m]]
+  if all(cells.control_passes(rows, setting, sp) is False
          for setting, sp in attempts + _cells(rows)):
     return (f"inconclusive: SAM beat SGD in none of the {len(attempts)} declared "
             "positive-control attempts nor in any other cell, so no cell can judge it")
@@ -207,7 +207,7 @@ def _claim(diffs, good, bad, unjudged: str) -> str:
 
 def verdicts(rows, dataset: str, robustness: bool = False) -> str:
   rows = _with_steps(rows)
-  models = study.DATASETS[dataset]["models"]
+  models = cells.DATASETS[dataset]["models"]
   no_cell = _unjudged(rows, models)
   claim = lambda diffs, good, bad: _claim(diffs, good, bad, no_cell)
   acc, match, conv, var, rand, prior, unjudged = [], [], [], [], [], [], []
@@ -216,7 +216,7 @@ def verdicts(rows, dataset: str, robustness: bool = False) -> str:
     control = stats.paired(rows, where, "sam", "sgd")
     d = stats.paired(rows, where, "zosam", "sgd")
     if (d is None or control is None or control["low"] <= 0
-        or d["n"] < len(study.SEEDS)):
+        or d["n"] < len(cells.SEEDS)):
       continue
     acc.append((f"{cell} {stats.fmt_diff(d)}", stats.verdict(d, control)))
     m = stats.paired(rows, where, "zosam", "sam")
@@ -292,7 +292,7 @@ def per_corruption_table(rows, robust_rows) -> str:
   return "\n".join(lines)
 
 
-def robustness_verdicts(rows, models=study.DATASETS["cifar10"]["models"]) -> list[str]:
+def robustness_verdicts(rows, models=cells.DATASETS["cifar10"]["models"]) -> list[str]:
   """Verdict lines for the paper's CIFAR-10-C claims (control: SAM − SGD on the
   same measure in the same cell; ``models`` name the declared controls)."""
   lines, no_cell = [], _unjudged(rows, models)
@@ -306,7 +306,7 @@ def robustness_verdicts(rows, models=study.DATASETS["cifar10"]["models"]) -> lis
       control = stats.paired(rows, where, "sam", "sgd", value)
       d = stats.paired(rows, where, "zosam", "sgd", value)
       if d is not None and control is not None and control["low"] > 0 and d["n"] >= len(
-          study.SEEDS):
+          cells.SEEDS):
         found.append((f"{_label(setting)} {sp:.0%} {stats.fmt_diff(d)}", stats.verdict(d)))
     lines.append(f"| {claim} | {_claim(found, 'better', 'worse', no_cell)} |")
   return lines
@@ -357,7 +357,7 @@ def _convergence_note(rows, models) -> str:
                    and all(r["steps_to_target"] == r["curve"][0][0] for r in sub)]
   return (
       "Steps to target: the first evaluation (every 200 steps) at or above "
-      + ", ".join(f"{100 * study.TARGET_ACCURACY[m]:.0f}% ({m.upper()})" for m in models)
+      + ", ".join(f"{100 * cells.TARGET_ACCURACY[m]:.0f}% ({m.upper()})" for m in models)
       + " test accuracy (declared before the runs"
       + (f"; every {'/'.join(uninformative)} run reached it at the first evaluation, so "
          "it cannot separate them there" if uninformative else "") + "), and at or above "
@@ -370,12 +370,12 @@ def _convergence_note(rows, models) -> str:
 def render(rows, dataset: str = "fashion_mnist", robust_rows=()) -> str:
   """The markdown of one dataset's study; ``robust_rows`` are its corruption
   robustness rows (:mod:`study_robustness`) where it has them."""
-  models = study.DATASETS[dataset]["models"]
-  robustness = bool(study.DATASETS[dataset].get("robustness"))
+  models = cells.DATASETS[dataset]["models"]
+  robustness = bool(cells.DATASETS[dataset].get("robustness"))
   rows = with_robustness(rows, robust_rows)
   grid = ("sgd", "sam", "zosam")
-  controls = tuple(v for v in study.CONTROL_VARIANTS if any(r["variant"] == v for r in rows))
-  on = "; ".join(sorted({r["test_set"] for r in rows})) or study.DATASETS[dataset]["test_set"]
+  controls = tuple(v for v in cells.CONTROL_VARIANTS if any(r["variant"] == v for r in rows))
+  on = "; ".join(sorted({r["test_set"] for r in rows})) or cells.DATASETS[dataset]["test_set"]
   return "\n\n".join([
       "### Positive control: SAM − SGD, paired by seed, in the declared order",
       control_table(rows, models),

@@ -42,14 +42,14 @@ def test_paired_statistics_match_a_hand_computed_t_interval():
 
 
 def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import DataNotFoundError  # pylint: disable=import-outside-toplevel
-  committed = next((r for r in study.read_rows()
+  committed = next((r for r in cells.read_rows()
                     if r["cell"] == "mlp-10k/rigl0.9/sgd/seed0"), None)
   if committed is None:
     pytest.skip("the cell is not committed yet")
   try:
-    row = study.run_cell("mlp-10k", 0.9, "sgd", 0, root=tmp_path)
+    row = cells.run_cell("mlp-10k", 0.9, "sgd", 0, root=tmp_path)
   except DataNotFoundError:
     pytest.skip("Fashion-MNIST is not on this machine")
   # Same code, seeds and data: the same curve, up to XLA's CPU-dependent rounding,
@@ -62,42 +62,43 @@ def test_rerunning_a_committed_study_cell_gives_its_numbers(tmp_path):
 
 
 def test_positive_control_needs_every_seed_and_an_interval_above_zero():
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   def rows(gain, seeds):
     return [dict(setting="cnn-10k", sparsity=0.9, variant=v, seed=s,
                  test_accuracy=0.8 + (gain + 0.001 * (s % 2) if v == "sam" else 0.0))
             for s in seeds for v in ("sgd", "sam")]
-  assert study.control_passes(rows(0.01, study.SEEDS), "cnn-10k", 0.9) is True
-  assert study.control_passes(rows(-0.01, study.SEEDS), "cnn-10k", 0.9) is False
-  assert study.control_passes(rows(0.01, study.SEEDS[:3]), "cnn-10k", 0.9) is None
-  assert [a[0] for a in study.CONTROL_ATTEMPTS["cnn"]] == [
+  assert cells.control_passes(rows(0.01, cells.SEEDS), "cnn-10k", 0.9) is True
+  assert cells.control_passes(rows(-0.01, cells.SEEDS), "cnn-10k", 0.9) is False
+  assert cells.control_passes(rows(0.01, cells.SEEDS[:3]), "cnn-10k", 0.9) is None
+  assert [a[0] for a in cells.CONTROL_ATTEMPTS["cnn"]] == [
       "cnn-10k", "cnn-2k", "cnn-10k-noise40", "cnn-2k"]
-  assert study.config_of("cnn-10k-noise40", 0.9, "sam", 0)["label_noise"] == 0.4
+  assert cells.config_of("cnn-10k-noise40", 0.9, "sam", 0)["label_noise"] == 0.4
 
 
 def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monkeypatch):
-  import study  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(study, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
+  import cells  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cells, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
   ran = []
   def fake_run_cell(setting, sparsity, variant, seed, dataset=None):
     ran.append(seed)
     gain = 0.01 + 0.001 * (seed % 2) if variant == "sam" else 0.0
-    return dict(cell=study.cell_id(setting, sparsity, variant, seed), setting=setting,
+    return dict(cell=cells.cell_id(setting, sparsity, variant, seed), setting=setting,
                 sparsity=sparsity, variant=variant, seed=seed, test_accuracy=0.5 + gain,
                 wall_seconds=1.0)
-  monkeypatch.setattr(study, "run_cell", fake_run_cell)
-  cells = [("cnn-10k", 0.9, v, s) for s in study.SEEDS for v in ("sgd", "sam")]
-  assert [r["cell"] for r in study.run_cells(cells, shard=(0, 2))] == [
-      study.cell_id(*c) for c in cells if c[3] % 2 == 0]
+  monkeypatch.setattr(cells, "run_cell", fake_run_cell)
+  todo = [("cnn-10k", 0.9, v, s) for s in cells.SEEDS for v in ("sgd", "sam")]
+  assert [r["cell"] for r in cells.run_cells(todo, shard=(0, 2))] == [
+      cells.cell_id(*c) for c in todo if c[3] % 2 == 0]
   def other_shard_finishes(_):  # While shard 0/2 waits, shard 1/2 writes its rows.
-    study.run_cells(cells, shard=(1, 2))
-  monkeypatch.setattr(study.time, "sleep", other_shard_finishes)
-  assert study.run_control(None, "cnn", shard=(0, 2)) == ("cnn-10k", 0.9)
+    cells.run_cells(todo, shard=(1, 2))
+  monkeypatch.setattr(cells.time, "sleep", other_shard_finishes)
+  assert cells.run_control(None, "cnn", shard=(0, 2)) == ("cnn-10k", 0.9)
   assert ran == [0, 0, 2, 2, 4, 4, 1, 1, 3, 3, 5, 5]
-  monkeypatch.setattr(study, "_DECLARED", b"# settings as a process read them earlier")
-  assert len(study.run_cells(cells)) == len(cells)  # Nothing left to run: no check.
+  monkeypatch.setattr(cells, "_DECLARED", b"# settings as a process read them earlier")
+  assert len(cells.run_cells(todo)) == len(todo)  # Nothing left to run: no check.
   with pytest.raises(SystemExit, match="changed since this process started"):
-    study.run_cells(cells + [("cnn-2k", 0.9, "sgd", 0)])
+    cells.run_cells(todo + [("cnn-2k", 0.9, "sgd", 0)])
+  import study  # pylint: disable=import-outside-toplevel
   assert study.parse_shard("1/2") == (1, 2)
   for bad in ("2/2", "1", "a/b", "-1/2"):
     with pytest.raises(argparse.ArgumentTypeError, match="--shard must be I/N"):
@@ -107,9 +108,9 @@ def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monke
 def _robustness_rows(gains):
   """Study and robustness rows of the SNIP cell: ``gains[variant]`` added to
   SGD's corrupted accuracy (plus a seed-dependent wobble)."""
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   rows, robust = [], []
-  for seed in study.SEEDS:
+  for seed in cells.SEEDS:
     for variant, gain in gains.items():
       cell = f"snip/{variant}/{seed}"
       rows.append(dict(cell=cell, setting="r20-10k-16px-snip", model="resnet20",
@@ -138,11 +139,11 @@ def test_robustness_verdicts_follow_the_paired_numbers_and_need_a_control():
 
 
 def test_convergence_is_not_judged_where_every_run_reaches_the_target_together():
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   import study_report  # pylint: disable=import-outside-toplevel
   def rows(zosam_curve):
     out = []
-    for seed in study.SEEDS:
+    for seed in cells.SEEDS:
       for variant, gain in (("sgd", 0.0), ("sam", 0.02 + 0.001 * seed), ("zosam", 0.0)):
         curve = zosam_curve(seed) if variant == "zosam" else [[200, 0.5], [400, 0.8]]
         out.append(dict(setting="cnn-10k", model="cnn", sparsity=0.9, variant=variant,
@@ -160,15 +161,15 @@ def test_convergence_is_not_judged_where_every_run_reaches_the_target_together()
 
 
 def test_cifar10_grid_runs_the_required_cells_before_98_percent():
-  import study  # pylint: disable=import-outside-toplevel
-  assert study.grid_cells("r20-10k-16px", study.DATASETS["cifar10"]) == [
+  import cells  # pylint: disable=import-outside-toplevel
+  assert cells.grid_cells("r20-10k-16px", cells.DATASETS["cifar10"]) == [
       ("r20-10k-16px", 0.9), ("r20-10k-16px-snip", 0.9), ("r20-10k-16px", 0.98)]
-  noisy = study.grid_cells("r20-10k-16px-noise40", study.DATASETS["cifar10"])
+  noisy = cells.grid_cells("r20-10k-16px-noise40", cells.DATASETS["cifar10"])
   assert noisy[1] == ("r20-10k-16px-noise40-snip", 0.9)  # The SNIP cell follows the grid.
-  assert study.config_of(*noisy[1], "sgd", 0) == dict(
-      study.config_of("r20-10k-16px-noise40", 0.9, "sgd", 0), sparse_method="static",
+  assert cells.config_of(*noisy[1], "sgd", 0) == dict(
+      cells.config_of("r20-10k-16px-noise40", 0.9, "sgd", 0), sparse_method="static",
       sparse_init="snip")
-  assert study.grid_cells("cnn-2k", study.DATASETS["fashion_mnist"]) == [
+  assert cells.grid_cells("cnn-2k", cells.DATASETS["fashion_mnist"]) == [
       ("cnn-2k", 0.9), ("cnn-2k", 0.95), ("cnn-2k", 0.98)]
 
 
@@ -250,13 +251,13 @@ def test_gpu_plan_is_saved_and_a_resumed_command_keeps_it(tmp_path, monkeypatch)
 @pytest.mark.slow  # Three 3-seed programs of a few steps: about a minute.
 def test_gpu_protocol_appends_each_programs_rows_and_skips_done_ones(tmp_path, monkeypatch):
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
   rows_file = tmp_path / "rows.jsonl"
-  monkeypatch.setattr(study, "rows_path", lambda dataset: rows_file)
-  done = {study.cell_id("r32-50k-gpu", 0.9, "sam", s): {} for s in gpu_protocol.SEEDS}
-  monkeypatch.setattr(study, "all_rows", lambda: done)
-  monkeypatch.setitem(study.DATASETS, "digits", {"test_set": "digits, 360 images"})
+  monkeypatch.setattr(cells, "rows_path", lambda dataset: rows_file)
+  done = {cells.cell_id("r32-50k-gpu", 0.9, "sam", s): {} for s in gpu_protocol.SEEDS}
+  monkeypatch.setattr(cells, "all_rows", lambda: done)
+  monkeypatch.setitem(cells.DATASETS, "digits", {"test_set": "digits, 360 images"})
   monkeypatch.setattr(gpu_protocol, "_planned", lambda ds, tiny, root: dict(
       gpu_protocol.plan({"sgd": 1.0}, 44, "cpu"), epochs=0.1))
   gpu_protocol.run(load_dataset("digits"), tiny=True, root=tmp_path)
@@ -283,14 +284,14 @@ def test_study_command_errors_name_the_argument(argv, message, monkeypatch, caps
 
 
 def test_unjudged_claims_say_when_no_declared_control_can_pass_any_more():
-  import study  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
   import study_report  # pylint: disable=import-outside-toplevel
-  def attempts(sam_gain, done=len(study.SEEDS)):
+  def attempts(sam_gain, done=len(cells.SEEDS)):
     return [dict(setting=setting, model="resnet20", sparsity=sp, variant=variant, seed=seed,
                  test_accuracy=0.6 + (sam_gain + 0.001 * seed if variant == "sam" else 0.0),
                  curve=[[200, 0.6]], grad_var_rel=1.0)
-            for setting, sp in study.CONTROL_ATTEMPTS["resnet20"]
-            for seed in study.SEEDS[:done] for variant in ("sgd", "sam")]
+            for setting, sp in cells.CONTROL_ATTEMPTS["resnet20"]
+            for seed in cells.SEEDS[:done] for variant in ("sgd", "sam")]
   claim = lambda rows: next(line for line in study_report.verdicts(rows, "cifar10")
                             .splitlines() if "beats SGD in sparse" in line)
   assert "none of the 5 declared positive-control attempts" in claim(attempts(-0.01))
@@ -324,3 +325,70 @@ def test_ascent_goal_verdict_follows_the_paired_numbers_and_the_cost(monkeypatch
   goal = ascents_report.goal(few)
   assert "- MSAM ρ=0.3: not judged yet (CNN, 40% label noise n=3 of 6 seeds; so far" in goal
   assert "- ZO-SAM m=1 (paper): **not met**: MLP − SAM -3.00" in goal
+
+
+def _fake_cell(monkeypatch, tmp_path, accuracy):
+  """``cells.run_cell`` replaced by a row of ``accuracy(variant, seed, split)``;
+  rows go to ``tmp_path``; returns the list of cells run."""
+  import cells  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cells, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
+  ran = []
+  def fake_run_cell(setting, sparsity, variant, seed, dataset=None):
+    ran.append((setting, variant, seed))
+    return dict(cell=cells.cell_id(setting, sparsity, variant, seed), setting=setting,
+                sparsity=sparsity, variant=variant, seed=seed, wall_seconds=1.0,
+                test_accuracy=accuracy(variant, seed, "test"),
+                validation_accuracy=accuracy(variant, seed, "validation"))
+  monkeypatch.setattr(cells, "run_cell", fake_run_cell)
+  return ran
+
+
+def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  # Validation prefers rho 0.2 for SAM and 0.1 for the others; the test numbers
+  # prefer 0.4 everywhere (they must not matter).
+  best = {"sam": 0.2}
+  def accuracy(variant, seed, split):
+    if variant == "sgd":
+      return 0.5
+    method, rho = variant.rsplit("-rho", 1)
+    if split == "test":
+      return 0.6 + float(rho) / 10 + 0.001 * (seed % 2)
+    return 0.7 - abs(float(rho) - best.get(method, 0.1)) + 0.001 * seed
+  ran = _fake_cell(monkeypatch, tmp_path, accuracy)
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",),))
+  monkeypatch.setattr(cells.time, "sleep", lambda _: pytest.fail("one shard waits for none"))
+  assert best_radius.run() == ["mlp-10k-val"]
+  rows = cells.read_rows("fashion_mnist")
+  assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == {
+      "sam": 0.2, "zosam-prior-cap4": 0.1, "zosam-prior": 0.1}
+  finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
+  assert finals == {(v, s) for s in cells.SEEDS for v in (
+      "sgd", "sam-rho0.2", "zosam-prior-cap4-rho0.1", "zosam-prior-rho0.1")}
+  grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
+  assert len(grid) == len(set(grid)) == 3 * len(cells.RADII) * len(cells.SELECTION_SEEDS)
+  assert not set(cells.SEEDS) & set(cells.SELECTION_SEEDS)
+  assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
+
+
+def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  def accuracy(variant, seed, split):  # SAM never beats SGD on the noisy setting.
+    return 0.5 + (0.01 + 0.001 * seed if variant.startswith("sam") and split == "test"
+                  and "noise" not in ran[-1][0] else 0.0)
+  ran = _fake_cell(monkeypatch, tmp_path, accuracy)
+  attempts = ("c10cnn-10k-noise40-val", "c10cnn-10k-val")
+  assert best_radius.run_setting(attempts) == "c10cnn-10k-val"
+  noisy = {v for s, v, _ in ran if s == attempts[0]}
+  assert noisy == {"sgd"} | {f"sam-rho{r}" for r in cells.RADII}  # No ZO cell ran there.
+  assert best_radius.chosen_radius(cells.read_rows("cifar10"), attempts[0], "sam") == 0.05
+
+
+def test_best_radius_shards_split_the_three_selection_seeds_evenly():
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  todo = best_radius.grid("mlp-10k-val", "sam")
+  shares = [sum(cells.shard_of(c, todo, 2) == i for c in todo) for i in (0, 1)]
+  assert shares == [len(todo) // 2] * 2

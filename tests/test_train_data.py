@@ -221,6 +221,50 @@ def test_stratified_subset_keeps_class_proportions_and_is_seed_independent():
   assert "subset of 200" in a.note and a.x_test.shape == ds.x_test.shape
 
 
+def _row_set(images):
+  return {bytes(row) for row in images.reshape(images.shape[0], -1)}
+
+
+@pytest.mark.parametrize("subset", [200, None])
+def test_validation_split_is_stratified_disjoint_and_the_same_for_every_seed(subset):
+  ds = data.load_dataset("digits")
+  a = data.stratified_subset(ds, subset, validation=300)
+  b = data.stratified_subset(ds, subset, validation=300)
+  np.testing.assert_array_equal(a.x_val, b.x_val)
+  counts = np.bincount(a.y_val, minlength=10)
+  assert a.x_val.shape[0] == 300 and counts.min() >= 29 and counts.max() <= 31
+  assert not _row_set(a.x_val) & _row_set(a.x_train)  # No image in both.
+  expected = 200 if subset else ds.x_train.shape[0] - 300
+  assert a.x_train.shape[0] == expected and a.x_test.shape == ds.x_test.shape
+  if subset:  # The training subset does not change when a split is held out.
+    np.testing.assert_array_equal(a.x_train, data.stratified_subset(ds, subset).x_train)
+
+
+def test_validation_split_is_held_out_and_leaves_the_run_unchanged(tmp_path):
+  from zosam_jax.train import TrainConfig, train_seeds  # pylint: disable=import-outside-toplevel
+
+  cfg = TrainConfig(optimizer="sgd", model="mlp", steps=20, eval_every=10, log_every=10,
+                    train_subset=300, label_noise=0.4, seeds=(0, 1), progress=False,
+                    checkpoint_every=0)
+  plain = train_seeds(cfg, tmp_path / "plain")
+  held = train_seeds(cfg.replace(validation_subset=400), tmp_path / "held")
+  for p, h in zip(plain, held):
+    assert h["final_test_accuracy"] == p["final_test_accuracy"]
+    assert h["final_train_loss"] == p["final_train_loss"]
+    assert p["final_validation_accuracy"] is None
+    assert 0 < h["final_validation_accuracy"] <= h["best_validation_accuracy"]
+  lines = [json.loads(l) for l in (tmp_path / "held/seed1/metrics.jsonl").open()]
+  assert [r["step"] for r in lines if r["split"] == "validation"] == [10, 20]
+
+
+def test_validation_split_that_does_not_fit_beside_the_subset_is_a_clear_error(tmp_path,
+                                                                             capsys):
+  assert cli.main(["--train-subset", "1400", "--validation-subset", "100", "--steps", "2",
+                   "--no-progress", "--workdir", str(tmp_path)]) == 2
+  assert ("--validation-subset must be between 10 (one per class) and the 37 training "
+          "examples of digits outside the --train-subset of 1400") in capsys.readouterr().err
+
+
 def test_train_subset_larger_than_the_training_set_is_a_clear_error(tmp_path, capsys):
   assert cli.main(["--train-subset", "5000", "--steps", "2", "--no-progress",
                    "--workdir", str(tmp_path)]) == 2

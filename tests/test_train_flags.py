@@ -96,6 +96,7 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
     (["--num-dirs", "0"], "--num-dirs must be a positive integer"),
     (["--zo-prior", "momentum", "--momentum", "0"], "--zo-prior momentum reads"),
     (["--train-subset", "3"], "--train-subset must be an integer of at least 10"),
+    (["--validation-subset", "5"], "--validation-subset must be an integer of at least 10"),
     (["--label-noise", "1.0"], "--label-noise must be a fraction in [0, 1)"),
     (["--label-noise", "-0.1"], "--label-noise must be a fraction in [0, 1)"),
     (["--dataset", "cifar10", "--crop-pad", "-1"], "--crop-pad must be a non-negative integer"),

@@ -34,6 +34,10 @@ _HELP = {
                 "(default: 4 at 32x32, scaled with --image-size, e.g. 2 at 16x16)",
     "train_subset": "train on a stratified subset of N training examples (the "
                     "same N examples for every seed and optimizer)",
+    "validation_subset": "hold out N other training examples, stratified (outside "
+                         "--train-subset; the same for every seed and optimizer), and "
+                         "evaluate on them beside the test set: choose hyperparameters "
+                         "on these, never on the test set",
     "label_noise": "replace this fraction of the training labels by a different "
                    "random class (the same examples and labels for every seed and "
                    "optimizer; the test set is untouched)",
@@ -146,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
-                  "train_subset", "image_size", "crop_pad", "refresh_every"):
+                  "train_subset", "validation_subset", "image_size", "crop_pad", "refresh_every"):
       kwargs["type"] = int
     elif name == "radius_cap":
       kwargs["type"] = float

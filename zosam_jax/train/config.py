@@ -66,6 +66,7 @@ class TrainConfig:
   # Data and model.
   dataset: str = "digits"
   train_subset: int | None = None
+  validation_subset: int | None = None
   label_noise: float = 0.0
   image_size: int | None = None
   crop_pad: int | None = None

@@ -1,4 +1,4 @@
-"""The test set: evaluating a state, restoring and evaluating a checkpoint."""
+"""The test and validation sets: evaluating a state, restoring and evaluating a checkpoint."""
 
 from __future__ import annotations
 
@@ -37,21 +37,37 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[jax.Arra
   return [jax.device_put(a.reshape(shape + a.shape[1:])) for a in (x, y, weights)]
 
 
-def evaluator(model: Any, ds: data_lib.Dataset, eval_batch_size: int
-              ) -> Callable[[Any, Any], tuple[float, float]]:
-  """``evaluate(params, batch_stats) -> (mean loss, accuracy)`` on the test set."""
+def evaluator(model: Any, ds: data_lib.Dataset, eval_batch_size: int,
+              split: str = "test") -> Callable[[Any, Any], tuple[float, float]]:
+  """``evaluate(params, batch_stats) -> (mean loss, accuracy)`` on one split.
+
+  Args:
+    model: the model.
+    ds: the run's dataset.
+    eval_batch_size: examples per evaluation batch.
+    split: ``"test"``, or ``"validation"`` (``ds.x_val``, ``ds.y_val``).
+  """
   eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
-  test_x, test_y, test_w = eval_batches(ds.x_test, ds.y_test, eval_batch_size)
+  x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_val, ds.y_val)
+  xs, ys, ws = eval_batches(x, y, eval_batch_size)
 
   def evaluate(params, batch_stats):
     loss_sum, correct = 0.0, 0.0
-    for i in range(test_x.shape[0]):
-      l, c = eval_step(params, batch_stats, test_x[i], test_y[i], test_w[i])
+    for i in range(xs.shape[0]):
+      l, c = eval_step(params, batch_stats, xs[i], ys[i], ws[i])
       loss_sum, correct = loss_sum + l, correct + c
-    n = ds.x_test.shape[0]
+    n = x.shape[0]
     return float(loss_sum) / n, float(correct) / n
 
   return evaluate
+
+
+def split_evaluators(model: Any, ds: data_lib.Dataset, eval_batch_size: int
+                     ) -> dict[str, Callable[[Any, Any], tuple[float, float]]]:
+  """An evaluator per split of the run: ``"test"``, and ``"validation"`` when
+  the dataset holds one (``--validation-subset``)."""
+  splits = ("test",) if ds.x_val is None else ("test", "validation")
+  return {split: evaluator(model, ds, eval_batch_size, split) for split in splits}
 
 
 def weight_sparsity(params: Any) -> float:

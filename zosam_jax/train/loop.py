@@ -67,13 +67,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 
-def _test_records(run: program_lib.Program, step: int) -> list[dict[str, Any]]:
+def _test_records(run: program_lib.Program, step: int) -> list[list[dict[str, Any]]]:
+  """Each seed's evaluation records at ``step``: the test set, then the
+  validation split where the run holds one out."""
   records = []
   for i in range(len(run.members)):
     state = run.member_state(i)
-    loss, accuracy = run.evaluate(state.params, state.batch_stats)
-    records.append({"step": step, "split": "test", "loss": loss, "accuracy": accuracy,
-                    "train_seconds": round(run.train_seconds, 4)})
+    records.append([])
+    for split, evaluate in run.evaluators.items():
+      loss, accuracy = evaluate(state.params, state.batch_stats)
+      records[-1].append({"step": step, "split": split, "loss": loss,
+                          "accuracy": accuracy,
+                          "train_seconds": round(run.train_seconds, 4)})
   return records
 
 
@@ -111,9 +116,11 @@ def _train_records(run: program_lib.Program, step: int, elapsed: float) -> list[
   return records
 
 
-def _write(run: program_lib.Program, records: list[dict[str, Any]]) -> None:
+def _write(run: program_lib.Program, records: list[Any]) -> None:
+  """Writes each seed's record (or list of records) to its metrics file."""
   for m, record in zip(run.members, records):
-    m.writer.write(record)
+    for r in record if isinstance(record, list) else [record]:
+      m.writer.write(r)
 
 
 def _train(run: program_lib.Program) -> tuple[float, int]:
@@ -154,7 +161,7 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
       if do_eval:
         results = _test_records(run, step)
         _write(run, results)
-        postfix["test_acc"] = f"{results[0]['accuracy']:.3f}"
+        postfix["test_acc"] = f"{results[0][0]['accuracy']:.3f}"
       if do_ckpt:
         program_lib.save(run, step)
       bar.set_postfix(postfix, refresh=False)

@@ -23,8 +23,9 @@ from zosam_jax.train import steps as steps_lib
 
 def run_dataset(cfg: config_lib.TrainConfig,
                 dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
-  """The data a run trains and tests on: ``--dataset`` at ``--image-size``, cut
-  to ``--train-subset``, with ``--label-noise``.
+  """The data a run trains, validates and tests on: ``--dataset`` at
+  ``--image-size``, cut to ``--train-subset`` with ``--validation-subset``
+  held out, with ``--label-noise`` (training labels only).
 
   Args:
     cfg: the run's configuration.
@@ -43,8 +44,9 @@ def run_dataset(cfg: config_lib.TrainConfig,
   try:
     if cfg.image_size is not None:
       ds = data_lib.average_pool(ds, cfg.image_size)
-    if cfg.train_subset is not None:
-      ds = data_lib.stratified_subset(ds, cfg.train_subset)
+    if cfg.train_subset is not None or cfg.validation_subset is not None:
+      ds = data_lib.stratified_subset(ds, cfg.train_subset,
+                                      validation=cfg.validation_subset)
     ds = data_lib.noisy_labels(ds, cfg.label_noise)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None

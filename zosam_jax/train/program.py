@@ -64,7 +64,7 @@ class Program:
   start_step: int
   train_seconds: float
   train_step: Any
-  evaluate: Any
+  evaluators: dict[str, Any]
   x_all: Any
   y_all: Any
   num_params: int
@@ -181,7 +181,7 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
   return Program(cfg, members, axes, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),
               schedule, state, start_step, train_seconds,
               _jit_step(cfg, model, tx, ds, members, axes, batch_sharding),
-              evaluation.evaluator(model, ds, cfg.eval_batch_size), x_all, y_all,
+              evaluation.split_evaluators(model, ds, cfg.eval_batch_size), x_all, y_all,
               num_params)
 
 
@@ -228,6 +228,7 @@ def save(run: Program, step: int) -> None:
 def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
   cfg, steps, member = run.cfg, int(run.state.step), run.members[i]
   tests = [r for r in records if r["split"] == "test"]
+  vals = [r for r in records if r["split"] == "validation"]
   trains = [r for r in records if r["split"] == "train"]
   summary = {
       "dataset": cfg.dataset, "model": cfg.model, "optimizer": cfg.optimizer,
@@ -238,6 +239,9 @@ def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
       "final_test_accuracy": tests[-1]["accuracy"] if tests else None,
       "best_test_accuracy": max(r["accuracy"] for r in tests) if tests else None,
       "final_test_loss": tests[-1]["loss"] if tests else None,
+      "final_validation_accuracy": vals[-1]["accuracy"] if vals else None,
+      "best_validation_accuracy": max(r["accuracy"] for r in vals) if vals else None,
+      "final_validation_loss": vals[-1]["loss"] if vals else None,
       "final_train_loss": trains[-1]["loss"] if trains else None,
       "final_train_accuracy": trains[-1]["accuracy"] if trains else None,
       "train_seconds": round(run.train_seconds, 3),

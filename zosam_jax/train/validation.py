@@ -124,12 +124,12 @@ def _check_ranges(cfg: TrainConfig) -> None:
       or cfg.crop_pad < 0):
     raise ConfigError(f"--crop-pad must be a non-negative integer (pixels), got "
                       f"{cfg.crop_pad!r}")
-  if cfg.train_subset is not None and (
-      isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
-      or cfg.train_subset < 10):
-    raise ConfigError(
-        f"--train-subset must be an integer of at least 10 (one example per "
-        f"class), got {cfg.train_subset!r}")
+  for name in ("train_subset", "validation_subset"):
+    value = getattr(cfg, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 10):
+      raise ConfigError(f"{flag(name)} must be an integer of at least 10 (one example "
+                        f"per class), got {value!r}")
   if (isinstance(cfg.label_noise, bool) or not isinstance(cfg.label_noise, (int, float))
       or not 0 <= cfg.label_noise < 1):
     raise ConfigError(f"--label-noise must be a fraction in [0, 1), got {cfg.label_noise!r}")

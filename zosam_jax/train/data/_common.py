@@ -27,6 +27,9 @@ class Dataset(NamedTuple):
     std: ``(C,)`` float32 per-channel standard deviation.
     augment: whether to apply the CIFAR crop-and-flip augmentation.
     note: where the data came from (printed by the CLI).
+    x_val: ``(V, H, W, C)`` held-out training examples (``--validation-subset``),
+      or ``None``.
+    y_val: their ``(V,)`` int32 labels (never noised), or ``None``.
   """
 
   name: str
@@ -39,6 +42,8 @@ class Dataset(NamedTuple):
   std: np.ndarray
   augment: bool
   note: str = ""
+  x_val: np.ndarray | None = None
+  y_val: np.ndarray | None = None
 
 
 class DataNotFoundError(FileNotFoundError):

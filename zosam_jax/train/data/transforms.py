@@ -8,46 +8,80 @@ from zosam_jax.train.data._common import Dataset
 from zosam_jax.train.data._common import channel_stats
 
 
-def stratified_subset(ds: Dataset, size: int, seed: int = 0) -> Dataset:
-  """Keeps ``size`` training examples with the class proportions of the set.
+def _stratified_pick(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+  """Sorted positions of ``size`` of ``labels`` with their class proportions."""
+  if size == labels.shape[0]:
+    return np.arange(size)
+  from sklearn.model_selection import train_test_split  # Imported lazily: slow.
 
-  The choice depends only on ``size`` and ``seed`` (not on the run's seed),
-  so every optimizer and seed of a study trains on the same examples; the
-  normalisation statistics are recomputed on the subset; the test set is
-  untouched.
+  pick, _ = train_test_split(np.arange(labels.shape[0]), train_size=size,
+                             random_state=seed, stratify=labels)
+  return np.sort(pick)
+
+
+def stratified_subset(ds: Dataset, size: int | None, seed: int = 0, *,
+                      validation: int | None = None) -> Dataset:
+  """Keeps ``size`` training examples with the class proportions of the set,
+  and holds out ``validation`` others as a validation split.
+
+  The choice depends only on ``size``, ``validation`` and ``seed`` (not on the
+  run's seed), so every optimizer and seed of a study trains on the same
+  examples and is validated on the same others; the normalisation statistics
+  are recomputed on the training examples; the test set is untouched. The
+  validation examples, stratified too, are drawn from the training examples
+  outside the subset (seed ``seed + 1``), so the subset is the same with or
+  without them; without a subset (``size=None``) they are drawn first and the
+  rest trains.
 
   Args:
     ds: a :class:`Dataset`.
-    size: the number of training examples to keep, at most the training set.
+    size: the number of training examples to keep, at most the training set
+      (``None``: all but the validation examples).
     seed: the seed of the choice.
+    validation: the number of validation examples (``None``: no split).
 
   Returns:
-    A :class:`Dataset` whose ``note`` records the subset.
+    A :class:`Dataset` whose ``note`` records the subset, with ``x_val`` and
+    ``y_val`` of shapes ``(validation, H, W, C)`` and ``(validation,)`` when
+    asked for.
 
   Raises:
-    ValueError: if ``size`` is not in ``[num_classes, len(x_train)]``.
+    ValueError: if ``size`` is not in ``[num_classes, len(x_train)]`` or the
+      validation examples do not fit beside it.
 
   Examples:
     >>> from zosam_jax.train.data import load_dataset
-    >>> ds = stratified_subset(load_dataset("digits"), 100)
-    >>> ds.x_train.shape[0], int((ds.y_train == 0).sum())
-    (100, 10)
+    >>> ds = stratified_subset(load_dataset("digits"), 100, validation=200)
+    >>> ds.x_train.shape[0], int((ds.y_train == 0).sum()), ds.x_val.shape[0]
+    (100, 10, 200)
   """
   n = ds.x_train.shape[0]
-  if not ds.num_classes <= size <= n:
+  if size is not None and not ds.num_classes <= size <= n:
     raise ValueError(f"--train-subset must be between {ds.num_classes} (one per "
                      f"class) and the {n} training examples of {ds.name}, got {size}")
-  if size == n:
+  outside = n - (size or 0)
+  if validation is not None and not ds.num_classes <= validation <= outside - (
+      0 if size else ds.num_classes):
+    where = f"outside the --train-subset of {size}" if size else "(some must train)"
+    raise ValueError(f"--validation-subset must be between {ds.num_classes} (one per "
+                     f"class) and the {outside} training examples of {ds.name} {where}, "
+                     f"got {validation}")
+  keep = np.arange(n) if size is None else _stratified_pick(ds.y_train, size, seed)
+  val = None
+  if validation is not None:
+    rest = np.setdiff1d(np.arange(n), keep) if size else np.arange(n)
+    val = rest[_stratified_pick(ds.y_train[rest], validation, seed + 1)]
+    keep = keep if size else np.setdiff1d(keep, val)
+  if keep.shape[0] == n:
     return ds
-  from sklearn.model_selection import train_test_split  # Imported lazily: slow.
-
-  keep, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
-                             stratify=ds.y_train)
-  keep = np.sort(keep)
   x_tr = ds.x_train[keep]
   mean, std = (ds.mean, ds.std) if ds.augment else channel_stats(x_tr)
-  return ds._replace(x_train=x_tr, y_train=ds.y_train[keep], mean=mean, std=std,
-                     note=ds.note + f"; stratified training subset of {size}")
+  note = (f"; stratified training subset of {keep.shape[0]}" if size else "") + (
+      f"; {validation} held-out validation examples" if val is not None else "")
+  return ds._replace(
+      x_train=x_tr, y_train=ds.y_train[keep], mean=mean, std=std,
+      x_val=None if val is None else ds.x_train[val],
+      y_val=None if val is None else ds.y_train[val], note=ds.note + note)
 
 
 def noisy_labels(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:

@@ -1,0 +1,125 @@
+"""Best against best (issue 34): every method at the radius its validation split chooses.
+
+For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
+
+1. SAM's radius grid (:data:`cells.RADII`) on the selection seeds
+   (:data:`cells.SELECTION_SEEDS`); its radius is the one of highest mean final
+   validation accuracy (:func:`chosen_radius`);
+2. SGD and SAM at that radius on the six fresh :data:`cells.SEEDS`: the
+   positive control (SAM − SGD, paired by seed, 95% interval above 0); if it
+   fails, the setting's next attempt, if any, else the setting stops there;
+3. the same grid for every other method of :data:`cells.TUNED`, then each at
+   its own chosen radius on the six seeds.
+
+Only validation accuracy chooses; test accuracy is reported, never read here
+except by the control's verdict, which compares the chosen SAM with SGD on
+seeds that chose nothing. With ``shard=(i, n)``, n processes share each step
+and wait for each other's rows before choosing.
+
+  python experiments/study.py best --shard 0/2 & python experiments/study.py best --shard 1/2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import cells
+import stats
+
+
+def variant(method: str, rho: float) -> str:
+  """The variant name of ``method`` at radius ``rho``, e.g. ``sam-rho0.1``."""
+  return f"{method}-rho{rho}"
+
+
+def grid(setting: str, method: str) -> list[tuple[str, float, str, int]]:
+  """The selection cells of one method: every radius on every selection seed."""
+  return [(setting, 0.9, variant(method, rho), seed) for seed in cells.SELECTION_SEEDS
+          for rho in cells.RADII]
+
+
+def validation_means(rows, setting: str, method: str) -> dict[float, float | None]:
+  """Mean final validation accuracy over the selection seeds, per radius
+  (``None`` until every selection seed of that radius is in)."""
+  means = {}
+  for rho in cells.RADII:
+    values = [r["validation_accuracy"] for r in rows if r["setting"] == setting
+              and r["variant"] == variant(method, rho)
+              and r["seed"] in cells.SELECTION_SEEDS]
+    means[rho] = float(np.mean(values)) if len(values) == len(cells.SELECTION_SEEDS) else None
+  return means
+
+
+def chosen_radius(rows, setting: str, method: str) -> float | None:
+  """The radius of highest mean validation accuracy (the smaller on a tie), or
+  ``None`` while the grid is incomplete."""
+  means = validation_means(rows, setting, method)
+  if any(v is None for v in means.values()):
+    return None
+  return max(cells.RADII, key=lambda rho: (means[rho], -rho))
+
+
+def finals(setting: str, method: str, rho: float) -> list[tuple[str, float, str, int]]:
+  """The six paired test cells of ``method`` at its chosen radius."""
+  return [(setting, 0.9, variant(method, rho), seed) for seed in cells.SEEDS]
+
+
+def sgd_cells(setting: str) -> list[tuple[str, float, str, int]]:
+  return [(setting, 0.9, "sgd", seed) for seed in cells.SEEDS]
+
+
+def _tune(methods, setting: str, dataset, shard) -> dict[str, float]:
+  """Runs the methods' grids (sharing the shards) and returns their radii."""
+  todo = [c for m in methods for c in grid(setting, m)]
+  cells.run_cells(todo, dataset, shard=shard)
+  rows = cells.wait_for_rows(todo)
+  return {m: chosen_radius(rows, setting, m) for m in methods}
+
+
+def control_passes(rows, setting: str, sam_rho: float) -> bool:
+  """SAM at its chosen radius − SGD over the six seeds: interval above 0?"""
+  diff = stats.paired(rows, dict(setting=setting, sparsity=0.9),
+                      variant("sam", sam_rho), "sgd")
+  return diff is not None and diff["n"] == len(cells.SEEDS) and diff["low"] > 0
+
+
+def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
+  """Runs one setting's protocol (steps 1-3); the attempt that passed, or None."""
+  from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
+
+  for setting in attempts:
+    ds = load_dataset(cells.SETTINGS[setting]["dataset"], cifar10_test="jpeg_10k")
+    sam_rho = _tune(("sam",), setting, ds, shard)["sam"]
+    control = sgd_cells(setting) + finals(setting, "sam", sam_rho)
+    cells.run_cells(control, ds, shard=shard)
+    if not control_passes(cells.wait_for_rows(control), setting, sam_rho):
+      print(f"{setting}: SAM at rho {sam_rho} does not beat SGD: no positive control",
+            flush=True)
+      continue
+    others = tuple(m for m in cells.TUNED if m != "sam")
+    radii = _tune(others, setting, ds, shard)
+    todo = [c for m in others for c in finals(setting, m, radii[m])]
+    cells.run_cells(todo, ds, shard=shard)
+    return setting
+  return None
+
+
+def run(shard=(0, 1)) -> list[str | None]:
+  """Every setting of :data:`cells.BEST_ATTEMPTS`, in order."""
+  return [run_setting(attempts, shard) for attempts in cells.BEST_ATTEMPTS]
+
+
+def chosen(rows) -> list[dict[str, Any]]:
+  """Per (setting, method) with a complete grid: the validation means and the
+  chosen radius (for RESULTS.md)."""
+  out = []
+  for attempts in cells.BEST_ATTEMPTS:
+    for setting in attempts:
+      for method in cells.TUNED:
+        means = validation_means(rows, setting, method)
+        if any(v is not None for v in means.values()):
+          out.append(dict(setting=setting, method=method, means=means,
+                          rho=chosen_radius(rows, setting, method)))
+  return out
