@@ -31,6 +31,7 @@ COST_MODEL = {"cnn-10k-noise40": "fashion_cnn", "mlp-10k": "fashion_mlp"}
 COST_METHOD = {"sgd": "sgd", "sam": "sam", "zosam": "zosam m=1 central gaussian ravel=True",
                "zosam-prior": "zosam prior m=0",
                "zosam-prior-cap4": "zosam prior m=0 radius_cap=4",
+               "zosam-prior-cap4-half": "zosam prior m=0 radius_cap=4 zo_batch_fraction=0.5",
                "zosam-prior-refresh5": "zosam prior m=0 refresh_every=5",
                "looksam-k5": "looksam k=5", "msam-rho0.3": "msam", "msam-rho0.05": "msam"}
 #: The points: the paper's ZO-SAM, the prior, the ascent variants, SAM.

@@ -1,0 +1,240 @@
+"""Best against best (issue 34): the radius grids, the chosen radii, the paired test rows.
+
+Everything comes from the committed rows (:mod:`best_radius`'s cells in
+``results/study_<dataset>.jsonl``) and the benchmarked step times
+(:data:`ascents_report.COSTS`); every verdict is computed here. Validation
+accuracy chooses each radius; the test numbers below are of the six fresh
+seeds and choose nothing.
+
+  python experiments/best_report.py   # writes figures/ascent_gain_vs_cost.png
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ascents_report
+import best_radius
+import cells
+import common
+import stats
+
+LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
+         "zosam-prior": "prior=gradient, m=0",
+         "zosam-prior-cap4-half": "prior, radius_cap=4, probe on ½ batch"}
+#: The goal, declared in the issue: gain over SGD at least 90% of SAM's and
+#: ZO − SAM's 95% interval above −0.5 pp on every setting, at most 0.6 × SAM's
+#: step time on this CPU's small CNN.
+SHARE, MARGIN, COST_LIMIT, COST_SETTING = 0.9, 0.005, 0.6, "cnn-10k-noise40"
+FIGURE = ascents_report.FIGURE
+
+
+def setting_label(setting: str) -> str:
+  s = cells.SETTINGS[setting]
+  data = "CIFAR-10" if s["dataset"] == "cifar10" else "Fashion-MNIST"
+  return f"{data} {s['model'].upper()}" + (
+      f", {s['label_noise']:.0%} label noise" if s.get("label_noise") else "")
+
+
+def _tried(rows) -> list[str]:
+  """The protocol's settings that have rows, in the declared order."""
+  have = {r["setting"] for r in rows}
+  return [s for attempts in cells.BEST_ATTEMPTS for s in attempts if s in have]
+
+
+def _mean_std(values: list[float]) -> str:
+  """``85.12 ± 0.20`` (%), with ``(n=k)`` while selection seeds are missing."""
+  if not values:
+    return "—"
+  std = 100 * np.std(values, ddof=1) if len(values) > 1 else 0.0
+  return f"{100 * np.mean(values):.2f} ± {std:.2f}" + (
+      "" if len(values) == len(cells.SELECTION_SEEDS) else f" (n={len(values)})")
+
+
+def grid_table(rows) -> str:
+  """Every grid point: mean ± std validation accuracy over the selection seeds."""
+  head = " | ".join(f"ρ={rho}" for rho in cells.RADII)
+  lines = [f"| setting | method | {head} | chosen ρ |",
+           "|---|---|" + "---|" * (len(cells.RADII) + 1)]
+  for setting in _tried(rows):
+    for method in cells.TUNED:
+      values = {rho: [r["validation_accuracy"] for r in rows if r["setting"] == setting
+                      and r["variant"] == best_radius.variant(method, rho)
+                      and r["seed"] in cells.SELECTION_SEEDS] for rho in cells.RADII}
+      if not any(values.values()):
+        continue
+      rho_star = best_radius.chosen_radius(rows, setting, method)
+      cols = [_mean_std(v) for v in values.values()]
+      cols = [f"**{c}**" if rho == rho_star else c for rho, c in zip(cells.RADII, cols)]
+      lines.append(f"| {setting_label(setting)} | {LABEL[method]} | " + " | ".join(cols)
+                   + f" | {rho_star if rho_star is not None else 'grid running'} |")
+  return "\n".join(lines)
+
+
+def finals(rows, setting: str) -> dict[str, str]:
+  """``method -> variant`` of each method whose radius is chosen."""
+  out = {}
+  for method in cells.TUNED:
+    rho = best_radius.chosen_radius(rows, setting, method)
+    if rho is not None:
+      out[method] = best_radius.variant(method, rho)
+  return out
+
+
+def method_row(rows, setting: str, method: str) -> dict | None:
+  """A method at its chosen radius against SGD and against SAM at SAM's."""
+  chosen = finals(rows, setting)
+  if method not in chosen:
+    return None
+  where = dict(setting=setting, sparsity=0.9)
+  gain = stats.paired(rows, where, chosen[method], "sgd")
+  control = stats.paired(rows, where, chosen["sam"], "sgd") if "sam" in chosen else None
+  to_sam = (None if method == "sam" or "sam" not in chosen
+            else stats.paired(rows, where, chosen[method], chosen["sam"]))
+  cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
+  return dict(method=method, variant=chosen[method], gain=gain, control=control,
+              to_sam=to_sam, cost_to_sam=cost,
+              share=(gain["mean"] / control["mean"] if gain and control and control["mean"]
+                     else None))
+
+
+def final_table(rows) -> str:
+  """One line per setting and method at its chosen radius (test set, six seeds)."""
+  lines = ["| setting | method at chosen ρ | − SGD (pp) [95% CI], p, n | verdict | − SAM at "
+           "its ρ (pp) [95% CI], p, n | verdict | SAM's gain reached |",
+           "|---|---|---|---|---|---|---|"]
+  for setting in _tried(rows):
+    for method in cells.TUNED:
+      r = method_row(rows, setting, method)
+      if r is None or r["gain"] is None:
+        continue
+      share = "—" if r["share"] is None or method == "sam" else f"{100 * r['share']:.0f}%"
+      control = None if method == "sam" else r["control"]
+      lines.append(
+          f"| {setting_label(setting)} | {LABEL[method]}, ρ={r['variant'].rsplit('rho', 1)[1]} | "
+          f"{stats.fmt_diff(r['gain'])} | {stats.verdict(r['gain'], control)} | "
+          f"{stats.fmt_diff(r['to_sam'])} | "
+          f"{stats.verdict(r['to_sam']) if r['to_sam'] else '—'} | {share} |")
+  return "\n".join(lines)
+
+
+def seeds_table(rows) -> str:
+  """Every final seed's test accuracy (%), SGD and each method at its radius."""
+  lines = ["| setting | seed | SGD | " + " | ".join(LABEL[m] for m in cells.TUNED) + " |",
+           "|---|---|---|" + "---|" * len(cells.TUNED)]
+  for setting in _tried(rows):
+    chosen = finals(rows, setting)
+    for seed in cells.SEEDS:
+      acc = {r["variant"]: r["test_accuracy"] for r in rows
+             if r["setting"] == setting and r["seed"] == seed}
+      if acc:
+        cols = [acc.get("sgd")] + [acc.get(chosen.get(m)) for m in cells.TUNED]
+        lines.append(f"| {setting_label(setting)} | {seed} | " + " | ".join(
+            "—" if a is None else f"{100 * a:.2f}" for a in cols) + " |")
+  return "\n".join(lines)
+
+
+def _misses(r) -> list[str]:
+  """How a complete setting's row misses the goal (empty: it meets it)."""
+  out = []
+  if r["share"] is None or r["share"] < SHARE:
+    share = "—" if r["share"] is None else f"{100 * r['share']:.0f}%"
+    out.append(f"{share} of SAM's gain (goal {100 * SHARE:.0f}%)")
+  if r["to_sam"]["low"] < -MARGIN:
+    out.append(f"− SAM {stats.fmt_diff(r['to_sam'])} (goal: interval above −{100 * MARGIN:.1f})")
+  return out
+
+
+def goal(rows) -> str:
+  """The goal's verdict per ZO method, generated: met, not met (by how much), or not judged."""
+  lines = []
+  for method in [m for m in cells.TUNED if m != "sam"]:
+    found, missing, far = {}, [], []
+    for attempts in cells.BEST_ATTEMPTS:
+      passed = [s for s in attempts if _control_ok(rows, s)]
+      r = method_row(rows, passed[0], method) if passed else None
+      if r is None or r["to_sam"] is None or r["to_sam"]["n"] < len(cells.SEEDS):
+        missing.append(setting_label(attempts[0]))
+        continue
+      found[passed[0]] = r
+      far += [f"{setting_label(passed[0])}: " + ", ".join(_misses(r))] if _misses(r) else []
+    cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
+    cost_text = "not timed" if cost is None else f"{cost:.2f} × SAM's step time"
+    if cost is not None and cost > COST_LIMIT:
+      far.append(f"{cost_text} on the Fashion CNN (goal ≤ {COST_LIMIT})")
+    if far:
+      verdict = "**not met**: " + "; ".join(far)
+    elif missing:
+      verdict = f"not judged yet (runs missing: {', '.join(missing)}); {cost_text}"
+    else:
+      verdict = f"**met** ({cost_text})"
+    lines.append(f"- {LABEL[method]}: {verdict}")
+  return "\n".join(lines)
+
+
+def _control_ok(rows, setting: str) -> bool:
+  rho = best_radius.chosen_radius(rows, setting, "sam")
+  return rho is not None and best_radius.control_passes(rows, setting, rho)
+
+
+def figure(rows, path=FIGURE) -> None:
+  """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, each method
+  at its chosen radius, one panel per setting."""
+  plt = common.pyplot()
+  tried = _tried(rows) or [cells.BEST_ATTEMPTS[0][0]]
+  fig, axes = plt.subplots(1, len(tried), figsize=(5.5 * len(tried), 4.5), squeeze=False)
+  for ax, setting in zip(axes[0], tried):
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.plot([1], [0], "ks")
+    ax.annotate("SGD", (1, 0), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    for method in cells.TUNED:
+      r = method_row(rows, setting, method)
+      cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sgd")
+      if r is None or r["gain"] is None or cost is None:
+        continue
+      g = r["gain"]
+      ax.errorbar([cost], [100 * g["mean"]], yerr=[[100 * (g["mean"] - g["low"])],
+                                                  [100 * (g["high"] - g["mean"])]],
+                  fmt="o", color="C3" if method == "sam" else "C0", capsize=3)
+      ax.annotate(f"{LABEL[method]}, ρ={r['variant'].rsplit('rho', 1)[1]} (n={g['n']})",
+                  (cost, 100 * g["mean"]), textcoords="offset points", xytext=(5, 4),
+                  fontsize=8)
+    ax.set_title(f"{setting_label(setting)}, RigL 90%: each at its chosen ρ", fontsize=9)
+    ax.set_xlabel("step time ÷ SGD's (Fashion CNN, benchmarks/step_cost.py, this CPU)")
+    ax.set_ylabel("test accuracy − SGD (pp), paired mean, 95% CI")
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def render(rows) -> str:
+  """The section's markdown: grids, chosen radii, paired rows, seeds, goal."""
+  return "\n\n".join([
+      "#### Every grid point: final validation accuracy (%), mean ± std over the "
+      f"selection seeds {', '.join(map(str, cells.SELECTION_SEEDS))} (chosen in bold)",
+      grid_table(rows),
+      "#### At the chosen radii: test accuracy, paired by seed over the fresh seeds "
+      f"{', '.join(map(str, cells.SEEDS))}",
+      final_table(rows),
+      "#### Every seed: final test accuracy (%) at the chosen radii",
+      seeds_table(rows),
+      f"#### Goal (issue 34): gain over SGD ≥ {100 * SHARE:.0f}% of SAM's and ZO − SAM's 95% "
+      f"interval above −{100 * MARGIN:.1f} pp on every setting, at ≤ {COST_LIMIT} × SAM's "
+      "step time on this CPU's Fashion CNN",
+      goal(rows)])
+
+
+def all_rows() -> list[dict]:
+  """The protocol's rows of every dataset."""
+  names = {s for attempts in cells.BEST_ATTEMPTS for s in attempts}
+  return [r for d in cells.DATASETS for r in cells.read_rows(d) if r["setting"] in names]
+
+
+def main() -> None:
+  figure(all_rows())
+  print(f"wrote {FIGURE}")
+
+
+if __name__ == "__main__":
+  main()
