@@ -131,6 +131,9 @@ def methods(preset: str) -> list[Method]:
                      prior="gradient", radius_cap=4.0))
   rows.append(Method("zosam prior m=0 refresh_every=5", "zosam", 0, "central",
                      prior="gradient", refresh_every=5))
+  # The best-vs-best protocol's new option (experiments/cells.py, TUNED).
+  rows.append(Method("zosam prior m=0 radius_cap=4 zo_batch_fraction=0.5", "zosam", 0,
+                     "central", prior="gradient", radius_cap=4.0, zo_batch_fraction=0.5))
   rows.append(Method("msam", "msam"))
   rows.append(Method("looksam k=5", "looksam", refresh_every=5))
   return rows

@@ -8,16 +8,13 @@ SGD's and ÷ SAM's, and the goal's verdict. Accuracies come from
 ``benchmarks/results/step_cost_ascents_cpu.json`` (the study's two models at its
 batch, every method timed interleaved in one process on this machine: the
 training runs' own seconds per step were measured under whatever load each
-session had, so they do not compare).
-
-  python experiments/ascents_report.py   # writes figures/ascent_gain_vs_cost.png
+session had, so they do not compare). Its figure now shows each method at its
+chosen radius (:mod:`best_report`).
 """
 
 from __future__ import annotations
 
 import json
-
-import numpy as np
 
 import common
 import stats
@@ -43,7 +40,6 @@ LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM m=1 (paper)",
 #: The goal, declared in the issue: ZO − SAM's interval contains 0 or lies
 #: above −0.5 pp on both settings, at most 0.7 × SAM's step time on the CNN.
 MARGIN, COST_LIMIT, COST_SETTING = 0.005, 0.7, "cnn-10k-noise40"
-FIGURE = common.FIGURES / "ascent_gain_vs_cost.png"
 
 
 def cost_ratio(setting: str, sparsity: float, a: str, b: str) -> float | None:
@@ -132,44 +128,8 @@ def goal(rows) -> str:
   return "\n".join(lines)
 
 
-def figure(rows, path=FIGURE) -> None:
-  """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, per setting."""
-  plt = common.pyplot()
-  fig, axes = plt.subplots(1, len(SETTINGS), figsize=(6 * len(SETTINGS), 4.5))
-  for ax, (setting, sparsity) in zip(np.atleast_1d(axes), SETTINGS):
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.plot([1], [0], "ks")
-    ax.annotate("SGD", (1, 0), textcoords="offset points", xytext=(5, -12), fontsize=8)
-    for v in VARIANTS:
-      r = variant_row(rows, setting, sparsity, v)
-      if r is None or r["cost"] is None:
-        continue
-      g = r["gain"]
-      ax.errorbar([r["cost"]], [100 * g["mean"]], yerr=[[100 * (g["mean"] - g["low"])],
-                                                         [100 * (g["high"] - g["mean"])]],
-                  fmt="o", color="C3" if v == "sam" else "C0", capsize=3)
-      ax.annotate(f"{LABEL[v]} (n={g['n']})", (r["cost"], 100 * g["mean"]),
-                  textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_title(f"Fashion-MNIST {study_label(setting)}, RigL {sparsity:.0%}")
-    ax.set_xlabel("step time ÷ SGD's (benchmarks/step_cost.py, this CPU)")
-    ax.set_ylabel("test accuracy − SGD (pp), paired mean, 95% CI")
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
 def render(rows) -> str:
   """The section's markdown: table, then the goal's verdicts."""
   return "\n\n".join([table(rows), "Goal (issue 25): ZO − SAM's 95% interval contains 0 or "
                       f"lies above −{100 * MARGIN:.1f} pp on both settings, at ≤ "
                       f"{COST_LIMIT} × SAM's step time on the CNN:", goal(rows)])
-
-
-def main() -> None:
-  figure(cells.read_rows("fashion_mnist"))
-  print(f"wrote {FIGURE}")
-
-
-if __name__ == "__main__":
-  main()

@@ -26,7 +26,7 @@ LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
 #: ZO − SAM's 95% interval above −0.5 pp on every setting, at most 0.6 × SAM's
 #: step time on this CPU's small CNN.
 SHARE, MARGIN, COST_LIMIT, COST_SETTING = 0.9, 0.005, 0.6, "cnn-10k-noise40"
-FIGURE = ascents_report.FIGURE
+FIGURE = common.FIGURES / "ascent_gain_vs_cost.png"
 
 
 def setting_label(setting: str) -> str:
@@ -227,8 +227,8 @@ def render(rows) -> str:
 
 def all_rows() -> list[dict]:
   """The protocol's rows of every dataset."""
-  names = {s for attempts in cells.BEST_ATTEMPTS for s in attempts}
-  return [r for d in cells.DATASETS for r in cells.read_rows(d) if r["setting"] in names]
+  return [r for d in cells.DATASETS for r in cells.read_rows(d)
+          if r["setting"] in cells.BEST_SETTINGS]
 
 
 def main() -> None:

@@ -187,6 +187,7 @@ SETTINGS["c10cnn-10k-val"] = dict(SETTINGS["c10cnn-10k-noise40-val"], label_nois
 #: is the setting's positive control; the ZO methods run only there.
 BEST_ATTEMPTS = (("mlp-10k-val",), ("cnn-10k-noise40-val",),
                  ("c10cnn-10k-noise40-val", "c10cnn-10k-val"))
+BEST_SETTINGS = frozenset(s for attempts in BEST_ATTEMPTS for s in attempts)
 
 
 #: This file as this process read it (:func:`check_declarations_unchanged`).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 import ascents_report
+import best_report
 import common
 import cells
 import study_report
@@ -25,7 +26,8 @@ def study_section(dataset: str) -> str:
   """The tables and verdicts of the study's rows of one dataset."""
   robust = (study_robustness.read_rows() if cells.DATASETS[dataset].get("robustness")
             else ())
-  return study_report.render(cells.read_rows(dataset), dataset, robust)
+  rows = [r for r in cells.read_rows(dataset) if r["setting"] not in cells.BEST_SETTINGS]
+  return study_report.render(rows, dataset, robust)
 
 
 def render() -> str:
@@ -39,6 +41,7 @@ def render() -> str:
   text = re.sub(r"\{\{include (\S+)\}\}", include, text)
   text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
   text = text.replace("{{ascents}}", ascents_report.render(cells.read_rows("fashion_mnist")))
+  text = text.replace("{{best}}", best_report.render(best_report.all_rows()))
   return text
 
 

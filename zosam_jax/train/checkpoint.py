@@ -11,11 +11,25 @@ their raw ``uint32`` data and re-wrapped with the template's implementation.
 The data order needs nothing stored: it is a pure function of ``(seed,
 epoch)`` (see :mod:`zosam_jax.train.pipeline`); the metadata records the seed,
 the epoch and the step for inspection.
+
+A checkpoint that cannot be read (a file truncated by a crash or a full disk)
+raises :class:`DamagedCheckpointError`; :meth:`Checkpointer.set_aside` moves it
+to ``checkpoints.damaged/`` (nothing is deleted) so that the newest readable
+one is used. A save that fails (no space, a read-only or vanished folder)
+raises :class:`CheckpointWriteError` and leaves no temporary folder behind;
+Orbax's temporary folders of an unfinished save are never listed as
+checkpoints and are removed when the folder is opened again. Verifying a
+checkpoint is reading it: a restore reads every array (Orbax's OCDBT format
+checks byte ranges), so a resume pays nothing extra on the good path.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -54,6 +68,56 @@ def unflatten_state(arrays: dict[str, Any], template: Any) -> Any:
   return jax.tree.unflatten(treedef, restored)
 
 
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint that cannot be read.
+
+  Attributes:
+    step: its step.
+    directory: the checkpoint folder.
+    cause: the reader's error, in one line.
+  """
+
+  def __init__(self, step: int, directory: str, cause: BaseException):
+    self.step, self.directory, self.cause = step, directory, one_line(cause)
+    super().__init__(f"checkpoint step {step} in {directory} cannot be read: {self.cause}")
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (disk full, read-only or vanished folder).
+
+  Attributes:
+    step: the step being saved.
+    directory: the checkpoint folder.
+    cause: the writer's error, in one line.
+  """
+
+  def __init__(self, step: int, directory: str, cause: BaseException):
+    self.step, self.directory, self.cause = step, directory, one_line(cause)
+    super().__init__(f"writing checkpoint step {step} in {directory} failed: {self.cause}")
+    self.errno = getattr(cause, "errno", None)
+
+
+def one_line(error: BaseException) -> str:
+  """``Type: first line of the message`` of the innermost cause (TensorStore's
+  messages run for pages; the first error says what is wrong)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _drop_failed_reads() -> None:
+  """Collects the read coroutines a failed restore leaves unawaited, without
+  the 'Exception ignored in <coroutine>' tracebacks Python would print for
+  them later (the error itself is reported in one line)."""
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    gc.collect()
+  finally:
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
   """Saves and restores train states under ``directory/<step>/``.
 
@@ -65,7 +129,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
         # Saving synchronously keeps "the last good checkpoint" well defined
         # when a run stops on a NaN right after a save.
         enable_async_checkpointing=False)
@@ -84,10 +148,20 @@ class Checkpointer:
     """Writes ``state`` and the JSON-serialisable ``meta`` as step ``step``."""
     arrays, paths = flatten_state(state)
     meta = dict(meta, step=int(step), leaf_paths=paths)
-    self._manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
-        force=True)
-    self._manager.wait_until_finished()
+    quiet = logging.getLogger("absl")  # Orbax's threads log each write error too.
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+      self._manager.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+          force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # TensorStore raises ValueError.
+      for leftover in _unfinished(self.directory, int(step)):
+        shutil.rmtree(leftover, ignore_errors=True)
+      raise CheckpointWriteError(int(step), self.directory, e) from e
+    finally:
+      quiet.setLevel(level)
 
   def restore(self, template: Any, step: int | None = None
               ) -> tuple[Any, dict[str, Any]]:
@@ -102,6 +176,7 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: if there is no checkpoint.
+      DamagedCheckpointError: if it cannot be read.
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -110,11 +185,61 @@ class Checkpointer:
     abstract = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype,
                                         sharding=getattr(v, "sharding", None))
                 for k, v in arrays.items()}
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return unflatten_state(restored["state"], template), dict(restored["meta"])
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      state = unflatten_state(restored["state"], template)
+    except Exception as e:  # pylint: disable=broad-except  # TensorStore raises ValueError.
+      _drop_failed_reads()
+      raise DamagedCheckpointError(step, self.directory, e) from e
+    return state, dict(restored["meta"])
+
+  def set_aside(self, step: int) -> str:
+    """Moves checkpoint ``step`` into ``<directory>.damaged/`` (kept, not
+    deleted) and returns its new path; later calls no longer list it."""
+    aside = f"{self.directory}.damaged"
+    os.makedirs(aside, exist_ok=True)
+    target, n = os.path.join(aside, str(step)), 1
+    while os.path.exists(target):
+      target, n = os.path.join(aside, f"{step}.{n}"), n + 1
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
+
+  def restore_newest(self, template: Any, candidates: list[int] | None = None,
+                     move_aside: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The newest readable checkpoint (of ``candidates``, default all), each
+    unreadable newer one reported on stderr in one line and, with
+    ``move_aside``, set aside.
+
+    Raises:
+      FileNotFoundError: no checkpoint, or none of them readable (naming the folder).
+    """
+    steps = sorted(self.all_steps() if candidates is None else candidates, reverse=True)
+    for step in steps:
+      try:
+        return self.restore(template, step)
+      except DamagedCheckpointError as e:
+        warn_damaged(e, self.set_aside(step) if move_aside else None)
+    raise FileNotFoundError(f"no readable checkpoint in {self.directory}" + (
+        f" (all {len(steps)} damaged, see above)" if steps else ""))
 
   def close(self) -> None:
     """Waits for pending writes and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def warn_damaged(error: DamagedCheckpointError, moved_to: str | None) -> None:
+  """One line on stderr: which checkpoint, why, and where it went."""
+  where = f"; moved to {moved_to}" if moved_to else ""
+  print(f"zosam-train: warning: {error}{where}; trying an older one", file=sys.stderr,
+        flush=True)
+
+
+def _unfinished(directory: str, step: int) -> list[str]:
+  """Orbax's temporary folders of an unfinished save of ``step``."""
+  if not os.path.isdir(directory):
+    return []
+  return [os.path.join(directory, name) for name in os.listdir(directory)
+          if name.startswith(f"{step}.orbax-checkpoint-tmp")]

@@ -4,20 +4,28 @@ Every flag is a field of :class:`~zosam_jax.train.config.TrainConfig`;
 ``main`` parses, validates (errors name the flag and exit with status 2),
 trains and prints the summary table.
 
-Exit status: 0 success, 1 missing data or an unusable work directory,
-2 invalid flags, 3 the loss became NaN or infinite, 130 interrupted.
+Exit status: 0 success, 1 missing data or an unusable work directory (in
+use by another process, a damaged file), 2 invalid flags, 3 the loss became
+NaN or infinite, 4 the work directory could not be written or read (disk
+full, read-only, vanished, permission denied), 130 interrupted. Errors are one
+message, never a traceback; ``ZOSAM_DEBUG=1`` re-raises them instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from zosam_jax.train import compare
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import files
+from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
@@ -178,6 +186,38 @@ def parse_config(argv: Sequence[str] | None = None) -> config_lib.TrainConfig:
     raise  # Unreachable: parser.error exits.
 
 
+#: What to do about an I/O error, by errno (TensorStore's words where it has no errno).
+_IO_HINTS = ((errno.ENOSPC, "RESOURCE_EXHAUSTED", "no space left on the device: free some "
+              "space (or move --workdir)"),
+             (errno.EROFS, "read-only", "the file system is read-only: use a writable "
+              "--workdir"),
+             (errno.EACCES, "PERMISSION_DENIED", "permission denied: fix the folder's "
+              "permissions or use another --workdir"),
+             (errno.ENOENT, "NOT_FOUND", "the folder vanished while the run wrote to it"))
+
+
+def _last_checkpoint(workdir: Path) -> str:
+  """``step N in DIR`` of the newest finished checkpoint under ``workdir``."""
+  found = [(int(d.name), d.parent) for c in [workdir, *workdir.glob("*")]
+           if (c / "checkpoints").is_dir() for d in (c / "checkpoints").iterdir()
+           if d.name.isdigit()]
+  if not found:
+    return "no checkpoint was written"
+  step, where = max(found)
+  return f"the last good checkpoint is step {step} in {where}"
+
+
+def io_error_message(error: OSError, cfg: config_lib.TrainConfig) -> str:
+  """One message for an I/O error: the path, what failed, what to do, the last
+  good checkpoint and the command that continues the run."""
+  text = str(error)
+  hint = next((h for code, word, h in _IO_HINTS
+               if error.errno == code or word.lower() in text.lower()), "check the folder")
+  what = text if error.filename is None else f"{error.strerror}: {error.filename}"
+  return (f"{what}\n  {hint}; {_last_checkpoint(Path(cfg.workdir))}. Once fixed, continue "
+          f"with:\n  {config_lib.command_line(cfg, resume=True)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs ``zosam-train``.
 
@@ -189,27 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   """
   cfg = parse_config(argv)
   try:
-    if cfg.compare:
-      result = compare.run_comparison(cfg)
-      print("\n" + result["table"])
-      print(f"\nwrote {cfg.workdir}/comparison.md, comparison.json, comparison.png")
-      return 0
-    if cfg.seeds:
-      summaries = loop.train_seeds(cfg)
-      print("\n" + report.seeds_table(summaries))
-      print(f"\nwrote {cfg.workdir}/seed<N>/metrics.jsonl, summary.json, curves.png, "
-            "checkpoints/ for each seed")
-      return 0
-    summary = loop.train_and_evaluate(cfg)
-  except loop.NonFiniteLossError as e:
-    print(f"zosam-train: error: {e}", file=sys.stderr)
-    return 3
-  except config_lib.ConfigError as e:  # Checks that need the machine (--devices).
-    print(f"zosam-train: error: {e}", file=sys.stderr)
-    return 2
-  except (data_lib.DataNotFoundError, FileExistsError, workdir_lib.ResumeError) as e:
-    print(f"zosam-train: error: {e}", file=sys.stderr)
-    return 1
+    return _run(cfg)
+  except Exception as e:  # pylint: disable=broad-except
+    if os.environ.get("ZOSAM_DEBUG"):
+      raise
+    code, message = _failure(e, cfg)
+    print(f"zosam-train: error: {message}", file=sys.stderr)
+    return code
   except loop.Interrupted as e:
     print(f"\nzosam-train: interrupted; step {e.step} is checkpointed. Continue "
           f"with:\n  {e.command}", file=sys.stderr)
@@ -217,6 +243,35 @@ def main(argv: Sequence[str] | None = None) -> int:
   except KeyboardInterrupt:  # Before training started: nothing to keep.
     print("\nzosam-train: interrupted before training started", file=sys.stderr)
     return 130
+
+
+def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
+  """The exit status and message of an error the program expects; others re-raised."""
+  if isinstance(error, loop.NonFiniteLossError):
+    return 3, str(error)
+  if isinstance(error, config_lib.ConfigError):  # Checks that need the machine.
+    return 2, str(error)
+  if isinstance(error, (data_lib.DataNotFoundError, FileExistsError, workdir_lib.ResumeError,
+                        files.DamagedFileError, lock_lib.FolderInUseError)):
+    return 1, str(error)
+  if isinstance(error, OSError):
+    return 4, io_error_message(error, cfg)
+  raise error
+
+
+def _run(cfg: config_lib.TrainConfig) -> int:
+  if cfg.compare:
+    result = compare.run_comparison(cfg)
+    print("\n" + result["table"])
+    print(f"\nwrote {cfg.workdir}/comparison.md, comparison.json, comparison.png")
+    return 0
+  if cfg.seeds:
+    summaries = loop.train_seeds(cfg)
+    print("\n" + report.seeds_table(summaries))
+    print(f"\nwrote {cfg.workdir}/seed<N>/metrics.jsonl, summary.json, curves.png, "
+          "checkpoints/ for each seed")
+    return 0
+  summary = loop.train_and_evaluate(cfg)
   print("\n" + report.summary_table(summary))
   print(f"\nwrote {cfg.workdir}/metrics.jsonl, summary.json, curves.png, "
         "checkpoints/")

@@ -16,6 +16,7 @@ from typing import Any
 
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
 from zosam_jax.train import workdir as workdir_lib
@@ -68,7 +69,14 @@ def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = Non
   _check_compare_folder(cfg, workdir)
   dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
                                   cifar10_test=cfg.cifar10_test)
-  workdir.mkdir(parents=True, exist_ok=True)
+  with lock_lib.RunLock(workdir):  # One writer; checked again under the lock.
+    _check_compare_folder(cfg, workdir)
+    return _compare(cfg, workdir, dataset)
+
+
+def _compare(cfg: config_lib.TrainConfig, workdir: Path, dataset: data_lib.Dataset
+             ) -> dict[str, Any]:
+  """Trains each optimizer of the comparison in turn; writes the table."""
   (workdir / "compare.json").write_text(json.dumps(cfg.to_dict(), indent=2))
   summaries, runs = {}, {}
   for name in cfg.compare:

@@ -8,10 +8,11 @@ validation error can always name the flag the user typed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from zosam_jax.train import files
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam", "msam", "looksam")
 #: The optimizers that take ``--rho`` (all but SGD).
@@ -138,12 +139,13 @@ def from_dict(saved: dict[str, Any]) -> TrainConfig:
 
 def read_saved(path: Path) -> dict[str, Any] | None:
   """A run's saved ``config.json`` (or a comparison's ``compare.json``); None
-  when absent. Fields added since it was written get the values its run used:
+  when absent (:class:`~zosam_jax.train.files.DamagedFileError` when it
+  cannot be parsed). Fields added since it was written get the values its run used:
   before ``--crop-pad``, CIFAR's crop padding was 4 pixels at every
   ``--image-size``."""
-  if not path.is_file():
+  saved = files.read_json(path)
+  if saved is None:
     return None
-  saved = json.loads(path.read_text())
   if "crop_pad" not in saved and str(saved.get("dataset", "")).startswith("cifar"):
     saved["crop_pad"] = 4
   return saved

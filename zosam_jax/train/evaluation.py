@@ -107,8 +107,9 @@ def _restore(workdir: Path, step: int | None):
   template, _, _ = prepare.initial_state(
       cfg, model, ds, config_lib.total_steps(cfg, ds.x_train.shape[0]))
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
-  try:
-    state, meta = ckpt.restore(template, step)
+  try:  # The newest readable one (an unreadable one is reported, left in place).
+    state, meta = (ckpt.restore_newest(template, move_aside=False) if step is None
+                   else ckpt.restore(template, step))
   finally:
     ckpt.close()
   return state, meta, cfg, ds, model
@@ -121,7 +122,7 @@ def load_train_state(workdir: str | Path, step: int | None = None
 
   Args:
     workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
-    step: the checkpoint; the latest when ``None``.
+    step: the checkpoint; the newest readable one when ``None``.
 
   Returns:
     ``(state, meta, config)``: the :class:`~zosam_jax.train.steps.TrainState`,
@@ -135,7 +136,7 @@ def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[st
 
   Args:
     workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
-    step: the checkpoint; the latest when ``None``.
+    step: the checkpoint; the newest readable one when ``None``.
 
   Returns:
     ``{"step", "loss", "accuracy", "params_finite"}``.

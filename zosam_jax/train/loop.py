@@ -178,9 +178,10 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
 
 def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
                  dataset: data_lib.Dataset | None) -> list[dict[str, Any]]:
-  """Set up (or restore), train, finish; one summary per seed."""
+  """Set up (or restore), train, finish; one summary per seed. The folders'
+  locks are held from set-up to the end (:mod:`zosam_jax.train.lock`)."""
   folders = [folder for _, folder in program_lib.member_configs(cfg, workdir)]
-  finished = [workdir_lib.read_json(f / "summary.json") for f in folders]
+  finished = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
   if cfg.resume and all(s and s.get("status") == "finished" for s in finished):
     for member_cfg, folder in program_lib.member_configs(cfg, workdir):
       workdir_lib.check_workdir(member_cfg, folder)
@@ -194,10 +195,11 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
         r["split"] == "test" and r["step"] == run.num_steps
         for r in report.read_metrics(run.members[0].writer.path)):
       _write(run, _test_records(run, run.num_steps))
+    return program_lib.finish(run, steady)
   finally:
     for m in run.members:
       m.ckpt.close()
-  return program_lib.finish(run, steady)
+    run.locks.release()
 
 
 def train_and_evaluate(config: config_lib.TrainConfig,

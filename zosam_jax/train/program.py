@@ -26,6 +26,7 @@ from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import evaluation
+from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import models
 from zosam_jax.train import pipeline
 from zosam_jax.train import prepare
@@ -68,6 +69,7 @@ class Program:
   x_all: Any
   y_all: Any
   num_params: int
+  locks: lock_lib.Locks
 
   def member_state(self, i: int) -> steps_lib.TrainState:
     return self.state if self.axes is None else seeds_lib.select(self.state, self.axes, i)
@@ -95,27 +97,34 @@ def member_configs(cfg: config_lib.TrainConfig, workdir: Path
            workdir / f"seed{s}") for s in cfg.seeds]
 
 
-def _start_step(cfg: config_lib.TrainConfig, folders: list[Path],
-                ckpts: list[checkpoint_lib.Checkpointer]) -> int:
-  """The step the run continues from: 0, or with ``--resume`` the newest
-  checkpoint every seed has."""
-  if not cfg.resume:
-    return 0
-  kept = [set(c.all_steps()) for c in ckpts]
-  common = set.intersection(*kept)
-  if not common and any(kept):
-    have = ", ".join(f"{f}: {sorted(k) or 'none'}" for f, k in zip(folders, kept))
-    raise ResumeError(f"--resume: the seeds' folders share no checkpoint step ({have}); "
-                      "pass --overwrite to start the program again")
-  return max(common, default=0)
-
-
-def _restore(ckpts, states, start_step) -> tuple[list[Any], float]:
-  """The seeds' states at ``start_step`` and the training seconds so far."""
-  if not start_step:
-    return states, 0.0
-  restored = [c.restore(s, start_step) for c, s in zip(ckpts, states)]
-  return [state for state, _ in restored], restored[0][1]["train_seconds"]
+def _resume_point(cfg: config_lib.TrainConfig, ckpts: list[checkpoint_lib.Checkpointer],
+                  states: list[Any]) -> tuple[int, list[Any], float]:
+  """The step the run continues from, the seeds' states there and the training
+  seconds so far: step 0 and ``states``, or with ``--resume`` the newest
+  checkpoint every seed has and can read. An unreadable one is reported in
+  one line and set aside (``checkpoints.damaged/``), and the next one tried."""
+  damaged = []
+  while cfg.resume:
+    kept = [set(c.all_steps()) for c in ckpts]
+    common = set.intersection(*kept)
+    if not common and (any(kept) or damaged):
+      have = ", ".join(f"{c.directory}: {sorted(k) or 'none'}" for c, k in zip(ckpts, kept))
+      raise ResumeError(
+          f"--resume: the seeds' folders share no checkpoint step that can be read ({have}"
+          + (f"; set aside as damaged: {', '.join(damaged)}" if damaged else "")
+          + "); pass --overwrite to start the run again")
+    if not common:
+      break
+    step = max(common)
+    try:
+      restored = [c.restore(s, step) for c, s in zip(ckpts, states)]
+    except checkpoint_lib.DamagedCheckpointError as e:
+      bad = next(c for c in ckpts if c.directory == e.directory)
+      damaged.append(bad.set_aside(step))
+      checkpoint_lib.warn_damaged(e, damaged[-1])
+      continue
+    return step, [state for state, _ in restored], restored[0][1]["train_seconds"]
+  return 0, states, 0.0
 
 
 def _place_data(cfg, state, ds):
@@ -158,12 +167,19 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
   prepare.check_against_data(cfg, num_train, num_steps)
   model = models.get_model(cfg.model, ds.num_classes)
   built = [prepare.initial_state(c, model, ds, num_steps) for c, _ in member_cfgs]
-  for member_cfg, folder in member_cfgs:
-    workdir_lib.prepare_workdir(member_cfg, folder)
   folders = [folder for _, folder in member_cfgs]
-  ckpts = [checkpoint_lib.Checkpointer(f / "checkpoints") for f in folders]
-  start_step = _start_step(cfg, folders, ckpts)
-  states, train_seconds = _restore(ckpts, [b[0] for b in built], start_step)
+  # Every check passed: take the folders (one writer each), check them again
+  # under the locks, and only then write.
+  locks = lock_lib.Locks(dict.fromkeys([workdir] + folders)).acquire()
+  try:
+    for member_cfg, folder in member_cfgs:
+      workdir_lib.check_workdir(member_cfg, folder)
+      workdir_lib.prepare_workdir(member_cfg, folder)
+    ckpts = [checkpoint_lib.Checkpointer(f / "checkpoints") for f in folders]
+    start_step, states, train_seconds = _resume_point(cfg, ckpts, [b[0] for b in built])
+  except BaseException:
+    locks.release()
+    raise
   keep = start_step if cfg.resume else None
   members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep),
                     pipeline.BatchOrder(c.seed, num_train, cfg.batch_size))
@@ -182,7 +198,7 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
               schedule, state, start_step, train_seconds,
               _jit_step(cfg, model, tx, ds, members, axes, batch_sharding),
               evaluation.split_evaluators(model, ds, cfg.eval_batch_size), x_all, y_all,
-              num_params)
+              num_params, locks)
 
 
 def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
@@ -195,11 +211,12 @@ def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
 
 def for_timing(cfg: config_lib.TrainConfig, workdir: Path,
                dataset: data_lib.Dataset | None = None) -> Program:
-  """:func:`set_up` in a scratch ``workdir`` with its checkpointers closed: a
-  program to time with :func:`step_seconds`, never to save."""
+  """:func:`set_up` in a scratch ``workdir`` with its checkpointers closed and
+  its folders unlocked: a program to time with :func:`step_seconds`, never to save."""
   run = set_up(cfg, workdir, dataset)
   for m in run.members:
     m.ckpt.close()
+  run.locks.release()
   return run
 
 

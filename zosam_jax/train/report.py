@@ -17,17 +17,16 @@ from typing import Any
 
 import matplotlib
 
+from zosam_jax.train import files
+
 matplotlib.use("Agg")  # Files only, no display (also on headless machines).
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Reads the records of a ``metrics.jsonl`` file (``[]`` if missing)."""
-  path = Path(path)
-  if not path.exists():
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Reads the records of a ``metrics.jsonl`` file (``[]`` if missing; a torn
+  last line dropped with a warning, :func:`zosam_jax.train.files.read_jsonl`)."""
+  return files.read_jsonl(path)
 
 
 class MetricsWriter:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zosam_jax.train import config as config_lib
+from zosam_jax.train import files
 
 #: The files a new run (or ``--overwrite``) starts without.
 RUN_FILES: tuple[str, ...] = ("metrics.jsonl", "summary.json", "curves.png",
@@ -24,9 +25,15 @@ class ResumeError(ValueError):
   """``--resume`` that cannot continue: no run there, or different flags."""
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-  """The JSON object in ``path``, or ``None`` when there is no such file."""
-  return json.loads(path.read_text()) if path.is_file() else None
+def finished_summary(path: Path) -> dict[str, Any] | None:
+  """A run's ``summary.json``; ``None`` when absent, or damaged (with a
+  warning: it is written again when the run finishes)."""
+  try:
+    return files.read_json(path)
+  except files.DamagedFileError as e:
+    files.warn(f"{e.path} is damaged ({e.detail}); it is written again when the run "
+               "finishes")
+    return None
 
 
 def _check_resumable(saved: dict[str, Any], cfg: config_lib.TrainConfig) -> None:
