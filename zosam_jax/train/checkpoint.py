@@ -188,11 +188,11 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-      state = unflatten_state(restored["state"], template)
+      return unflatten_state(restored["state"], template), dict(restored["meta"])
     except Exception as e:  # pylint: disable=broad-except  # TensorStore raises ValueError.
-      _drop_failed_reads()
-      raise DamagedCheckpointError(step, self.directory, e) from e
-    return state, dict(restored["meta"])
+      failure = DamagedCheckpointError(step, self.directory, e)
+    _drop_failed_reads()  # Out of the except block: the reader's frames are freed.
+    raise failure
 
   def set_aside(self, step: int) -> str:
     """Moves checkpoint ``step`` into ``<directory>.damaged/`` (kept, not

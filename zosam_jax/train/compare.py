@@ -66,6 +66,7 @@ def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = Non
   """
   cfg = config_lib.validate(cfg)
   workdir = Path(workdir if workdir is not None else cfg.workdir)
+  lock_lib.refuse_if_held([workdir])
   _check_compare_folder(cfg, workdir)
   dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
                                   cifar10_test=cfg.cifar10_test)

@@ -117,6 +117,22 @@ def _read_holder(f) -> dict[str, Any]:
   return holder if isinstance(holder, dict) else {}
 
 
+def refuse_if_held(folders) -> None:
+  """Raises :class:`FolderInUseError` if another process holds one of the
+  (existing) folders' locks; takes nothing. Called before any other check,
+  so a second program learns first that the folder is in use."""
+  for folder in folders:
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+      continue
+    with open(path) as f:
+      try:
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+      except BlockingIOError:
+        raise FolderInUseError(Path(folder), _read_holder(f)) from None
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Locks:
   """Several folders' locks taken together (all or none), released together."""
 

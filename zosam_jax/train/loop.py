@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import program as program_lib
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
@@ -181,6 +182,7 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
   """Set up (or restore), train, finish; one summary per seed. The folders'
   locks are held from set-up to the end (:mod:`zosam_jax.train.lock`)."""
   folders = [folder for _, folder in program_lib.member_configs(cfg, workdir)]
+  lock_lib.refuse_if_held([workdir] + folders)
   finished = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
   if cfg.resume and all(s and s.get("status") == "finished" for s in finished):
     for member_cfg, folder in program_lib.member_configs(cfg, workdir):
