@@ -204,22 +204,31 @@ def test_rows_are_appended_under_a_lock(tmp_path):
 
 def test_gpu_protocol_declares_the_papers_recipe_three_seeds_per_program():
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  assert gpu_protocol.VARIANTS == ("sgd", "sam", "zosam", "zosam-prior-cap4")
-  cfg = gpu_protocol.program_config("sam", 7)
-  assert (cfg.model, cfg.image_size, cfg.train_subset, cfg.epochs, cfg.steps, cfg.lr,
-          cfg.batch_size, cfg.rho, cfg.sparse_method, cfg.sparsity, cfg.dense_first_last,
-          cfg.weight_decay, cfg.momentum, cfg.seeds, cfg.checkpoint_every) == (
-              "resnet32", None, None, 7, None, 0.1, 128, 0.05, "rigl", 0.9, True, 5e-4,
+  assert gpu_protocol.METHODS == ("sgd", "zosam", "sam", "zosam-prior-cap4")
+  cfg = gpu_protocol.program_config("sam-rho0.2", 7)
+  assert (cfg.model, cfg.image_size, cfg.train_subset, cfg.validation_subset, cfg.epochs,
+          cfg.steps, cfg.lr, cfg.batch_size, cfg.rho, cfg.sparse_method, cfg.sparsity,
+          cfg.dense_first_last, cfg.weight_decay, cfg.momentum, cfg.seeds,
+          cfg.checkpoint_every) == (
+              "resnet32", None, None, 5000, 7, None, 0.1, 128, 0.2, "rigl", 0.9, True, 5e-4,
               0.9, (0, 1, 2), 391)
+  grid = [v for v, seeds in gpu_protocol.programs() if seeds == (100, 101, 102)]
+  assert grid == [f"{m}-rho{r}" for m in ("sam", "zosam-prior-cap4")
+                  for r in (0.05, 0.1, 0.2, 0.4)]
 
 
-def test_gpu_plan_fits_the_epochs_in_the_budget():
+def test_gpu_plan_fits_every_program_in_the_budget():
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  p = gpu_protocol.plan({"sgd": 0.01, "sam": 0.02}, 100, "gpu", budget=600)
-  assert p["epochs"] == 140 and p["expected_train_seconds"] == 420  # 0.7 x 600 / 3 s.
+  times = {"sgd": 0.01, "zosam": 0.01, "sam": 0.02, "zosam-prior-cap4": 0.01}
+  p = gpu_protocol.plan(times, 100, "gpu", budget=600)
+  # 5 SAM programs (4 radii + the chosen), 5 of the prior, one SGD, one ZO-SAM:
+  # 100 x (5 x 0.02 + 5 x 0.01 + 0.01 + 0.01) = 17 s an epoch, 420 s -> 24 epochs.
+  assert p["programs"] == {"sgd": 1, "zosam": 1, "sam": 5, "zosam-prior-cap4": 5}
+  assert p["epochs"] == 24 and p["expected_train_seconds"] == 408
   assert gpu_protocol.plan({"sgd": 1e-6}, 10, "gpu")["epochs"] == 160
   assert gpu_protocol.plan({"sgd": 10.0}, 100, "gpu")["epochs"] == 1
-  assert len(p["cells"]) == 12 and p["cells"][0] == "r32-50k-gpu/rigl0.9/sgd/seed0"
+  assert len(p["cells"]) == 8 * 3 + 4 * 3
+  assert p["cells"][0] == "r32-50k-gpu/rigl0.9/sam-rho0.05/seed100"
 
 
 def test_gpu_dry_run_measures_and_prints_the_plan_at_tiny_size(tmp_path, capsys):
@@ -227,46 +236,54 @@ def test_gpu_dry_run_measures_and_prints_the_plan_at_tiny_size(tmp_path, capsys)
   from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
   p = gpu_protocol.run(load_dataset("digits"), dry_run=True, tiny=True, root=tmp_path)
   out = capsys.readouterr().out
-  assert "GPU protocol on cpu: 12 cells" in out and "expected device time" in out
-  assert set(p["step_ms"]) == set(gpu_protocol.VARIANTS)
+  assert "GPU protocol on cpu: 36 cells in 12 programs" in out and "chosen on validation" in out
+  assert set(p["step_ms"]) == set(gpu_protocol.METHODS)
   assert all(ms > 0 for ms in p["step_ms"].values())
   assert p["epochs"] == gpu_protocol.plan(
-      {v: ms / 1e3 for v, ms in p["step_ms"].items()}, 1437 // 32, "cpu")["epochs"]
+      {v: ms / 1e3 for v, ms in p["step_ms"].items()}, (1437 - 200) // 32, "cpu")["epochs"]
   assert not (tmp_path / "runs").exists()  # A dry run trains and writes nothing.
 
 
 def test_gpu_plan_is_saved_and_a_resumed_command_keeps_it(tmp_path, monkeypatch):
   import types  # pylint: disable=import-outside-toplevel
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(gpu_protocol, "measure", lambda variant, ds, tiny=False: 0.01)
+  monkeypatch.setattr(gpu_protocol, "measure", lambda method, ds, tiny=False: 0.01)
   ds = types.SimpleNamespace(x_train=np.zeros((50000, 1)))
   first = gpu_protocol._planned(ds, False, tmp_path)  # pylint: disable=protected-access
   assert (tmp_path / "runs/study/r32-50k-gpu/plan.json").is_file()
-  assert first["steps_per_epoch"] == 390 and first["epochs"] == 26  # floor(420 s / (390 x 4 x 10 ms)) = 26.
+  # 45k training images: 351 steps; floor(420 s / (351 x 12 x 10 ms)) = 9 epochs.
+  assert first["steps_per_epoch"] == 351 and first["epochs"] == 9
   monkeypatch.setattr(gpu_protocol, "measure",
                       lambda *a, **k: pytest.fail("a resumed command measured again"))
   assert gpu_protocol._planned(ds, False, tmp_path) == first  # pylint: disable=protected-access
 
 
-@pytest.mark.slow  # Three 3-seed programs of a few steps: about a minute.
-def test_gpu_protocol_appends_each_programs_rows_and_skips_done_ones(tmp_path, monkeypatch):
+@pytest.mark.slow  # Eleven 3-seed programs of a few steps: a few minutes.
+def test_gpu_protocol_chooses_on_validation_then_runs_the_finals(tmp_path, monkeypatch):
   import gpu_protocol  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
   rows_file = tmp_path / "rows.jsonl"
   monkeypatch.setattr(cells, "rows_path", lambda dataset: rows_file)
-  done = {cells.cell_id("r32-50k-gpu", 0.9, "sam", s): {} for s in gpu_protocol.SEEDS}
-  monkeypatch.setattr(cells, "all_rows", lambda: done)
+  done = {cells.cell_id("r32-50k-gpu", 0.9, "sgd", s): dict(setting="r32-50k-gpu",
+                                                            variant="sgd", seed=s)
+          for s in gpu_protocol.SEEDS}
+  def all_rows():  # SGD's program is done already; the rest as they are written.
+    written = common.read_rows_any(rows_file) if rows_file.exists() else []
+    return dict(done, **{r["cell"]: r for r in written})
+  monkeypatch.setattr(cells, "all_rows", all_rows)
   monkeypatch.setitem(cells.DATASETS, "digits", {"test_set": "digits, 360 images"})
   monkeypatch.setattr(gpu_protocol, "_planned", lambda ds, tiny, root: dict(
-      gpu_protocol.plan({"sgd": 1.0}, 44, "cpu"), epochs=0.1))
+      gpu_protocol.plan({"sgd": 1.0}, 38, "cpu"), epochs=0.1))
   gpu_protocol.run(load_dataset("digits"), tiny=True, root=tmp_path)
   rows = [json.loads(l) for l in rows_file.read_text().splitlines()]
-  assert [(r["variant"], r["seed"]) for r in rows] == [
-      (v, s) for v in ("sgd", "zosam", "zosam-prior-cap4") for s in (0, 1, 2)]
-  assert all(r["steps"] == 5 and r["program_seeds"] == [0, 1, 2] for r in rows)
-  assert rows[0]["config"]["epochs"] == 0.1 and rows[1]["config"]["seed"] == 1
-  assert (tmp_path / rows[4]["workdir"] / "summary.json").exists()
+  grid = [r for r in rows if r["seed"] >= 100]
+  assert len(grid) == 24 and all(r["validation_accuracy"] is not None for r in grid)
+  finals = [(r["variant"], r["seed"]) for r in rows if r["seed"] < 100]
+  chosen = [v for v, s in finals if s == 0 and v.startswith(("sam-", "zosam-prior"))]
+  assert [v for v, s in finals if s == 0][0] == "zosam" and len(chosen) == 2  # SGD was done.
+  assert all(r["steps"] == 4 and r["program_seeds"] in ([0, 1, 2], [100, 101, 102])
+             for r in rows)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -362,12 +379,14 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert best_radius.run() == ["mlp-10k-val"]
   rows = cells.read_rows("fashion_mnist")
   assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == {
-      "sam": 0.2, "zosam-prior-cap4": 0.1, "zosam-prior": 0.1}
+      "sam": 0.2, "zosam-prior-cap4": 0.1, "zosam-prior": 0.1, "zosam-prior-cap4-half": 0.1}
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
-      "sgd", "sam-rho0.2", "zosam-prior-cap4-rho0.1", "zosam-prior-rho0.1")}
+      "sgd", "sam-rho0.2", "zosam-prior-cap4-rho0.1", "zosam-prior-rho0.1",
+      "zosam-prior-cap4-half-rho0.1")}
   grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
-  assert len(grid) == len(set(grid)) == 3 * len(cells.RADII) * len(cells.SELECTION_SEEDS)
+  assert len(grid) == len(set(grid)) == (
+      len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))
   assert not set(cells.SEEDS) & set(cells.SELECTION_SEEDS)
   assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
 
