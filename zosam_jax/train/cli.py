@@ -7,7 +7,8 @@ trains and prints the summary table.
 Exit status: 0 success, 1 missing data or an unusable work directory (in
 use by another process, a damaged file), 2 invalid flags, 3 the loss became
 NaN or infinite, 4 the work directory could not be written or read (disk
-full, read-only, vanished, permission denied), 130 interrupted. Errors are one
+full, read-only, vanished, permission denied), 130 interrupted (Ctrl-C), 143
+stopped by SIGTERM (a preemption notice; checkpointed like Ctrl-C). Errors are one
 message, never a traceback; ``ZOSAM_DEBUG=1`` re-raises them instead.
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from zosam_jax.train import compare
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import distributed
 from zosam_jax.train import files
 from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import loop
@@ -100,6 +102,15 @@ _HELP = {
              "--seed N run (to float tolerance)",
     "devices": "data-parallel over this many local devices ('all' for every "
                "one): the batch is split over them, params are replicated",
+    "coordinator": "several processes (jax.distributed): process 0's HOST:PORT, the same "
+                   "in every process, or auto (JAX's cluster detection: TPU pods, SLURM, "
+                   "Open MPI); each process then uses --devices of its own devices",
+    "num_processes": "with --coordinator HOST:PORT: the number of processes",
+    "process_id": "with --coordinator HOST:PORT: this process's index, 0 to N-1 "
+                  "(process 0 writes the run folder)",
+    "distributed_timeout": "seconds to wait for every process to join the coordinator",
+    "heartbeat_timeout": "seconds without a heartbeat after which a process counts as "
+                         "dead and JAX ends the others (the last checkpoint stays usable)",
     "eval_every": "evaluate on the test set every N steps (and at the end)",
     "log_every": "write a train-metrics record every N steps",
     "eval_batch_size": "evaluation batch size",
@@ -158,13 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     elif name in _CHOICES:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
-                  "train_subset", "validation_subset", "image_size", "crop_pad", "refresh_every"):
+                  "train_subset", "validation_subset", "image_size", "num_processes",
+                  "process_id", "crop_pad", "refresh_every"):
       kwargs["type"] = int
     elif name == "radius_cap":
       kwargs["type"] = float
     elif name == "epochs":
       kwargs["type"] = float
-    elif name in ("data_dir", "workdir"):
+    elif name in ("data_dir", "workdir", "coordinator"):
       kwargs["type"] = str
     else:
       kwargs["type"] = type(default)
@@ -237,9 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"zosam-train: error: {message}", file=sys.stderr)
     return code
   except loop.Interrupted as e:
-    print(f"\nzosam-train: interrupted; step {e.step} is checkpointed. Continue "
+    how = "interrupted" if e.signal_name == "SIGINT" else f"stopped by {e.signal_name}"
+    print(f"\nzosam-train: {how}; step {e.step} is checkpointed. Continue "
           f"with:\n  {e.command}", file=sys.stderr)
-    return 130
+    return 130 if e.signal_name == "SIGINT" else 143
   except KeyboardInterrupt:  # Before training started: nothing to keep.
     print("\nzosam-train: interrupted before training started", file=sys.stderr)
     return 130
@@ -252,7 +265,8 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
   if isinstance(error, config_lib.ConfigError):  # Checks that need the machine.
     return 2, str(error)
   if isinstance(error, (data_lib.DataNotFoundError, FileExistsError, workdir_lib.ResumeError,
-                        files.DamagedFileError, lock_lib.FolderInUseError)):
+                        files.DamagedFileError, lock_lib.FolderInUseError,
+                        distributed.DistributedError)):
     return 1, str(error)
   if isinstance(error, OSError):
     return 4, io_error_message(error, cfg)
@@ -260,6 +274,7 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
 
 
 def _run(cfg: config_lib.TrainConfig) -> int:
+  distributed.initialize(cfg)  # Before anything else touches JAX.
   if cfg.compare:
     result = compare.run_comparison(cfg)
     print("\n" + result["table"])
@@ -272,6 +287,8 @@ def _run(cfg: config_lib.TrainConfig) -> int:
           "checkpoints/ for each seed")
     return 0
   summary = loop.train_and_evaluate(cfg)
+  if not distributed.is_main():
+    return 0
   print("\n" + report.summary_table(summary))
   print(f"\nwrote {cfg.workdir}/metrics.jsonl, summary.json, curves.png, "
         "checkpoints/")

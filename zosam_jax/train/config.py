@@ -109,6 +109,11 @@ class TrainConfig:
   seed: int = 0
   seeds: tuple[int, ...] = ()
   devices: str = "1"
+  coordinator: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+  distributed_timeout: int = 300
+  heartbeat_timeout: int = 100
   eval_every: int = 100
   log_every: int = 10
   eval_batch_size: int = 1000
@@ -154,7 +159,8 @@ def read_saved(path: Path) -> dict[str, Any] | None:
 #: Fields that may differ between a run and its ``--resume`` continuation.
 RESUME_FREE_FIELDS: frozenset[str] = frozenset(
     {"resume", "overwrite", "stop_after", "progress", "workdir", "data_dir",
-     "download", "eval_batch_size", "compare", "devices"})
+     "download", "eval_batch_size", "compare", "devices", "coordinator",
+     "num_processes", "process_id", "distributed_timeout", "heartbeat_timeout"})
 
 
 #: Fields never written into a command line (bookkeeping of one invocation).
@@ -226,7 +232,8 @@ def num_devices(cfg: TrainConfig, available: int) -> int:
     available: ``jax.device_count()``.
 
   Returns:
-    The device count: all of them for ``--devices all``.
+    The device count of this process (all of them for ``--devices all``);
+    with ``--num-processes`` every process uses as many.
 
   Raises:
     ConfigError: if more devices are asked for than exist, or the batch size
@@ -236,9 +243,12 @@ def num_devices(cfg: TrainConfig, available: int) -> int:
   if n > available:
     raise ConfigError(f"--devices {cfg.devices} asks for {n} devices, but"
                       f" only {available} are available")
-  if cfg.batch_size % n:
+  processes = cfg.num_processes or 1
+  if cfg.batch_size % (n * processes):
     raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the"
-                      f" number of devices ({n}, from --devices {cfg.devices})")
+                      f" number of devices ({n * processes}, from --devices {cfg.devices}"
+                      + (f" in each of --num-processes {processes}" if processes > 1 else "")
+                      + ")")
   return n
 
 

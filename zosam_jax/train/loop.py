@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import distributed
 from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import program as program_lib
 from zosam_jax.train import report
@@ -59,11 +60,16 @@ class Interrupted(KeyboardInterrupt):
   Attributes:
     step: the step of that checkpoint.
     command: the command line that continues the run.
+    signal_name: ``"SIGINT"`` (Ctrl-C) or ``"SIGTERM"`` (e.g. a preemption notice).
   """
 
-  def __init__(self, step: int, command: str):
+  def __init__(self, step: int, command: str, signal_name: str = "SIGINT"):
     super().__init__(step, command)
-    self.step, self.command = step, command
+    self.step, self.command, self.signal_name = step, command, signal_name
+
+
+class _Stop(Exception):
+  """Every process agreed to stop after this step (:class:`distributed.StopRequest`)."""
 
 
 
@@ -112,8 +118,8 @@ def _train_records(run: program_lib.Program, step: int, elapsed: float) -> list[
       record["sharpness"] = float(m.sharpness) / int(m.count)
     records.append(record)
   zeros = [steps_lib.MetricSums.zeros() for _ in run.members]
-  run.state = run.state._replace(metrics=zeros[0] if run.axes is None else
-                                 seeds_lib.stack(zeros, run.axes.metrics))
+  run.state = run.state._replace(metrics=program_lib.place(
+      zeros[0] if run.axes is None else seeds_lib.stack(zeros, run.axes.metrics), run.mesh))
   return records
 
 
@@ -133,13 +139,17 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
   """
   cfg, steady, steps_done = run.cfg, [0.0, 0], run.start_step
   window_start, first_window, postfix = time.perf_counter(), True, {}
-  bar = tqdm(total=run.num_steps, initial=run.start_step, disable=not cfg.progress,
-             desc=cfg.optimizer, dynamic_ncols=True, mininterval=0.5)
+  bar = tqdm(total=run.num_steps, initial=run.start_step, desc=cfg.optimizer,
+             disable=not (cfg.progress and distributed.is_main()), dynamic_ncols=True,
+             mininterval=0.5)
+  stop = distributed.StopRequest(distributed.is_distributed(cfg)).__enter__()
   try:
     for s in range(run.start_step, run.stop):
-      run.state = run.train_step(run.state, run.x_all, run.y_all, run.indices(s),
+      run.state = run.train_step(run.state, *run.inputs(s),
                                  **program_lib.exact_step(run.cfg, s))
       steps_done = step = s + 1
+      if stop.requested(step):  # The same step in every process.
+        raise _Stop
       do_eval = step % cfg.eval_every == 0 or step == run.num_steps
       periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
       do_ckpt = periodic or step in (run.num_steps, run.stop)
@@ -153,7 +163,7 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
       run.train_seconds += elapsed
       if not first_window:
         steady[0] += elapsed
-        steady[1] += int(np.max(run.state.metrics.count))
+        steady[1] += int(np.max(distributed.host_value(run.state.metrics.count)))
       records = _train_records(run, step, elapsed) if do_log else []
       if records:
         _write(run, records)
@@ -168,11 +178,13 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
       bar.set_postfix(postfix, refresh=False)
       bar.update(step - bar.n)
       window_start = time.perf_counter()
-  except KeyboardInterrupt:
+  except (KeyboardInterrupt, _Stop):
     if steps_done > (run.members[0].ckpt.latest_step() or 0):
       program_lib.save(run, steps_done)
-    raise Interrupted(steps_done, config_lib.command_line(cfg, resume=True)) from None
+    raise Interrupted(steps_done, config_lib.command_line(cfg, resume=True),
+                      stop.signal_name or "SIGINT") from None
   finally:
+    stop.__exit__()
     bar.close()
   return tuple(steady)
 
@@ -182,7 +194,8 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
   """Set up (or restore), train, finish; one summary per seed. The folders'
   locks are held from set-up to the end (:mod:`zosam_jax.train.lock`)."""
   folders = [folder for _, folder in program_lib.member_configs(cfg, workdir)]
-  lock_lib.refuse_if_held([workdir] + folders)
+  if distributed.is_main():  # Process 0 holds the folders of a multi-process run.
+    lock_lib.refuse_if_held([workdir] + folders)
   finished = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
   if cfg.resume and all(s and s.get("status") == "finished" for s in finished):
     for member_cfg, folder in program_lib.member_configs(cfg, workdir):
@@ -195,7 +208,7 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
     steady = _train(run)
     if int(run.state.step) == run.num_steps and not any(
         r["split"] == "test" and r["step"] == run.num_steps
-        for r in report.read_metrics(run.members[0].writer.path)):
+        for r in run.members[0].writer.records()):
       _write(run, _test_records(run, run.num_steps))
     return program_lib.finish(run, steady)
   finally:

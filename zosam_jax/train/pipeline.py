@@ -130,9 +130,10 @@ def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
 
   Args:
     key: the step's augmentation key.
-    x_all: the whole training set on the device.
+    x_all: the whole training set on the device, or the minibatch itself
+      (``(B, H, W, C)``) when ``indices`` is ``None``.
     y_all: its labels.
-    indices: ``(B,)`` indices of the minibatch.
+    indices: ``(B,)`` indices of the minibatch, or ``None``.
     mean: per-channel mean.
     std: per-channel standard deviation.
     augment: apply :func:`random_crop_flip` (a Python bool).
@@ -141,7 +142,9 @@ def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
   Returns:
     ``(images, labels)``: normalised float32 images and int32 labels.
   """
-  images, labels = jnp.take(x_all, indices, axis=0), jnp.take(y_all, indices, axis=0)
+  images, labels = x_all, y_all  # Already the batch (several processes).
+  if indices is not None:
+    images, labels = jnp.take(x_all, indices, axis=0), jnp.take(y_all, indices, axis=0)
   if augment:
     images = random_crop_flip(key, images, pad)
   return normalize(images, mean, std), labels

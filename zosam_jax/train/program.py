@@ -25,6 +25,7 @@ import zosam_jax
 from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
+from zosam_jax.train import distributed
 from zosam_jax.train import evaluation
 from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import models
@@ -70,13 +71,15 @@ class Program:
   y_all: Any
   num_params: int
   locks: lock_lib.Locks
+  batch_sharding: Any = None
+  mesh: Any = None
 
   def member_state(self, i: int) -> steps_lib.TrainState:
     return self.state if self.axes is None else seeds_lib.select(self.state, self.axes, i)
 
   def host_metrics(self) -> list[steps_lib.MetricSums]:
     """Each seed's metric sums on the host, read from the device at once."""
-    m = jax.device_get(self.state.metrics)
+    m = jax.tree.map(distributed.host_value, self.state.metrics)
     if self.axes is None:
       return [m]
     return [jax.tree.map(lambda x, i=i: x[i], m) for i in range(len(self.members))]
@@ -85,6 +88,16 @@ class Program:
     if self.axes is None:
       return self.members[0].order.indices(step)
     return np.stack([m.order.indices(step) for m in self.members])
+
+  def inputs(self, step: int) -> tuple[Any, Any, Any]:
+    """The step's ``(x, y, indices)``: the device-resident training set and the
+    batch's indices, or with several processes the global batch itself, of
+    which this process reads only its rows (``indices`` ``None``)."""
+    if self.x_all is not None:
+      return self.x_all, self.y_all, self.indices(step)
+    return (*distributed.global_batch(self.batch_sharding,
+                                      (self.ds.x_train, self.ds.y_train),
+                                      self.indices(step)), None)
 
 
 def member_configs(cfg: config_lib.TrainConfig, workdir: Path
@@ -127,17 +140,39 @@ def _resume_point(cfg: config_lib.TrainConfig, ckpts: list[checkpoint_lib.Checkp
   return 0, states, 0.0
 
 
-def _place_data(cfg, state, ds):
-  """Puts the state and the training set on the devices; the batch sharding."""
-  num_devices = config_lib.num_devices(cfg, jax.device_count())
-  if num_devices == 1:
-    return state, jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
+def _mesh(cfg: config_lib.TrainConfig) -> jax.sharding.Mesh | None:
+  """The data-parallel mesh: the first ``--devices`` devices of every process
+  (``None`` for one device in one process)."""
+  per_process = config_lib.num_devices(cfg, jax.local_device_count())
+  if per_process == 1 and jax.process_count() == 1:
+    return None
+  devices = [d for p in range(jax.process_count()) for d in sorted(
+      (d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:per_process]]
+  return jax.sharding.Mesh(np.array(devices), ("data",))
+
+
+def place(state, mesh):
+  """The state replicated over the mesh (every process holds the same values)."""
+  if mesh is None:
+    return state
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if jax.process_count() == 1:
+    return jax.device_put(state, replicated)
+  return jax.tree.map(lambda x: distributed.replicate(x, replicated), state)
+
+
+def _place_data(mesh, ds):
+  """The training set on the devices (replicated), unless several processes
+  share the run (then each step's batch is built from each process's rows);
+  the batch sharding."""
+  if mesh is None:
+    return jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
+  if jax.process_count() > 1:
+    return None, None, zosam_jax.data_sharding(mesh)
   # Data parallel: params, optimizer state and the (small) training set are
   # replicated; each step's minibatch is split over the data axis.
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ("data",))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state, x_all, y_all = jax.device_put((state, ds.x_train, ds.y_train), replicated)
-  return state, x_all, y_all, zosam_jax.data_sharding(mesh)
+  x_all, y_all = place((ds.x_train, ds.y_train), mesh)
+  return x_all, y_all, zosam_jax.data_sharding(mesh)
 
 
 def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
@@ -156,8 +191,10 @@ def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
 
 def set_up(cfg: config_lib.TrainConfig, workdir: Path,
             dataset: data_lib.Dataset | None) -> Program:
-  """Checks everything, then builds (or restores) the run; writes config.json."""
-  config_lib.num_devices(cfg, jax.device_count())  # Before any data or file.
+  """Checks everything, then builds (or restores) the run; process 0 writes
+  config.json (and holds the folders' locks)."""
+  mesh = _mesh(cfg)  # Checks the devices before any data or file.
+  distributed.check_same_config(cfg)
   member_cfgs = member_configs(cfg, workdir)
   for member_cfg, folder in member_cfgs:
     workdir_lib.check_workdir(member_cfg, folder)
@@ -170,35 +207,56 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
   folders = [folder for _, folder in member_cfgs]
   # Every check passed: take the folders (one writer each), check them again
   # under the locks, and only then write.
-  locks = lock_lib.Locks(dict.fromkeys([workdir] + folders)).acquire()
-  try:
-    for member_cfg, folder in member_cfgs:
-      workdir_lib.check_workdir(member_cfg, folder)
-      workdir_lib.prepare_workdir(member_cfg, folder)
+  locks = lock_lib.Locks(dict.fromkeys([workdir] + folders) if distributed.is_main()
+                         else ())
+  try:  # Locks taken in _prepare_folders, released on any failure.
+    _prepare_folders(member_cfgs, locks)
     ckpts = [checkpoint_lib.Checkpointer(f / "checkpoints") for f in folders]
-    start_step, states, train_seconds = _resume_point(cfg, ckpts, [b[0] for b in built])
+    start_step, states, train_seconds = _resume_point(
+        cfg, ckpts, [place(b[0], mesh) for b in built])
   except BaseException:
     locks.release()
     raise
   keep = start_step if cfg.resume else None
-  members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep),
+  members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep,
+                                                     to_file=distributed.is_main()),
                     pipeline.BatchOrder(c.seed, num_train, cfg.batch_size))
              for (c, f), ckpt in zip(member_cfgs, ckpts)]
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(states[0].params))
-  print(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "
+  _announce(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "
         f"{cfg.model} with {num_params:,} parameters; {cfg.optimizer}, "
         f"{cfg.sparse_method} sparsity {cfg.sparsity}; {num_steps} steps"
         + (f"; seeds {', '.join(map(str, cfg.seeds))} in one program" if cfg.seeds else "")
-        + (f", resumed at step {start_step}" if start_step else ""), flush=True)
+        + (f", resumed at step {start_step}" if start_step else "")
+        + (f"; {jax.process_count()} processes" if jax.process_count() > 1 else ""))
   axes = seeds_lib.state_axes(states) if cfg.seeds else None
   state = states[0] if axes is None else seeds_lib.stack(states, axes)
-  state, x_all, y_all, batch_sharding = _place_data(cfg, state, ds)
+  x_all, y_all, batch_sharding = _place_data(mesh, ds)
   tx, schedule = built[0][1], built[0][2]  # Any seed's update: the seed is in the state.
   return Program(cfg, members, axes, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),
               schedule, state, start_step, train_seconds,
               _jit_step(cfg, model, tx, ds, members, axes, batch_sharding),
-              evaluation.split_evaluators(model, ds, cfg.eval_batch_size), x_all, y_all,
-              num_params, locks)
+              evaluation.split_evaluators(model, ds, cfg.eval_batch_size, mesh), x_all,
+              y_all, num_params, locks, batch_sharding, mesh)
+
+
+def _prepare_folders(member_cfgs, locks: lock_lib.Locks) -> None:
+  """Under the locks, process 0 checks each folder again and writes its
+  config, once every process has checked it (in :func:`set_up`); the others
+  wait for that."""
+  locks.acquire()
+  distributed.barrier("run folders checked")  # By every process, before any write.
+  if distributed.is_main():
+    for member_cfg, folder in member_cfgs:
+      workdir_lib.check_workdir(member_cfg, folder)
+      workdir_lib.prepare_workdir(member_cfg, folder)
+  distributed.barrier("run folders prepared")
+
+
+def _announce(line: str) -> None:
+  """Prints a line of the run's start (process 0 only)."""
+  if distributed.is_main():
+    print(line, flush=True)
 
 
 def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
@@ -227,8 +285,7 @@ def step_seconds(run: Program, steps: int, start: int = 0) -> float:
   times = []
   for s in range(start, start + steps):
     begin = time.perf_counter()
-    run.state = run.train_step(run.state, run.x_all, run.y_all, run.indices(s),
-                               **exact_step(run.cfg, s))
+    run.state = run.train_step(run.state, *run.inputs(s), **exact_step(run.cfg, s))
     jax.block_until_ready(run.state)
     times.append(time.perf_counter() - begin)
   return statistics.median(times)
@@ -281,10 +338,11 @@ def finish(run: Program, steady: tuple[float, int]) -> list[dict[str, Any]]:
   sparse = "dense" if cfg.sparse_method == "dense" else (
       f"{cfg.sparse_method} {cfg.sparsity:.0%} sparse")
   for i, m in enumerate(run.members):
-    records = report.read_metrics(m.writer.path)
-    summaries.append(_summary(run, i, records, step_time))
+    summaries.append(_summary(run, i, m.writer.records(), step_time))
+    if not distributed.is_main():
+      continue
     (m.workdir / "summary.json").write_text(json.dumps(summaries[-1], indent=2))
-    report.plot_curves(records, m.workdir / "curves.png",
+    report.plot_curves(m.writer.records(), m.workdir / "curves.png",
                        title=f"{cfg.model} on {cfg.dataset}, {cfg.optimizer}, {sparse}"
                        + (f", seed {m.cfg.seed}" if run.axes is not None else ""))
   return summaries

@@ -37,10 +37,15 @@ class MetricsWriter:
     keep_until_step: when resuming, records after this step (written by the
       interrupted run after its last checkpoint) are dropped first, so the
       file ends up as if the run had never stopped. ``None`` starts afresh.
+    to_file: ``False`` keeps the new records in memory only (the processes
+      of a multi-process run other than process 0).
   """
 
-  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None):
-    self.path = Path(path)
+  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None,
+               to_file: bool = True):
+    self.path, self.to_file, self._records = Path(path), to_file, []
+    if not to_file:
+      return
     kept = []
     if keep_until_step is not None:
       kept = [r for r in read_metrics(self.path) if r["step"] <= keep_until_step]
@@ -50,8 +55,15 @@ class MetricsWriter:
 
   def write(self, record: dict[str, Any]) -> None:
     """Appends one record and flushes it to disk."""
+    if not self.to_file:
+      self._records.append(record)
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+
+  def records(self) -> list[dict[str, Any]]:
+    """The run's records: the file's (or, not to a file, this process's)."""
+    return read_metrics(self.path) if self.to_file else list(self._records)
 
 
 def _fmt(value: Any) -> str:

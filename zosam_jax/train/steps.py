@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 import zosam_jax
+from zosam_jax.train import distributed
 from zosam_jax.train import pipeline
 
 
@@ -230,5 +231,5 @@ def make_eval_step(model: nn.Module, mean: np.ndarray, std: np.ndarray
 
 def tree_is_finite(tree: Any) -> bool:
   """Whether every floating-point leaf of ``tree`` is finite (on the host)."""
-  return all(bool(np.isfinite(np.asarray(x, np.float32)).all())
+  return all(bool(np.isfinite(distributed.host_value(x).astype(np.float32)).all())
              for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))

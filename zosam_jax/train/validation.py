@@ -57,7 +57,39 @@ def validate(cfg: TrainConfig) -> TrainConfig:
   _check_ranges(cfg)
   _check_combinations(cfg)
   _check_seeds(cfg)
+  _check_processes(cfg)
   return cfg
+
+
+def _check_processes(cfg: TrainConfig) -> None:
+  """``--coordinator`` with ``--num-processes`` and ``--process-id`` (or ``auto``)."""
+  for name in ("distributed_timeout", "heartbeat_timeout"):
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"{flag(name)} must be a positive number of seconds, got {value!r}")
+  given = [n for n in ("num_processes", "process_id") if getattr(cfg, n) is not None]
+  if cfg.coordinator is None:
+    if given:
+      raise ConfigError(f"{flag(given[0])} needs --coordinator HOST:PORT (process 0's "
+                        "address), or --coordinator auto on a TPU pod or SLURM cluster")
+    return
+  if cfg.coordinator != "auto":
+    host, _, port = cfg.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+      raise ConfigError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234) or auto, "
+                        f"got {cfg.coordinator!r}")
+    if len(given) < 2:
+      raise ConfigError("--coordinator HOST:PORT needs --num-processes N and --process-id I "
+                        "(0 <= I < N) in every process")
+  n, i = cfg.num_processes, cfg.process_id
+  if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    raise ConfigError(f"--num-processes must be a positive integer, got {n!r}")
+  if i is not None and (isinstance(i, bool) or not isinstance(i, int)
+                        or not 0 <= i < (n or i + 1)):
+    raise ConfigError(f"--process-id must be in [0, --num-processes) = [0, {n}), got {i!r}")
+  if cfg.seeds or cfg.compare:
+    raise ConfigError(f"{'--seeds' if cfg.seeds else '--compare'} with several processes "
+                      "is not supported yet: run its members as separate runs")
 
 
 def _check_seeds(cfg: TrainConfig) -> None:
