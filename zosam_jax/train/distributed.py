@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import time
 import zlib
 from typing import Any
 
@@ -61,6 +63,8 @@ def initialize(cfg: config_lib.TrainConfig) -> None:
   if cfg.coordinator != "auto":
     kwargs.update(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
                   process_id=cfg.process_id)
+    if cfg.process_id != 0:  # JAX's runtime aborts when it cannot connect: look first.
+      _wait_for_coordinator(cfg.coordinator, cfg.distributed_timeout, cfg)
   try:
     jax.distributed.initialize(**kwargs)
   except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError/ValueError.
@@ -72,6 +76,25 @@ def initialize(cfg: config_lib.TrainConfig) -> None:
         f"{cfg.num_processes} processes within --distributed-timeout "
         f"{cfg.distributed_timeout} s ({first}); start every process with the same "
         "--coordinator and --num-processes, process 0 first, and check the address") from None
+
+
+def _wait_for_coordinator(address: str, seconds: float, cfg) -> None:
+  """Returns once a TCP connection to ``address`` succeeds; raises
+  :class:`DistributedError` after ``seconds`` of refusals."""
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + seconds
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise DistributedError(
+            f"process {cfg.process_id} could not join the coordinator at {address} with "
+            f"{cfg.num_processes} processes within --distributed-timeout {cfg.distributed_timeout} "
+            f"s ({e.strerror or e}); start process 0 (the coordinator) with the same "
+            "--coordinator, and check the address and that its port is open") from None
+      time.sleep(0.2)
 
 
 def field_hashes(cfg: config_lib.TrainConfig) -> np.ndarray:

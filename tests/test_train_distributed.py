@@ -1,0 +1,199 @@
+"""``zosam-train`` on several processes (``jax.distributed``), two on this machine.
+
+Each process is started as a ``python -m zosam_jax.train`` subprocess with one
+simulated CPU device, bound to a free port of 127.0.0.1, waited for with a
+bound, and ended by its process id.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import numpy as np
+import pytest
+
+from zosam_jax.train import cli
+from zosam_jax.train import load_train_state
+from zosam_jax.train import pipeline
+
+FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every", "5",
+         "--checkpoint-every", "10", "--optimizer", "zosam", "--zo-prior", "gradient",
+         "--num-dirs", "0", "--radius-cap", "4", "--no-progress"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, flags=FLAGS, processes=2, extra=(), devices=1):
+  """Starts the processes of one run (the docs' two-process launch line, with
+  this test's address); returns them."""
+  port = free_port()
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return [subprocess.Popen(  # pylint: disable=consider-using-with
+      [sys.executable, "-m", "zosam_jax.train", *flags, "--workdir", str(workdir),
+       "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes),
+       "--process-id", str(i), *(extra[i] if extra and isinstance(extra[0], list) else extra)],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(processes)]
+
+
+def finish(procs, seconds=240.0) -> list[tuple[int, str]]:
+  """Each process's exit status and output, waiting at most ``seconds`` in
+  all; a process still running then is killed by its pid (and fails the test)."""
+  deadline, out = time.monotonic() + seconds, []
+  try:
+    for p in procs:
+      text, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      out.append((p.returncode, text))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+  return out
+
+
+def _records(folder):
+  return [{k: v for k, v in r.items() if "second" not in k}
+          for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  results = finish(launch(tmp_path / "two"))
+  assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
+  assert "| final_test_accuracy |" in results[0][1]  # Process 0 reports ...
+  assert "| final_test_accuracy |" not in results[1][1]  # ... and only it.
+  one = subprocess.run(
+      [sys.executable, "-m", "zosam_jax.train", *FLAGS, "--devices", "2",
+       "--workdir", str(tmp_path / "one")], capture_output=True, text=True, timeout=240,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+      check=False)
+  assert one.returncode == 0, one.stdout[-2000:]
+  two, single = _records(tmp_path / "two"), _records(tmp_path / "one")
+  # Training: the same numbers. Evaluation sums its batches in another order:
+  # test losses to 1e-6, the same accuracies.
+  assert [r for r in two if r["split"] == "train"] == [
+      r for r in single if r["split"] == "train"]
+  for a, b in zip(*([r for r in rs if r["split"] == "test"] for rs in (two, single))):
+    assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], 1e-6)
+  chex.assert_trees_all_close(load_train_state(tmp_path / "two")[0].params,
+                              load_train_state(tmp_path / "one")[0].params, atol=1e-6)
+
+
+def test_processes_started_with_different_flags_are_refused(tmp_path):
+  results = finish(launch(tmp_path / "run", extra=[["--lr", "0.1"], ["--lr", "0.2"]]))
+  assert [code for code, _ in results] == [2, 2]
+  assert "started with different flags" in results[1][1] and "--lr" in results[1][1]
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_an_unreachable_coordinator_is_a_bounded_wait_and_a_message(tmp_path):
+  port = free_port()  # Nobody listens there.
+  start = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, "-m", "zosam_jax.train", *FLAGS, "--workdir", str(tmp_path),
+       "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
+       "--distributed-timeout", "3"], capture_output=True, text=True, timeout=120,
+      check=False)
+  assert result.returncode == 1 and time.monotonic() - start < 60
+  assert f"could not join the coordinator at 127.0.0.1:{port}" in result.stderr
+  assert "within --distributed-timeout 3 s" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-processes", "2", "--process-id", "2"], "--process-id must be in [0, --num-processes) = [0, 2), got 2"),
+    (["--num-processes", "2"], "needs --num-processes N and --process-id I"),
+    (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
+])
+def test_bad_process_flags_name_the_flag(tmp_path, capsys, flags, message):
+  flags = (["--coordinator", "127.0.0.1:1"] if flags[0] != "--coordinator" else []) + flags
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(FLAGS + flags + ["--workdir", str(tmp_path)])
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_process_flags_without_a_coordinator_are_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    cli.main(FLAGS + ["--process-id", "1", "--workdir", str(tmp_path)])
+  assert "--process-id needs --coordinator HOST:PORT" in capsys.readouterr().err
+
+
+def test_sigterm_in_one_process_checkpoints_and_resume_is_bit_identical(tmp_path,
+                                                                       monkeypatch):
+  """One process: SIGTERM (a preemption notice) stops after the step, like Ctrl-C."""
+  original = pipeline.BatchOrder.indices
+  def indices(self, s):
+    if s == 13:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, s)
+  monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
+  assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run")]) == 143
+  assert load_train_state(tmp_path / "run")[1]["step"] == 14
+  monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
+  assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run"), "--resume"]) == 0
+  assert cli.main(FLAGS + ["--workdir", str(tmp_path / "full")]) == 0
+  assert _records(tmp_path / "run") == _records(tmp_path / "full")
+  chex.assert_trees_all_equal(load_train_state(tmp_path / "run")[0].params,
+                              load_train_state(tmp_path / "full")[0].params)
+
+
+def _wait_for(path, procs, seconds=180.0):
+  deadline = time.monotonic() + seconds
+  while not path.exists():
+    assert all(p.poll() is None for p in procs), "a process ended early"
+    assert time.monotonic() < deadline, f"no {path} within {seconds} s"
+    time.sleep(0.1)
+
+
+LONG = [f if f != "30" else "3000" for f in FLAGS]
+
+
+@pytest.mark.slow  # Three two-process runs of 3000 steps: a few minutes.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_in_any_process_stops_all_at_one_step_and_resume_is_bit_identical(
+    tmp_path, signum):
+  procs = launch(tmp_path / "run", LONG)
+  _wait_for(tmp_path / "run" / "checkpoints" / "10", procs)
+  os.kill(procs[1].pid, signum)
+  results = finish(procs)
+  expected = 143 if signum == signal.SIGTERM else 130
+  assert [code for code, _ in results] == [expected, expected], results[0][1][-2000:]
+  stopped = load_train_state(tmp_path / "run")[1]["step"]
+  assert 10 < stopped < 3000 and f"step {stopped} is checkpointed" in results[0][1]
+  resumed = finish(launch(tmp_path / "run", LONG, extra=["--resume"]))
+  assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-2000:]
+  full = finish(launch(tmp_path / "full", LONG))
+  assert [code for code, _ in full] == [0, 0]
+  assert _records(tmp_path / "run") == _records(tmp_path / "full")
+  chex.assert_trees_all_equal(load_train_state(tmp_path / "run")[0].params,
+                              load_train_state(tmp_path / "full")[0].params)
+
+
+@pytest.mark.slow  # Two two-process runs of 3000 steps and a heartbeat timeout.
+def test_a_killed_peer_ends_the_others_in_bounded_time_and_resume_continues(tmp_path):
+  extra = ["--heartbeat-timeout", "5"]
+  procs = launch(tmp_path / "run", LONG, extra=extra)
+  _wait_for(tmp_path / "run" / "checkpoints" / "20", procs)
+  os.kill(procs[1].pid, signal.SIGKILL)
+  start = time.monotonic()
+  [(code, text)] = finish(procs[:1], seconds=60)
+  finish(procs[1:])
+  assert code != 0 and time.monotonic() - start < 30  # The heartbeat timeout, 5 s, + margin.
+  assert "JAX distributed service detected fatal errors" in text
+  kept = load_train_state(tmp_path / "run")[1]["step"]  # The last checkpoint restores.
+  assert kept >= 20
+  resumed = finish(launch(tmp_path / "run", LONG, extra=extra + ["--resume"]))
+  assert [c for c, _ in resumed] == [0, 0], resumed[0][1][-2000:]
+  assert f"resumed at step {kept}" in resumed[0][1]
+  final = load_train_state(tmp_path / "run")
+  assert final[1]["step"] == 3000 and np.isfinite(
+      np.asarray(final[0].params["Dense_0"]["kernel"])).all()
