@@ -86,6 +86,7 @@ def method_row(rows, setting: str, method: str) -> dict | None:
   chosen = finals(rows, setting)
   if method not in chosen:
     return None
+  rows = [r for r in rows if r["seed"] in cells.SEEDS]  # The fresh seeds only.
   where = dict(setting=setting, sparsity=0.9)
   gain = stats.paired(rows, where, chosen[method], "sgd")
   control = stats.paired(rows, where, chosen["sam"], "sgd") if "sam" in chosen else None

@@ -389,6 +389,13 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
       len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))
   assert not set(cells.SEEDS) & set(cells.SELECTION_SEEDS)
   assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
+  import best_report  # pylint: disable=import-outside-toplevel
+  row = best_report.method_row(rows, "mlp-10k-val", "zosam-prior")
+  assert row["variant"] == "zosam-prior-rho0.1" and row["gain"]["n"] == 6
+  assert row["to_sam"]["n"] == 6  # The fresh seeds only, not SAM's grid cells at 0.2.
+  text = best_report.render(rows)
+  assert "| Fashion-MNIST MLP | SAM | " in text  # The grid ...
+  assert "| Fashion-MNIST MLP | prior=gradient, m=0, ρ=0.1 | " in text  # ... and the finals.
 
 
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ bound, and ended by its process id.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from zosam_jax.train import cli
+from zosam_jax.train import distributed
 from zosam_jax.train import load_train_state
 from zosam_jax.train import pipeline
 
@@ -26,23 +26,13 @@ FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every",
          "--num-dirs", "0", "--radius-cap", "4", "--no-progress"]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def launch(workdir, flags=FLAGS, processes=2, extra=(), devices=1):
-  """Starts the processes of one run (the docs' two-process launch line, with
-  this test's address); returns them."""
-  port = free_port()
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return [subprocess.Popen(  # pylint: disable=consider-using-with
-      [sys.executable, "-m", "zosam_jax.train", *flags, "--workdir", str(workdir),
-       "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes),
-       "--process-id", str(i), *(extra[i] if extra and isinstance(extra[0], list) else extra)],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(processes)]
+def launch(workdir, flags=FLAGS, extra=()):
+  """The docs' two-process launch line, with a free port of 127.0.0.1; ``extra``
+  appended to both processes' flags, or a list of per-process lists."""
+  per_process = extra if extra and isinstance(extra[0], list) else [list(extra)] * 2
+  return distributed.launch_local([*flags, "--workdir", str(workdir)], 2, extra=per_process,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
 
 
 def finish(procs, seconds=240.0) -> list[tuple[int, str]]:
@@ -96,7 +86,7 @@ def test_processes_started_with_different_flags_are_refused(tmp_path):
 
 
 def test_an_unreachable_coordinator_is_a_bounded_wait_and_a_message(tmp_path):
-  port = free_port()  # Nobody listens there.
+  port = distributed.free_port()  # Nobody listens there.
   start = time.monotonic()
   result = subprocess.run(
       [sys.executable, "-m", "zosam_jax.train", *FLAGS, "--workdir", str(tmp_path),
@@ -197,3 +187,13 @@ def test_a_killed_peer_ends_the_others_in_bounded_time_and_resume_continues(tmp_
   final = load_train_state(tmp_path / "run")
   assert final[1]["step"] == 3000 and np.isfinite(
       np.asarray(final[0].params["Dense_0"]["kernel"])).all()
+
+
+@pytest.mark.slow  # Process 0 waits for the missing one: JAX's 30 s collective timeout.
+def test_processes_started_with_different_counts_end_with_messages(tmp_path):
+  procs = launch(tmp_path / "run", extra=[["--num-processes", "2"], ["--num-processes", "3"]])
+  results = finish(procs, seconds=180)
+  assert [code for code, _ in results] == [1, 1]
+  assert "started with --num-processes 3, but the coordinator" in results[1][1]
+  assert "an exchange with the other processes failed" in results[0][1]
+  assert "Traceback" not in results[0][1] + results[1][1]

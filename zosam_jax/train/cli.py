@@ -20,6 +20,8 @@ import errno
 import os
 import sys
 from pathlib import Path
+
+import jax
 from collections.abc import Sequence
 
 from zosam_jax.train import compare
@@ -270,6 +272,11 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
     return 1, str(error)
   if isinstance(error, OSError):
     return 4, io_error_message(error, cfg)
+  if distributed.is_distributed(cfg) and isinstance(error, jax.errors.JaxRuntimeError):
+    first = str(error).strip().splitlines()[0]
+    return 1, (f"process {cfg.process_id}: an exchange with the other processes failed "
+               f"({first}); another process failed or was started differently: see its "
+               "output")
   raise error
 
 

@@ -13,24 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from zosam_jax.train import files
-
-OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam", "msam", "looksam")
-#: The optimizers that take ``--rho`` (all but SGD).
-SAM_LIKE: tuple[str, ...] = OPTIMIZERS[1:]
-ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp", "random")
-ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
-SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
-SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
-SPARSE_INITS: tuple[str, ...] = ("random", "snip", "magnitude")
-ZO_PRIORS: tuple[str, ...] = ("none", "gradient", "momentum")
-SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-CIFAR10_TEST_SETS: tuple[str, ...] = ("lossless_1k", "jpeg_10k")
-DATASETS: tuple[str, ...] = ("digits", "mnist1d", "fashion_mnist", "cifar10",
-                             "cifar100")
-MODELS: tuple[str, ...] = (
-    "mlp", "cnn", "resnet20", "resnet32", "resnet56",
-    "vgg11", "vgg16", "vgg19", "vit",
-)
+from zosam_jax.train.choices import OPTIMIZERS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import SAM_LIKE  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import ESTIMATORS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import ZO_DISTRIBUTIONS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import SPARSE_METHODS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import SPARSE_DISTRIBUTIONS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import SPARSE_INITS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import ZO_PRIORS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import SCHEDULES  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import CIFAR10_TEST_SETS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import DATASETS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import MODELS  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import ConfigError  # noqa: F401  (the config's API)
+from zosam_jax.train.choices import flag  # noqa: F401  (the config's API)
+from zosam_jax.train.validation import APPLIES_TO  # noqa: F401  (the config's API)
+from zosam_jax.train.validation import validate
 
 #: LookSAM's period without ``--refresh-every`` (the authors' k).
 LOOKSAM_EVERY = 5
@@ -45,15 +43,6 @@ def exact_period(cfg: "TrainConfig") -> int | None:
 
 #: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
 DEFAULT_STEPS = 400
-
-
-class ConfigError(ValueError):
-  """An invalid flag value or an impossible combination of flags."""
-
-
-def flag(name: str) -> str:
-  """Returns the command-line spelling of a config field, e.g. ``--num-dirs``."""
-  return "--" + name.replace("_", "-")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,9 +239,3 @@ def num_devices(cfg: TrainConfig, available: int) -> int:
                       + (f" in each of --num-processes {processes}" if processes > 1 else "")
                       + ")")
   return n
-
-
-# The checks live in their own module; ``validate`` is re-exported here (after
-# ``TrainConfig``, which they use) so that ``config.validate`` stays the API.
-from zosam_jax.train.validation import APPLIES_TO  # noqa: E402,F401  pylint: disable=wrong-import-position
-from zosam_jax.train.validation import validate  # noqa: E402,F401  pylint: disable=wrong-import-position

@@ -76,6 +76,11 @@ def initialize(cfg: config_lib.TrainConfig) -> None:
         f"{cfg.num_processes} processes within --distributed-timeout "
         f"{cfg.distributed_timeout} s ({first}); start every process with the same "
         "--coordinator and --num-processes, process 0 first, and check the address") from None
+  if cfg.num_processes is not None and jax.process_count() != cfg.num_processes:
+    raise DistributedError(
+        f"this process was started with --num-processes {cfg.num_processes}, but the "
+        f"coordinator at {cfg.coordinator} runs {jax.process_count()} processes; start "
+        "every process with the same --num-processes")
 
 
 def _wait_for_coordinator(address: str, seconds: float, cfg) -> None:
@@ -217,3 +222,43 @@ class StopRequest:
       self.signal_name = self.signal_name or "SIGTERM"
       return True
     return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+  """A TCP port nobody listens on at ``host`` now (for a local coordinator)."""
+  with socket.socket() as s:
+    s.bind((host, 0))
+    return s.getsockname()[1]
+
+
+def launch_local(argv: list[str], num_processes: int, devices_per_process: int = 1,
+                 extra: list[list[str]] | None = None, **popen: Any) -> list[Any]:
+  """Starts the ``num_processes`` processes of one run on this machine.
+
+  Each is ``python -m zosam_jax.train ARGV --coordinator 127.0.0.1:PORT
+  --num-processes N --process-id I`` (a free port), with
+  ``devices_per_process`` simulated CPU devices; for tests, benchmarks and
+  trying the multi-process program on one machine. The caller waits for them
+  (bounded) and ends them by their pid.
+
+  Args:
+    argv: the run's flags (the same for every process).
+    num_processes: how many processes.
+    devices_per_process: CPU devices of each (``XLA_FLAGS``).
+    extra: per process, flags appended to its command line.
+    **popen: passed to ``subprocess.Popen`` (e.g. ``stdout=subprocess.PIPE``).
+
+  Returns:
+    The ``subprocess.Popen`` objects, process 0 first.
+  """
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  port = free_port()
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count="
+             f"{devices_per_process}")
+  return [subprocess.Popen(  # pylint: disable=consider-using-with
+      [sys.executable, "-m", "zosam_jax.train", *argv, "--coordinator", f"127.0.0.1:{port}",
+       "--num-processes", str(num_processes), "--process-id", str(i),
+       *((extra or [[]] * num_processes)[i])], env=env, **popen)
+      for i in range(num_processes)]

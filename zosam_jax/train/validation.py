@@ -4,22 +4,25 @@ every combination of fields, each error naming the flag the user typed."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from zosam_jax.train.config import CIFAR10_TEST_SETS
-from zosam_jax.train.config import DATASETS
-from zosam_jax.train.config import ESTIMATORS
-from zosam_jax.train.config import MODELS
-from zosam_jax.train.config import OPTIMIZERS
-from zosam_jax.train.config import SAM_LIKE
-from zosam_jax.train.config import SCHEDULES
-from zosam_jax.train.config import SPARSE_DISTRIBUTIONS
-from zosam_jax.train.config import SPARSE_INITS
-from zosam_jax.train.config import SPARSE_METHODS
-from zosam_jax.train.config import ZO_DISTRIBUTIONS
-from zosam_jax.train.config import ZO_PRIORS
-from zosam_jax.train.config import ConfigError
-from zosam_jax.train.config import TrainConfig
-from zosam_jax.train.config import flag
+from zosam_jax.train.choices import CIFAR10_TEST_SETS
+from zosam_jax.train.choices import DATASETS
+from zosam_jax.train.choices import ConfigError
+from zosam_jax.train.choices import ESTIMATORS
+from zosam_jax.train.choices import MODELS
+from zosam_jax.train.choices import OPTIMIZERS
+from zosam_jax.train.choices import SAM_LIKE
+from zosam_jax.train.choices import SCHEDULES
+from zosam_jax.train.choices import SPARSE_DISTRIBUTIONS
+from zosam_jax.train.choices import SPARSE_INITS
+from zosam_jax.train.choices import SPARSE_METHODS
+from zosam_jax.train.choices import ZO_DISTRIBUTIONS
+from zosam_jax.train.choices import ZO_PRIORS
+from zosam_jax.train.choices import flag
+
+if TYPE_CHECKING:  # The type only: config imports this module.
+  from zosam_jax.train.config import TrainConfig
 
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
@@ -222,7 +225,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
 def _check_applies(cfg: TrainConfig) -> None:
   """A flag given to an optimizer it does not apply to is most likely a typo'd
   ``--optimizer`` (``--compare`` runs reset them per optimizer instead)."""
-  defaults = TrainConfig()
+  defaults = type(cfg)()  # The defaults, without importing the class.
   for name, optimizers in APPLIES_TO.items():
     if cfg.optimizer not in optimizers and getattr(cfg, name) != getattr(defaults, name):
       raise ConfigError(f"{flag(name)} only applies to --optimizer "
