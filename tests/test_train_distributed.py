@@ -56,17 +56,39 @@ def _records(folder):
           for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
 
+def _one_process_two_devices(folder, flags):
+  one = subprocess.run(
+      [sys.executable, "-m", "zosam_jax.train", *flags, "--devices", "2",
+       "--workdir", str(folder)], capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+      check=False)
+  assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+
+
+@pytest.mark.slow  # Two BatchNorm ResNet-20 runs on two processes and on two devices.
+@pytest.mark.parametrize("optimizer", ["sam", "zosam"])
+def test_sparse_batchnorm_runs_on_two_processes_like_on_two_devices(tmp_path, optimizer):
+  flags = ["--model", "resnet20", "--optimizer", optimizer, "--sparse-method", "rigl",
+           "--sparsity", "0.9", "--sparse-update-every", "5", "--steps", "12",
+           "--eval-every", "6", "--log-every", "3", "--checkpoint-every", "6",
+           "--batch-size", "32", "--no-progress"]
+  results = finish(launch(tmp_path / "two", flags), seconds=600)
+  assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
+  _one_process_two_devices(tmp_path / "one", flags)
+  two, one = _records(tmp_path / "two"), _records(tmp_path / "one")
+  assert [r["step"] for r in two] == [r["step"] for r in one]
+  for a, b in zip(two, one):
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+  a, b = (load_train_state(tmp_path / d)[0] for d in ("two", "one"))
+  chex.assert_trees_all_close(a.batch_stats, b.batch_stats, rtol=1e-4, atol=1e-5)
+
+
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
   results = finish(launch(tmp_path / "two"))
   assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
   assert "| final_test_accuracy |" in results[0][1]  # Process 0 reports ...
   assert "| final_test_accuracy |" not in results[1][1]  # ... and only it.
-  one = subprocess.run(
-      [sys.executable, "-m", "zosam_jax.train", *FLAGS, "--devices", "2",
-       "--workdir", str(tmp_path / "one")], capture_output=True, text=True, timeout=240,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"),
-      check=False)
-  assert one.returncode == 0, one.stdout[-2000:]
+  _one_process_two_devices(tmp_path / "one", FLAGS)
   two, single = _records(tmp_path / "two"), _records(tmp_path / "one")
   # Training: the same numbers. Evaluation sums its batches in another order:
   # test losses to 1e-6, the same accuracies.
@@ -144,21 +166,23 @@ def _wait_for(path, procs, seconds=180.0):
     time.sleep(0.1)
 
 
-LONG = [f if f != "30" else "3000" for f in FLAGS]
+#: Long enough to be stopped in the middle: 2000 steps, checkpoints every 100.
+LONG = [*FLAGS, "--steps", "2000", "--eval-every", "500", "--log-every", "50",
+        "--checkpoint-every", "100"]
 
 
-@pytest.mark.slow  # Three two-process runs of 3000 steps: a few minutes.
+@pytest.mark.slow  # Three two-process runs of 2000 steps: a few minutes.
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_in_any_process_stops_all_at_one_step_and_resume_is_bit_identical(
     tmp_path, signum):
   procs = launch(tmp_path / "run", LONG)
-  _wait_for(tmp_path / "run" / "checkpoints" / "10", procs)
+  _wait_for(tmp_path / "run" / "checkpoints" / "100", procs)
   os.kill(procs[1].pid, signum)
   results = finish(procs)
   expected = 143 if signum == signal.SIGTERM else 130
   assert [code for code, _ in results] == [expected, expected], results[0][1][-2000:]
   stopped = load_train_state(tmp_path / "run")[1]["step"]
-  assert 10 < stopped < 3000 and f"step {stopped} is checkpointed" in results[0][1]
+  assert 100 < stopped < 2000 and f"step {stopped} is checkpointed" in results[0][1]
   resumed = finish(launch(tmp_path / "run", LONG, extra=["--resume"]))
   assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-2000:]
   full = finish(launch(tmp_path / "full", LONG))
@@ -168,11 +192,11 @@ def test_a_signal_in_any_process_stops_all_at_one_step_and_resume_is_bit_identic
                               load_train_state(tmp_path / "full")[0].params)
 
 
-@pytest.mark.slow  # Two two-process runs of 3000 steps and a heartbeat timeout.
+@pytest.mark.slow  # Two two-process runs of 2000 steps and a heartbeat timeout.
 def test_a_killed_peer_ends_the_others_in_bounded_time_and_resume_continues(tmp_path):
   extra = ["--heartbeat-timeout", "5"]
   procs = launch(tmp_path / "run", LONG, extra=extra)
-  _wait_for(tmp_path / "run" / "checkpoints" / "20", procs)
+  _wait_for(tmp_path / "run" / "checkpoints" / "100", procs)
   os.kill(procs[1].pid, signal.SIGKILL)
   start = time.monotonic()
   [(code, text)] = finish(procs[:1], seconds=60)
@@ -180,12 +204,12 @@ def test_a_killed_peer_ends_the_others_in_bounded_time_and_resume_continues(tmp_
   assert code != 0 and time.monotonic() - start < 30  # The heartbeat timeout, 5 s, + margin.
   assert "JAX distributed service detected fatal errors" in text
   kept = load_train_state(tmp_path / "run")[1]["step"]  # The last checkpoint restores.
-  assert kept >= 20
+  assert kept >= 100
   resumed = finish(launch(tmp_path / "run", LONG, extra=extra + ["--resume"]))
   assert [c for c, _ in resumed] == [0, 0], resumed[0][1][-2000:]
   assert f"resumed at step {kept}" in resumed[0][1]
   final = load_train_state(tmp_path / "run")
-  assert final[1]["step"] == 3000 and np.isfinite(
+  assert final[1]["step"] == 2000 and np.isfinite(
       np.asarray(final[0].params["Dense_0"]["kernel"])).all()
 
 
