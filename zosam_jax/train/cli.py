@@ -251,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"zosam-train: error: {message}", file=sys.stderr)
     return code
   except loop.Interrupted as e:
-    how = "interrupted" if e.signal_name == "SIGINT" else f"stopped by {e.signal_name}"
+    how = ("interrupted" if e.signal_name == "SIGINT" else f"stopped by {e.signal_name}"
+           + (" (one of the run's processes; all stopped at this step)"
+              if distributed.is_distributed(cfg) else ""))
     print(f"\nzosam-train: {how}; step {e.step} is checkpointed. Continue "
           f"with:\n  {e.command}", file=sys.stderr)
     return 130 if e.signal_name == "SIGINT" else 143

@@ -219,7 +219,7 @@ class StopRequest:
       return self.signal_name is not None
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     if multihost_utils.reached_preemption_sync_point(step):
-      self.signal_name = self.signal_name or "SIGTERM"
+      self.signal_name = self.signal_name or "a process's SIGTERM"  # Maybe another's.
       return True
     return False
 
