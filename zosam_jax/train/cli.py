@@ -291,6 +291,8 @@ def _run(cfg: config_lib.TrainConfig) -> int:
     return 0
   if cfg.seeds:
     summaries = loop.train_seeds(cfg)
+    if not distributed.is_main():
+      return 0
     print("\n" + report.seeds_table(summaries))
     print(f"\nwrote {cfg.workdir}/seed<N>/metrics.jsonl, summary.json, curves.png, "
           "checkpoints/ for each seed")

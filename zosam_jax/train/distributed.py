@@ -175,12 +175,13 @@ def global_batch(sharding: Any, host_arrays: tuple[np.ndarray, ...],
   rows: of ``a[indices]`` for each array ``a`` (only this process's indices
   are read), or of ``a`` itself when ``indices`` is ``None``.
 
-  Shapes: ``a`` ``(N, ...)``, ``indices`` ``(B,)``; each result ``(B, ...)``
+  Shapes: ``a`` ``(N, ...)``, ``indices`` ``(B,)`` or ``(K, B)`` (K seeds, with a
+  ``sharding`` split on dim 1); each result ``(B, ...)`` or ``(K, B, ...)``
   (``(N, ...)`` without indices), of which this process holds ``B / P`` rows.
   """
-  size = host_arrays[0].shape[0] if indices is None else indices.shape[0]
+  size = host_arrays[0].shape[0] if indices is None else indices.shape[-1]
   rows = process_slice(size)
-  take = (lambda a: a[rows]) if indices is None else (lambda a: a[indices[rows]])
+  take = (lambda a: a[rows]) if indices is None else (lambda a: a[indices[..., rows]])
   return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(take(a)))
                for a in host_arrays)
 

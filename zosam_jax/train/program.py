@@ -95,8 +95,11 @@ class Program:
     which this process reads only its rows (``indices`` ``None``)."""
     if self.x_all is not None:
       return self.x_all, self.y_all, self.indices(step)
-    return (*distributed.global_batch(self.batch_sharding,
-                                      (self.ds.x_train, self.ds.y_train),
+    sharding = self.batch_sharding
+    if self.axes is not None:  # (K, B, ...): every seed's batch split on dim 1.
+      sharding = jax.sharding.NamedSharding(sharding.mesh,
+                                            jax.sharding.PartitionSpec(None, "data"))
+    return (*distributed.global_batch(sharding, (self.ds.x_train, self.ds.y_train),
                                       self.indices(step)), None)
 
 
@@ -168,7 +171,7 @@ def _place_data(mesh, ds):
   if mesh is None:
     return jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
   if jax.process_count() > 1:
-    return None, None, zosam_jax.data_sharding(mesh)
+    return None, None, zosam_jax.data_sharding(mesh)  # (B, ...) split on dim 0.
   # Data parallel: params, optimizer state and the (small) training set are
   # replicated; each step's minibatch is split over the data axis.
   x_all, y_all = place((ds.x_train, ds.y_train), mesh)

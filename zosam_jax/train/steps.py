@@ -197,6 +197,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
     if state_axes is None:
       return one_seed(state, augment_key, x_all, y_all, indices, exact)
+    if indices is None:  # Each seed's batch given, ``(K, B, ...)`` (several processes).
+      return jax.vmap(
+          lambda s, k, x, y: one_seed(s, k, x, y, None, exact),
+          in_axes=(state_axes, 0, 0, 0), out_axes=state_axes)(state, augment_key, x_all, y_all)
     return jax.vmap(
         lambda s, k, i: one_seed(s, k, x_all, y_all, i, exact),
         in_axes=(state_axes, 0, 0), out_axes=state_axes)(state, augment_key, indices)

@@ -90,9 +90,9 @@ def _check_processes(cfg: TrainConfig) -> None:
   if i is not None and (isinstance(i, bool) or not isinstance(i, int)
                         or not 0 <= i < (n or i + 1)):
     raise ConfigError(f"--process-id must be in [0, --num-processes) = [0, {n}), got {i!r}")
-  if cfg.seeds or cfg.compare:
-    raise ConfigError(f"{'--seeds' if cfg.seeds else '--compare'} with several processes "
-                      "is not supported yet: run its members as separate runs")
+  if cfg.compare:
+    raise ConfigError("--compare with several processes is not supported yet: run one "
+                      "multi-process run per optimizer")
 
 
 def _check_seeds(cfg: TrainConfig) -> None:
