@@ -286,21 +286,14 @@ def _run(cfg: config_lib.TrainConfig) -> int:
   distributed.initialize(cfg)  # Before anything else touches JAX.
   if cfg.compare:
     result = compare.run_comparison(cfg)
-    print("\n" + result["table"])
-    print(f"\nwrote {cfg.workdir}/comparison.md, comparison.json, comparison.png")
-    return 0
-  if cfg.seeds:
-    summaries = loop.train_seeds(cfg)
-    if not distributed.is_main():
-      return 0
-    print("\n" + report.seeds_table(summaries))
-    print(f"\nwrote {cfg.workdir}/seed<N>/metrics.jsonl, summary.json, curves.png, "
-          "checkpoints/ for each seed")
-    return 0
-  summary = loop.train_and_evaluate(cfg)
-  if not distributed.is_main():
-    return 0
-  print("\n" + report.summary_table(summary))
-  print(f"\nwrote {cfg.workdir}/metrics.jsonl, summary.json, curves.png, "
-        "checkpoints/")
+    table, wrote = result["table"], "comparison.md, comparison.json, comparison.png"
+  elif cfg.seeds:
+    table = report.seeds_table(loop.train_seeds(cfg))
+    wrote = "seed<N>/metrics.jsonl, summary.json, curves.png, checkpoints/ for each seed"
+  else:
+    table = report.summary_table(loop.train_and_evaluate(cfg))
+    wrote = "metrics.jsonl, summary.json, curves.png, checkpoints/"
+  if distributed.is_main():  # Process 0 reports for a multi-process run.
+    print("\n" + table)
+    print(f"\nwrote {cfg.workdir}/{wrote}")
   return 0
