@@ -128,8 +128,11 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    if jax.process_index() == 0:  # The folder's one writer (of a multi-process run too).
+      for leftover in _unfinished(self.directory):
+        shutil.rmtree(leftover, ignore_errors=True)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+        max_to_keep=max_to_keep, create=True,
         # Saving synchronously keeps "the last good checkpoint" well defined
         # when a run stops on a NaN right after a save.
         enable_async_checkpointing=False)
@@ -237,9 +240,11 @@ def warn_damaged(error: DamagedCheckpointError, moved_to: str | None) -> None:
         flush=True)
 
 
-def _unfinished(directory: str, step: int) -> list[str]:
-  """Orbax's temporary folders of an unfinished save of ``step``."""
+def _unfinished(directory: str, step: int | None = None) -> list[str]:
+  """Orbax's temporary folders of an unfinished save of ``step`` (of any step
+  when ``None``): never checkpoints, removed when the folder is opened."""
   if not os.path.isdir(directory):
     return []
   return [os.path.join(directory, name) for name in os.listdir(directory)
-          if name.startswith(f"{step}.orbax-checkpoint-tmp")]
+          if ".orbax-checkpoint-tmp" in name
+          and (step is None or name.startswith(f"{step}.orbax-checkpoint-tmp"))]
