@@ -107,15 +107,19 @@ def one_line(error: BaseException) -> str:
 
 
 def _drop_failed_reads() -> None:
-  """Collects the read coroutines a failed restore leaves unawaited, without
-  the 'Exception ignored in <coroutine>' tracebacks Python would print for
-  them later (the error itself is reported in one line)."""
+  """Keeps the read coroutines a failed restore leaves unawaited from printing
+  'Exception ignored in <coroutine ...>' tracebacks when they are collected,
+  now or later (the error itself is reported in one line): from the first
+  failed restore on, Python's hook for unraisable exceptions drops theirs
+  (and only theirs)."""
   hook = sys.unraisablehook
-  sys.unraisablehook = lambda unraisable: None
-  try:
-    gc.collect()
-  finally:
-    sys.unraisablehook = hook
+  if not getattr(hook, "drops_failed_reads", False):
+    def filtered(unraisable):
+      if "_read_array_index_and_device_put" not in repr(unraisable.object):
+        hook(unraisable)
+    filtered.drops_failed_reads = True
+    sys.unraisablehook = filtered
+  gc.collect()
 
 
 class Checkpointer:
