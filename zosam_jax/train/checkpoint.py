@@ -36,6 +36,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from zosam_jax.train import files
+
 
 def _is_key(x: Any) -> bool:
   return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
@@ -78,7 +80,7 @@ class DamagedCheckpointError(RuntimeError):
   """
 
   def __init__(self, step: int, directory: str, cause: BaseException):
-    self.step, self.directory, self.cause = step, directory, one_line(cause)
+    self.step, self.directory, self.cause = step, directory, files.one_line(cause)
     super().__init__(f"checkpoint step {step} in {directory} cannot be read: {self.cause}")
 
 
@@ -92,18 +94,9 @@ class CheckpointWriteError(OSError):
   """
 
   def __init__(self, step: int, directory: str, cause: BaseException):
-    self.step, self.directory, self.cause = step, directory, one_line(cause)
+    self.step, self.directory, self.cause = step, directory, files.one_line(cause)
     super().__init__(f"writing checkpoint step {step} in {directory} failed: {self.cause}")
     self.errno = getattr(cause, "errno", None)
-
-
-def one_line(error: BaseException) -> str:
-  """``Type: first line of the message`` of the innermost cause (TensorStore's
-  messages run for pages; the first error says what is wrong)."""
-  while error.__cause__ is not None:
-    error = error.__cause__
-  text = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _drop_failed_reads() -> None:
@@ -240,8 +233,7 @@ class Checkpointer:
 def warn_damaged(error: DamagedCheckpointError, moved_to: str | None) -> None:
   """One line on stderr: which checkpoint, why, and where it went."""
   where = f"; moved to {moved_to}" if moved_to else ""
-  print(f"zosam-train: warning: {error}{where}; trying an older one", file=sys.stderr,
-        flush=True)
+  files.warn(f"{error}{where}; trying an older one")
 
 
 def _unfinished(directory: str, step: int | None = None) -> list[str]:

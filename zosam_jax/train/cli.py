@@ -275,9 +275,8 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
   if isinstance(error, OSError):
     return 4, io_error_message(error, cfg)
   if distributed.is_distributed(cfg) and isinstance(error, jax.errors.JaxRuntimeError):
-    first = str(error).strip().splitlines()[0]
     return 1, (f"process {cfg.process_id}: an exchange with the other processes failed "
-               f"({first}); another process failed or was started differently: see its "
+               f"({files.one_line(error)}); another process failed or was started differently: see its "
                "output")
   raise error
 

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from zosam_jax.train import config as config_lib
+from zosam_jax.train import files
 
 #: Fields that legitimately differ between the processes of one run.
 _PER_PROCESS = frozenset({"process_id", "progress"})
@@ -70,7 +71,7 @@ def initialize(cfg: config_lib.TrainConfig) -> None:
   except Exception as e:  # pylint: disable=broad-except  # JAX raises RuntimeError/ValueError.
     where = ("the cluster's coordinator" if cfg.coordinator == "auto"
              else f"the coordinator at {cfg.coordinator}")
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = files.one_line(e)
     raise DistributedError(
         f"process {cfg.process_id} could not join {where} with "
         f"{cfg.num_processes} processes within --distributed-timeout "

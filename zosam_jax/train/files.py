@@ -36,6 +36,15 @@ def warn(message: str) -> None:
   print(f"zosam-train: warning: {message}", file=sys.stderr, flush=True)
 
 
+def one_line(error: BaseException) -> str:
+  """``Type: first line of the message`` of the innermost cause (TensorStore's
+  and JAX's messages run for pages; the first error says what is wrong)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def read_json(path: str | os.PathLike,
               what_to_do: str = "restore it, or pass --overwrite to start the run again"
               ) -> dict[str, Any] | None:
