@@ -193,6 +193,28 @@ def test_a_real_full_file_system_is_one_message(tmp_path, capsys):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+def test_only_orbax_leftovers_of_a_failed_io_are_kept_quiet(tmp_path, monkeypatch):
+  import asyncio  # pylint: disable=import-outside-toplevel
+  reported = []
+  monkeypatch.setattr(sys, "unraisablehook", reported.append)
+  checkpoint_lib.Checkpointer(tmp_path / "checkpoints")
+  closed = asyncio.new_event_loop()
+  closed.close()
+
+  class LateCallback:  # What TensorStore's threads do once the loop is gone.
+    def __del__(self):
+      closed.call_soon_threadsafe(print)
+
+  class OtherBug:
+    def __del__(self):
+      raise RuntimeError("Event loop is closed")  # Same words, not asyncio's.
+
+  LateCallback()
+  OtherBug()
+  assert [str(r.exc_value) for r in reported] == ["Event loop is closed"]
+  assert "OtherBug" in repr(reported[0].object)
+
+
 @pytest.mark.parametrize("code, hint", [
     (errno.EROFS, "the file system is read-only"),
     (errno.EACCES, "permission denied"),

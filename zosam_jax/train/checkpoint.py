@@ -99,20 +99,36 @@ class CheckpointWriteError(OSError):
     self.errno = getattr(cause, "errno", None)
 
 
-def _drop_failed_reads() -> None:
-  """Keeps the read coroutines a failed restore leaves unawaited from printing
-  'Exception ignored in <coroutine ...>' tracebacks when they are collected,
-  now or later (the error itself is reported in one line): from the first
-  failed restore on, Python's hook for unraisable exceptions drops theirs
-  (and only theirs)."""
+def _orphaned_io(unraisable: Any) -> bool:
+  """Whether an unraisable exception is Orbax I/O left over from a failed
+  checkpoint read or write: a read coroutine collected unawaited, or a
+  TensorStore callback that finished after the save's or restore's event loop
+  had closed (``RuntimeError: Event loop is closed`` in asyncio's
+  ``call_soon_threadsafe``)."""
+  if "_read_array_index_and_device_put" in repr(unraisable.object):
+    return True
+  error, frames = unraisable.exc_value, unraisable.exc_traceback
+  names = []
+  while frames is not None:
+    names.append(frames.tb_frame.f_code.co_name)
+    frames = frames.tb_next
+  return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+          and "call_soon_threadsafe" in names)
+
+
+def _drop_orphaned_io() -> None:
+  """Keeps the I/O a failed checkpoint read or write leaves behind from
+  printing 'Exception ignored in ...' tracebacks (the error itself is reported
+  in one line): Python's hook for unraisable exceptions drops those, and only
+  those (:func:`_orphaned_io`). Installed once, when the first checkpointer
+  opens: TensorStore's threads may report before the failure reaches us."""
   hook = sys.unraisablehook
-  if not getattr(hook, "drops_failed_reads", False):
+  if not getattr(hook, "drops_orphaned_io", False):
     def filtered(unraisable):
-      if "_read_array_index_and_device_put" not in repr(unraisable.object):
+      if not _orphaned_io(unraisable):
         hook(unraisable)
-    filtered.drops_failed_reads = True
+    filtered.drops_orphaned_io = True
     sys.unraisablehook = filtered
-  gc.collect()
 
 
 class Checkpointer:
@@ -125,6 +141,7 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    _drop_orphaned_io()
     if jax.process_index() == 0:  # The folder's one writer (of a multi-process run too).
       for leftover in _unfinished(self.directory):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -191,7 +208,7 @@ class Checkpointer:
       return unflatten_state(restored["state"], template), dict(restored["meta"])
     except Exception as e:  # pylint: disable=broad-except  # TensorStore raises ValueError.
       failure = DamagedCheckpointError(step, self.directory, e)
-    _drop_failed_reads()  # Out of the except block: the reader's frames are freed.
+    gc.collect()  # Out of the except block: the reader's coroutines go now, not later.
     raise failure
 
   def set_aside(self, step: int) -> str:
