@@ -67,6 +67,7 @@ class Method:
   radius_cap: Optional[float] = None
   # The period of an exact step (zo_sam's refresh_every, LookSAM's every).
   refresh_every: Optional[int] = None
+  probe: bool = True
 
   @property
   def forward_passes(self) -> float:
@@ -75,7 +76,7 @@ class Method:
     if self.kind in ("sgd", "sam", "optax_sam"):
       return 0
     return zosam_jax.step_passes(self.kind, self.num_dirs, self.estimator, self.prior,
-                                 self.refresh_every)[1] - 1
+                                 self.refresh_every, self.probe)[1] - 1
 
 
 def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
@@ -134,6 +135,8 @@ def methods(preset: str) -> list[Method]:
   # The best-vs-best protocol's new option (experiments/cells.py, TUNED).
   rows.append(Method("zosam prior m=0 radius_cap=4 zo_batch_fraction=0.5", "zosam", 0,
                      "central", prior="gradient", radius_cap=4.0, zo_batch_fraction=0.5))
+  rows.append(Method("zosam prior m=0 probe=False", "zosam", 0, "central",
+                     prior="gradient", probe=False))
   rows.append(Method("msam", "msam"))
   rows.append(Method("looksam k=5", "looksam", refresh_every=5))
   return rows
@@ -195,7 +198,8 @@ def make_step(spec: ModelSpec, method: Method, base: Callable[[], Any],
                           distribution=method.distribution,
                           chunk_size=method.chunk_size, ravel=method.ravel,
                           prior=method.prior, radius_cap=method.radius_cap,
-                          refresh_every=method.refresh_every, has_aux=True)
+                          refresh_every=method.refresh_every, probe=method.probe,
+                          has_aux=True)
 
   def step(params, stats, state, x, y, exact=None):
     kwargs = {} if exact is None else {"exact": exact}

@@ -378,12 +378,11 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   monkeypatch.setattr(cells.time, "sleep", lambda _: pytest.fail("one shard waits for none"))
   assert best_radius.run() == ["mlp-10k-val"]
   rows = cells.read_rows("fashion_mnist")
-  assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == {
-      "sam": 0.2, "zosam-prior-cap4": 0.1, "zosam-prior": 0.1, "zosam-prior-cap4-half": 0.1}
+  expected = {m: best.get(m, 0.1) for m in cells.TUNED}
+  assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == expected
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
-      "sgd", "sam-rho0.2", "zosam-prior-cap4-rho0.1", "zosam-prior-rho0.1",
-      "zosam-prior-cap4-half-rho0.1")}
+      "sgd", *(f"{m}-rho{rho}" for m, rho in expected.items()))}
   grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
   assert len(grid) == len(set(grid)) == (
       len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))

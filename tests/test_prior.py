@@ -38,6 +38,11 @@ def test_default_is_the_papers_random_directions():
     (dict(prior="gradient", num_dirs=-1), "num_dirs"),
     (dict(adaptive=1), "adaptive"),
     (dict(adaptive=True, adaptive_eta=-1.0), "adaptive_eta"),
+    (dict(probe=False), "prior='gradient' and num_dirs=0"),
+    (dict(prior="gradient", num_dirs=1, probe=False), "num_dirs=0"),
+    (dict(prior="momentum", num_dirs=0, probe=False), "prior='gradient'"),
+    (dict(prior="gradient", num_dirs=0, radius_cap=4.0, probe=False), "radius_cap"),
+    (dict(prior="gradient", num_dirs=0, probe=0), "static_args"),
 ])
 def test_bad_prior_arguments_fail_at_construction(kwargs, match):
   with pytest.raises((ValueError, TypeError), match=match):
@@ -66,6 +71,35 @@ def test_first_step_falls_back_to_a_random_direction_and_stores_the_gradient():
   assert float(state.perturbation_norm) == pytest.approx(0.05, rel=1e-4)
   assert float(state.perturbed_loss) > float(loss(params))  # Uphill, by its sign.
   chex.assert_trees_all_close(state.prior, jax.grad(loss)(point), rtol=1e-5)
+
+
+@pytest.mark.parametrize("ravel", [True, False])
+def test_unprobed_prior_perturbs_along_the_masked_prior_without_a_forward_pass(ravel):
+  params, loss = helpers.mlp_problem()
+  mask = helpers.random_mask(params)
+  prior = jax.tree.map(jnp.negative, jax.grad(loss)(params))  # Downhill: kept as given.
+  calls = {True: 0, False: 0}
+  def step(probe):
+    def value_fn(p):
+      calls[probe] += 1  # Traced once per evaluation of the loss.
+      return loss(p), p
+    tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, prior="gradient", num_dirs=0,
+                          probe=probe, mask_fn=mask, ravel=ravel, has_aux=True)
+    return tx.update(params, _with_prior(tx, params, prior), params, value_fn=value_fn)[1]
+  step(True)
+  state = step(False)
+  masked = jax.tree.map(lambda g, m: g * m, prior, mask)
+  expected = jax.tree.map(lambda p, g: p + 0.05 * g / optax.tree.norm(masked), params, masked)
+  chex.assert_trees_all_close(state.aux, expected, atol=1e-6)
+  assert calls[True] - calls[False] == 2 and np.isnan(float(state.loss))
+  chex.assert_trees_all_close(state.prior, jax.tree.map(
+      lambda g, m: g * m, jax.grad(loss)(state.aux), mask), rtol=1e-5, atol=1e-7)
+
+
+def test_unprobed_prior_costs_sgds_passes():
+  assert zosam_jax.step_passes("zosam", 0, prior="gradient", probe=False) == (
+      zosam_jax.step_passes("sgd"))
+  assert zosam_jax.ascent_forward_passes(0, prior="gradient", probe=False) == 0
 
 
 def test_prior_is_remasked_with_the_current_mask():
@@ -208,7 +242,7 @@ def _flops_and_memory(fn, *args):
   return compiled.cost_analysis()["flops"], mem.temp_size_in_bytes
 
 
-def test_prior_costs_two_forward_passes_and_one_parameter_copy():
+def test_prior_costs_two_forward_passes_and_one_parameter_copy_unprobed_none():
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (1024, 128))
   y = jnp.zeros((1024,), jnp.int32)
@@ -244,6 +278,9 @@ def test_prior_costs_two_forward_passes_and_one_parameter_copy():
   tx = zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0)
   flops, memory = _flops_and_memory(step_of(tx), params, tx.init(params))
   assert abs(flops - (sgd + 2 * forward)) <= 0.1 * (sgd + 2 * forward)
+  unprobed = zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0, probe=False)
+  flops, _ = _flops_and_memory(step_of(unprobed), params, unprobed.init(params))
+  assert abs(flops - sgd) <= 0.1 * sgd
   sam = zosam_jax.sam(base_tx)
   _, sam_memory = _flops_and_memory(step_of(sam), params, sam.init(params))
   param_bytes = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params))

@@ -99,7 +99,8 @@ def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0",
      "--refresh-every", "3", "--radius-cap", "2"],
     ["--optimizer", "msam", "--rho", "0.1"],
-], ids=["looksam", "zosam-refresh-cap", "msam"])
+    ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe"],
+], ids=["looksam", "zosam-refresh-cap", "msam", "zosam-unprobed"])
 def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
   # 25 is not a multiple of the period: the exact steps follow the step count.
   assert _run(tmp_path / "full", *flags) == 0
@@ -111,8 +112,8 @@ def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
                               load_train_state(tmp_path / "resumed")[0])
   records = _records_without_timings(tmp_path / "full")
   assert records == _records_without_timings(tmp_path / "resumed")
-  # MSAM evaluates no loss at θ: no sharpness is recorded for it.
-  assert ("sharpness" in records[0]) == ("msam" not in flags)
+  # MSAM and the unprobed prior evaluate no loss at θ: no sharpness recorded.
+  assert ("sharpness" in records[0]) == ("msam" not in flags and "--no-zo-probe" not in flags)
 
 
 def test_resume_with_different_flags_names_them(compared, tmp_path, capsys):
@@ -153,6 +154,10 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     (["--dataset", "imagenet"], "--dataset"),
     (["--steps", "10", "--epochs", "2"], "--epochs"),
     (["--zo-batch-fraction", "0"], "--zo-batch-fraction"),
+    (["--no-zo-probe"], "--no-zo-probe perturbs along the last gradient"),
+    (["--zo-prior", "gradient", "--num-dirs", "0", "--radius-cap", "4", "--no-zo-probe"],
+     "no --radius-cap"),
+    (["--optimizer", "sam", "--no-zo-probe"], "--zo-probe only applies to --optimizer zosam"),
     (["--optimizer", "sgd", "--num-dirs", "4"], "--num-dirs"),
     (["--lr", "-1"], "--lr"),
     (["--compare", "sgd,adam"], "--compare"),

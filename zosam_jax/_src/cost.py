@@ -10,7 +10,7 @@ OPTIMIZERS = ("sgd", "sam", "zosam", "msam", "looksam")
 
 def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
                 prior: Optional[str] = None, refresh_every: Optional[int] = None,
-                ) -> tuple[float, float]:
+                probe: bool = True) -> tuple[float, float]:
   """``(backward, forward)`` passes of one step, averaged over steps.
 
   Forward passes count as in :func:`ascent_forward_passes` (one per loss
@@ -25,6 +25,7 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     estimator: ZO-SAM's estimator.
     prior: ZO-SAM's prior (``None``/``"none"``, ``"gradient"``, ``"momentum"``).
     refresh_every: ``k`` of ZO-SAM's ``refresh_every`` or LookSAM's ``every``.
+    probe: ZO-SAM's ``probe`` (``False``: the prior without forward passes).
 
   Returns:
     Floats ``(backward, forward)``.
@@ -38,6 +39,8 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     ((2.0, 2.0), (1.0, 3.0), (1.2, 1.2))
     >>> step_passes("zosam", 0, prior="gradient", refresh_every=4)
     (1.25, 2.75)
+    >>> step_passes("zosam", 0, prior="gradient", probe=False)
+    (1.0, 1.0)
 
   References:
     Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
@@ -53,5 +56,5 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     exact = 1 / (refresh_every or 5)
     return 1 + exact, 1 + exact
   exact = 1 / refresh_every if refresh_every else 0.0
-  ascent = estimators.ascent_forward_passes(num_dirs, estimator, prior)
+  ascent = estimators.ascent_forward_passes(num_dirs, estimator, prior, probe)
   return 1 + exact, 1 + (1 - exact) * ascent + exact

@@ -174,6 +174,24 @@ def check_prior_options(prior: Optional[str], radius_cap: Any,
                      f"as a multiple of rho) or None, got {radius_cap!r}")
 
 
+def check_probe(probe: Any, prior: Optional[str], num_dirs: Any, radius_cap: Any) -> None:
+  """``probe=False`` is an option of ``prior="gradient"`` with no random
+  directions and no ``radius_cap`` (whose cosine comes from the probe)."""
+  if not isinstance(probe, bool):
+    raise TypeError(f"`probe` must be a Python bool, got {probe!r} (with "
+                    "`optax.inject_hyperparams`, list 'probe' in `static_args`)")
+  if probe:
+    return
+  if prior != "gradient" or num_dirs != 0:
+    raise ValueError(f"`probe=False` perturbs along the last gradient without forward "
+                     f"passes: it needs prior='gradient' and num_dirs=0, got "
+                     f"prior={prior!r}, num_dirs={num_dirs!r}")
+  if radius_cap is not None:
+    raise ValueError("`radius_cap` scales the radius by the cosine the probe measures; "
+                     "with `probe=False` there is none: drop `radius_cap` or the probe "
+                     "stays (probe=True)")
+
+
 def radius_scale(direction: base.Params, prior: base.Params,
                  active: Optional[base.Params], cap: Any) -> jax.Array:
   r"""The radius factor compensating a prior's cosine with the gradient.

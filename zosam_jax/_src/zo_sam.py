@@ -35,6 +35,7 @@ def zo_sam(
     prior: Optional[str] = None,
     radius_cap: Any = None,
     refresh_every: Optional[int] = None,
+    probe: bool = True,
     adaptive: bool = False,
     adaptive_eta: Any = 0.01,
     chunk_size: Optional[int] = None,
@@ -70,6 +71,10 @@ def zo_sam(
     radius_cap: with ``prior="gradient"``, the cap :math:`c_{\max} \ge 1` of
       the radius compensating the prior's cosine; ``None``: the radius is ρ.
     refresh_every: with ``prior="gradient"``, an exact ascent every k-th step.
+    probe: with ``prior="gradient"`` and ``num_dirs=0``, ``False`` skips the
+      prior's two forward passes: ε along the masked prior itself, taken as
+      uphill (it is the last step's gradient), at SGD's cost; ``state.loss``
+      is NaN (nothing is evaluated at θ); not with ``radius_cap``. Static.
     adaptive: adaptive SAM (ASAM) ε; ``adaptive_eta`` its η.
     adaptive_eta: the η of ``adaptive``.
     chunk_size: at most this many perturbed forward passes at once.
@@ -107,8 +112,9 @@ def zo_sam(
   """
   _check_options(prior, num_dirs, smoothing, estimator, distribution,
                  chunk_size, radius_cap, refresh_every, ravel)
+  prior_lib.check_probe(probe, prior, num_dirs, radius_cap)
   ascent_fn = _ascent_fn(_AscentOptions(
-      num_dirs, smoothing, estimator, distribution, prior, chunk_size, ravel,
+      num_dirs, smoothing, estimator, distribution, prior, probe, chunk_size, ravel,
       axis_name))
   return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
                           has_aux, aux_like, axis_name,
@@ -124,6 +130,7 @@ class _AscentOptions(NamedTuple):
   estimator: Optional[base.Estimator]
   distribution: Optional[base.Distribution]
   prior: Optional[str]
+  probe: bool
   chunk_size: Optional[int]
   ravel: Optional[bool]
   axis_name: Optional[str]
@@ -156,6 +163,9 @@ def _estimate(opts: _AscentOptions, f, p, a, k, last_grad, est):
       axis_name=opts.axis_name)
   if opts.prior is None:
     return random_estimate(f, p, a, k)
+  if not opts.probe:
+    return (prior_lib.prior_direction(last_grad, p, a, k, dist),
+            jnp.full((), jnp.nan, jnp.float32))
   return prior_lib.prior_guided_gradient(
       f, p, a, last_grad, k, num_dirs=opts.num_dirs, smoothing=opts.smoothing,
       distribution=dist, random_estimate=random_estimate,

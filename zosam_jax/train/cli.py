@@ -76,6 +76,9 @@ _HELP = {
     "refresh_every": "ZO-SAM with --zo-prior gradient: SAM's exact ascent every K "
                      "steps (its gradient the next prior); looksam: the exact "
                      "SAM step every K steps (default 5)",
+    "zo_probe": "ZO-SAM with --zo-prior gradient --num-dirs 0: --no-zo-probe skips "
+                "the prior's two forward passes (epsilon along the last gradient, "
+                "SGD's cost)",
     "looksam_alpha": "LookSAM: weight alpha of the reused component",
     "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "

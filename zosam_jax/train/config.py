@@ -41,6 +41,14 @@ def exact_period(cfg: "TrainConfig") -> int | None:
   return cfg.refresh_every if cfg.optimizer == "zosam" else None
 
 
+def evaluates_loss_at_theta(cfg: "TrainConfig") -> bool:
+  """Whether a step evaluates the loss at θ besides θ+ε (so its sharpness
+  L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior."""
+  if cfg.optimizer == "zosam":
+    return cfg.zo_probe
+  return cfg.optimizer not in ("sgd", "msam")
+
+
 #: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
 DEFAULT_STEPS = 400
 
@@ -74,6 +82,7 @@ class TrainConfig:
   zo_prior: str = "none"
   radius_cap: float | None = None
   refresh_every: int | None = None
+  zo_probe: bool = True
   looksam_alpha: float = 0.7
   adaptive: bool = False
   zo_batch_fraction: float = 1.0

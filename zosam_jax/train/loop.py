@@ -114,7 +114,7 @@ def _train_records(run: program_lib.Program, step: int, elapsed: float) -> list[
               "learning_rate": float(run.schedule(step - 1)),
               "steps_per_second": round(int(m.count) / max(elapsed, 1e-9), 3),
               "train_seconds": round(run.train_seconds, 4)}
-    if run.cfg.optimizer not in ("sgd", "msam"):  # MSAM evaluates no loss at θ.
+    if config_lib.evaluates_loss_at_theta(run.cfg):
       record["sharpness"] = float(m.sharpness) / int(m.count)
     records.append(record)
   zeros = [steps_lib.MetricSums.zeros() for _ in run.members]

@@ -216,7 +216,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     **{name: ("zosam",) for name in ("num_dirs", "estimator", "zo_distribution",
                                      "smoothing", "zo_prior", "zo_batch_fraction",
-                                     "chunk_size", "radius_cap")},
+                                     "chunk_size", "radius_cap", "zo_probe")},
     "refresh_every": ("zosam", "looksam"), "looksam_alpha": ("looksam",),
     "rho": SAM_LIKE, "adaptive": ("sam", "zosam"),
 }
@@ -253,6 +253,12 @@ def _check_combinations(cfg: TrainConfig) -> None:
       if getattr(cfg, name) is not None:
         raise ConfigError(f"{flag(name)} is an option of --zo-prior gradient, got "
                           f"--zo-prior {cfg.zo_prior}")
+  if cfg.optimizer == "zosam" and not cfg.zo_probe and (
+      cfg.zo_prior != "gradient" or cfg.num_dirs != 0 or cfg.radius_cap is not None
+      or cfg.zo_batch_fraction != 1.0):
+    raise ConfigError("--no-zo-probe perturbs along the last gradient without forward "
+                      "passes: it needs --zo-prior gradient --num-dirs 0, and no "
+                      "--radius-cap or --zo-batch-fraction (they act on the probe)")
   for name in cfg.compare:
     if name not in OPTIMIZERS:
       raise ConfigError(
