@@ -1,13 +1,16 @@
 """The GPU protocol (``study.py gpu``): the paper's recipe inside one lease.
 
 Declared before any of its runs (issue 27, 2026-12-03; best against best, issue
-34, 2026-12-04, before any run). ResNet-32 on the CIFAR-10 training set at
+34, 2026-12-04, before any run; its ZO method changed on the evening of
+2026-12-04, still before any run, when the MLP's grid made the plain prior the
+README's one-backward option). ResNet-32 on the CIFAR-10 training set at
 32x32 (setting ``r32-50k-gpu`` of :mod:`cells`: RigL 90 % with the first and
 last layer dense, SGD momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch
 128, crop padding 4) with :data:`cells.VALIDATION_SUBSET` of the 50k training
 images held out as a validation split (so 45k train). Each method of
-:data:`TUNED` (SAM, and the README's ZO option, the prior with
-``radius_cap=4``) runs the radius grid :data:`cells.RADII` on the selection
+:data:`TUNED` (SAM, and the README's ZO option, the prior with a
+plain radius: ``radius_cap=4`` chose ρ = 0.05 and diverged above it on the
+Fashion-MNIST MLP) runs the radius grid :data:`cells.RADII` on the selection
 seeds, one ``--seeds`` program per radius; its radius is the one of highest
 mean validation accuracy (:func:`best_radius.chosen_radius`). Then SGD, the
 paper's ZO-SAM at its ρ = 0.05 (:data:`FIXED`) and each tuned method at its
@@ -43,7 +46,7 @@ import common
 
 SETTING, SPARSITY = "r32-50k-gpu", 0.9
 #: Tuned on the validation split over :data:`cells.RADII`, then at their radius.
-TUNED = ("sam", "zosam-prior-cap4")
+TUNED = ("sam", "zosam-prior")
 #: Run at their declared hyperparameters: SGD (lr of the recipe), the paper's ZO-SAM.
 FIXED = ("sgd", "zosam")
 METHODS = FIXED + TUNED

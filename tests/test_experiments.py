@@ -204,7 +204,7 @@ def test_rows_are_appended_under_a_lock(tmp_path):
 
 def test_gpu_protocol_declares_the_papers_recipe_three_seeds_per_program():
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  assert gpu_protocol.METHODS == ("sgd", "zosam", "sam", "zosam-prior-cap4")
+  assert gpu_protocol.METHODS == ("sgd", "zosam", "sam", "zosam-prior")
   cfg = gpu_protocol.program_config("sam-rho0.2", 7)
   assert (cfg.model, cfg.image_size, cfg.train_subset, cfg.validation_subset, cfg.epochs,
           cfg.steps, cfg.lr, cfg.batch_size, cfg.rho, cfg.sparse_method, cfg.sparsity,
@@ -213,17 +213,17 @@ def test_gpu_protocol_declares_the_papers_recipe_three_seeds_per_program():
               "resnet32", None, None, 5000, 7, None, 0.1, 128, 0.2, "rigl", 0.9, True, 5e-4,
               0.9, (0, 1, 2), 391)
   grid = [v for v, seeds in gpu_protocol.programs() if seeds == (100, 101, 102)]
-  assert grid == [f"{m}-rho{r}" for m in ("sam", "zosam-prior-cap4")
+  assert grid == [f"{m}-rho{r}" for m in ("sam", "zosam-prior")
                   for r in (0.05, 0.1, 0.2, 0.4)]
 
 
 def test_gpu_plan_fits_every_program_in_the_budget():
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  times = {"sgd": 0.01, "zosam": 0.01, "sam": 0.02, "zosam-prior-cap4": 0.01}
+  times = {"sgd": 0.01, "zosam": 0.01, "sam": 0.02, "zosam-prior": 0.01}
   p = gpu_protocol.plan(times, 100, "gpu", budget=600)
   # 5 SAM programs (4 radii + the chosen), 5 of the prior, one SGD, one ZO-SAM:
   # 100 x (5 x 0.02 + 5 x 0.01 + 0.01 + 0.01) = 17 s an epoch, 420 s -> 24 epochs.
-  assert p["programs"] == {"sgd": 1, "zosam": 1, "sam": 5, "zosam-prior-cap4": 5}
+  assert p["programs"] == {"sgd": 1, "zosam": 1, "sam": 5, "zosam-prior": 5}
   assert p["epochs"] == 24 and p["expected_train_seconds"] == 408
   assert gpu_protocol.plan({"sgd": 1e-6}, 10, "gpu")["epochs"] == 160
   assert gpu_protocol.plan({"sgd": 10.0}, 100, "gpu")["epochs"] == 1
