@@ -142,50 +142,49 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
   bar = tqdm(total=run.num_steps, initial=run.start_step, desc=cfg.optimizer,
              disable=not (cfg.progress and distributed.is_main()), dynamic_ncols=True,
              mininterval=0.5)
-  stop = distributed.StopRequest(distributed.is_distributed(cfg)).__enter__()
-  try:
-    for s in range(run.start_step, run.stop):
-      run.state = run.train_step(run.state, *run.inputs(s),
-                                 **program_lib.exact_step(run.cfg, s))
-      steps_done = step = s + 1
-      if stop.requested(step):  # The same step in every process.
-        raise _Stop
-      do_eval = step % cfg.eval_every == 0 or step == run.num_steps
-      periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
-      do_ckpt = periodic or step in (run.num_steps, run.stop)
-      # Log points are fixed multiples (never where a run happened to stop), so
-      # a resumed run writes the records of the uninterrupted one.
-      do_log = step % cfg.log_every == 0 or do_eval or periodic
-      if not (do_log or do_ckpt):
-        continue
-      _check_finite(run, step)  # Also waits for the device: the timing is real.
-      elapsed = time.perf_counter() - window_start
-      run.train_seconds += elapsed
-      if not first_window:
-        steady[0] += elapsed
-        steady[1] += int(np.max(distributed.host_value(run.state.metrics.count)))
-      records = _train_records(run, step, elapsed) if do_log else []
-      if records:
-        _write(run, records)
-        postfix.update(loss=f"{records[0]['loss']:.3f}", acc=f"{records[0]['accuracy']:.3f}")
-        first_window = False
-      if do_eval:
-        results = _test_records(run, step)
-        _write(run, results)
-        postfix["test_acc"] = f"{results[0][0]['accuracy']:.3f}"
-      if do_ckpt:
-        program_lib.save(run, step)
-      bar.set_postfix(postfix, refresh=False)
-      bar.update(step - bar.n)
-      window_start = time.perf_counter()
-  except (KeyboardInterrupt, _Stop):
-    if steps_done > (run.members[0].ckpt.latest_step() or 0):
-      program_lib.save(run, steps_done)
-    raise Interrupted(steps_done, config_lib.command_line(cfg, resume=True),
-                      stop.signal_name or "SIGINT") from None
-  finally:
-    stop.__exit__()
-    bar.close()
+  with distributed.StopRequest(distributed.is_distributed(cfg)) as stop:
+    try:
+      for s in range(run.start_step, run.stop):
+        run.state = run.train_step(run.state, *run.inputs(s),
+                                   **program_lib.exact_step(run.cfg, s))
+        steps_done = step = s + 1
+        if stop.requested(step):  # The same step in every process.
+          raise _Stop
+        do_eval = step % cfg.eval_every == 0 or step == run.num_steps
+        periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
+        do_ckpt = periodic or step in (run.num_steps, run.stop)
+        # Log points are fixed multiples (never where a run happened to stop), so
+        # a resumed run writes the records of the uninterrupted one.
+        do_log = step % cfg.log_every == 0 or do_eval or periodic
+        if not (do_log or do_ckpt):
+          continue
+        _check_finite(run, step)  # Also waits for the device: the timing is real.
+        elapsed = time.perf_counter() - window_start
+        run.train_seconds += elapsed
+        if not first_window:
+          steady[0] += elapsed
+          steady[1] += int(np.max(distributed.host_value(run.state.metrics.count)))
+        records = _train_records(run, step, elapsed) if do_log else []
+        if records:
+          _write(run, records)
+          postfix.update(loss=f"{records[0]['loss']:.3f}", acc=f"{records[0]['accuracy']:.3f}")
+          first_window = False
+        if do_eval:
+          results = _test_records(run, step)
+          _write(run, results)
+          postfix["test_acc"] = f"{results[0][0]['accuracy']:.3f}"
+        if do_ckpt:
+          program_lib.save(run, step)
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(step - bar.n)
+        window_start = time.perf_counter()
+    except (KeyboardInterrupt, _Stop):
+      if steps_done > (run.members[0].ckpt.latest_step() or 0):
+        program_lib.save(run, steps_done)
+      raise Interrupted(steps_done, config_lib.command_line(cfg, resume=True),
+                        stop.signal_name or "SIGINT") from None
+    finally:
+      bar.close()
   return tuple(steady)
 
 
