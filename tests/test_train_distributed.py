@@ -139,17 +139,20 @@ def test_process_flags_without_a_coordinator_are_refused(tmp_path, capsys):
   assert "--process-id needs --coordinator HOST:PORT" in capsys.readouterr().err
 
 
+# Stopped after a plain step, a log point, and a log, evaluation and checkpoint point.
+@pytest.mark.parametrize("stop_step", [14, 15, 20])
 def test_sigterm_in_one_process_checkpoints_and_resume_is_bit_identical(tmp_path,
-                                                                       monkeypatch):
+                                                                       monkeypatch,
+                                                                       stop_step):
   """One process: SIGTERM (a preemption notice) stops after the step, like Ctrl-C."""
   original = pipeline.BatchOrder.indices
   def indices(self, s):
-    if s == 13:
+    if s == stop_step - 1:  # During the step that ends at ``stop_step``.
       os.kill(os.getpid(), signal.SIGTERM)
     return original(self, s)
   monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run")]) == 143
-  assert load_train_state(tmp_path / "run")[1]["step"] == 14
+  assert load_train_state(tmp_path / "run")[1]["step"] == stop_step
   monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run"), "--resume"]) == 0
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "full")]) == 0

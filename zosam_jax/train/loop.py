@@ -145,11 +145,13 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
   with distributed.StopRequest(distributed.is_distributed(cfg)) as stop:
     try:
       for s in range(run.start_step, run.stop):
+        # Step s is done with its records and checkpoint (a stop before them
+        # would lose a log point's record); the same step in every process.
+        if s > run.start_step and stop.requested(s):
+          raise _Stop
         run.state = run.train_step(run.state, *run.inputs(s),
                                    **program_lib.exact_step(run.cfg, s))
         steps_done = step = s + 1
-        if stop.requested(step):  # The same step in every process.
-          raise _Stop
         do_eval = step % cfg.eval_every == 0 or step == run.num_steps
         periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
         do_ckpt = periodic or step in (run.num_steps, run.stop)
