@@ -242,7 +242,7 @@ def _flops_and_memory(fn, *args):
   return compiled.cost_analysis()["flops"], mem.temp_size_in_bytes
 
 
-def test_prior_costs_two_forward_passes_and_one_parameter_copy_unprobed_none():
+def test_prior_costs_two_forward_passes_and_one_parameter_copy_unprobed_sgds_flops():
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (1024, 128))
   y = jnp.zeros((1024,), jnp.int32)

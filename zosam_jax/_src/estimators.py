@@ -62,8 +62,8 @@ def ascent_forward_passes(num_dirs: int, estimator: str = "central",
   Counts what :func:`zo_gradient` (and ``zo_sam``'s prior probe) evaluate:
   central ``2m``, forward ``m + 1``, jvp ``2m`` (each ``jax.jvp`` costs about
   two forward passes), random ``1`` (the loss at θ); a ``prior`` adds the two
-  of its probe (none with ``probe=False``). The real gradient at the perturbed point (one forward and one
-  backward pass) is not included.
+  of its probe (none with ``probe=False``). The real gradient at the perturbed
+  point (one forward and one backward pass) is not included.
 
   Args:
     num_dirs: ``m``, the number of random directions.

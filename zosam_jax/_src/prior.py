@@ -156,9 +156,10 @@ def prior_guided_gradient(
   return g_hat, (loss + num_dirs * loss_rand) / (1 + num_dirs)
 
 
-def check_prior_options(prior: Optional[str], radius_cap: Any,
-                        refresh_every: Any) -> None:
-  """``radius_cap`` and ``refresh_every`` are options of ``prior="gradient"``."""
+def check_prior_options(prior: Optional[str], radius_cap: Any, refresh_every: Any,
+                        probe: Any = True, num_dirs: Any = 0) -> None:
+  """``radius_cap``, ``refresh_every`` and ``probe=False`` are options of
+  ``prior="gradient"`` (``probe=False`` with ``num_dirs=0`` and no ``radius_cap``)."""
   for name, value in (("radius_cap", radius_cap), ("refresh_every", refresh_every)):
     if value is not None and prior != "gradient":
       raise ValueError(f"`{name}` is an option of prior='gradient', got prior={prior!r}; "
@@ -172,10 +173,11 @@ def check_prior_options(prior: Optional[str], radius_cap: Any,
       isinstance(radius_cap, numbers.Real) and not 1 <= radius_cap < math.inf):
     raise ValueError(f"`radius_cap` must be a finite number >= 1 (the largest radius "
                      f"as a multiple of rho) or None, got {radius_cap!r}")
+  _check_probe(probe, prior, num_dirs, radius_cap)
 
 
-def check_probe(probe: Any, prior: Optional[str], num_dirs: Any, radius_cap: Any) -> None:
-  """``probe=False`` is an option of ``prior="gradient"`` with no random
+def _check_probe(probe: Any, prior: Optional[str], num_dirs: Any, radius_cap: Any) -> None:
+  """``probe`` is a bool; ``False`` needs ``prior="gradient"``, no random
   directions and no ``radius_cap`` (whose cosine comes from the probe)."""
   if not isinstance(probe, bool):
     raise TypeError(f"`probe` must be a Python bool, got {probe!r} (with "

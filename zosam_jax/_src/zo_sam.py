@@ -111,8 +111,7 @@ def zo_sam(
     (``prior``: Cheng et al. 2019; ``adaptive``: Kwon et al. 2021; see docs/)
   """
   _check_options(prior, num_dirs, smoothing, estimator, distribution,
-                 chunk_size, radius_cap, refresh_every, ravel)
-  prior_lib.check_probe(probe, prior, num_dirs, radius_cap)
+                 chunk_size, radius_cap, refresh_every, probe, ravel)
   ascent_fn = _ascent_fn(_AscentOptions(
       num_dirs, smoothing, estimator, distribution, prior, probe, chunk_size, ravel,
       axis_name))
@@ -137,7 +136,7 @@ class _AscentOptions(NamedTuple):
 
 
 def _check_options(prior, num_dirs, smoothing, estimator, distribution,
-                   chunk_size, radius_cap, refresh_every, ravel) -> None:
+                   chunk_size, radius_cap, refresh_every, probe, ravel) -> None:
   """Raises a ``ValueError``/``TypeError`` naming the first bad argument."""
   checks.check_choice(prior, "prior", prior_lib.PRIORS)
   if not (prior is not None and isinstance(num_dirs, numbers.Integral)
@@ -149,7 +148,7 @@ def _check_options(prior, num_dirs, smoothing, estimator, distribution,
   if distribution is not None:
     checks.check_choice(distribution, "distribution", base.DISTRIBUTIONS)
   checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
-  prior_lib.check_prior_options(prior, radius_cap, refresh_every)
+  prior_lib.check_prior_options(prior, radius_cap, refresh_every, probe, num_dirs)
   if ravel is not None and not isinstance(ravel, bool):
     raise TypeError(f"`ravel` must be a bool or None, got {ravel!r}")
 

@@ -108,12 +108,13 @@ def _orphaned_io(unraisable: Any) -> bool:
   if "_read_array_index_and_device_put" in repr(unraisable.object):
     return True
   error, frames = unraisable.exc_value, unraisable.exc_traceback
-  names = []
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    return False
   while frames is not None:
-    names.append(frames.tb_frame.f_code.co_name)
+    if frames.tb_frame.f_code.co_name == "call_soon_threadsafe":
+      return True
     frames = frames.tb_next
-  return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-          and "call_soon_threadsafe" in names)
+  return False
 
 
 def _drop_orphaned_io() -> None:

@@ -279,8 +279,8 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
     return 4, io_error_message(error, cfg)
   if distributed.is_distributed(cfg) and isinstance(error, jax.errors.JaxRuntimeError):
     return 1, (f"process {cfg.process_id}: an exchange with the other processes failed "
-               f"({files.one_line(error)}); another process failed or was started differently: see its "
-               "output")
+               f"({files.one_line(error)}); another process failed or was started "
+               "differently: see its output")
   raise error
 
 
