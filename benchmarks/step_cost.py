@@ -68,6 +68,8 @@ class Method:
   # The period of an exact step (zo_sam's refresh_every, LookSAM's every).
   refresh_every: Optional[int] = None
   probe: bool = True
+  # zo_sam's exact_leaves=zosam_jax.output_layer (with the unprobed prior).
+  exact_head: bool = False
 
   @property
   def forward_passes(self) -> float:
@@ -76,7 +78,7 @@ class Method:
     if self.kind in ("sgd", "sam", "optax_sam"):
       return 0
     return zosam_jax.step_passes(self.kind, self.num_dirs, self.estimator, self.prior,
-                                 self.refresh_every, self.probe)[1] - 1
+                                 self.refresh_every, self.probe, self.exact_head)[1] - 1
 
 
 def model_specs(preset: str, batch_override: Optional[int]) -> list[ModelSpec]:
@@ -137,6 +139,8 @@ def methods(preset: str) -> list[Method]:
                      "central", prior="gradient", radius_cap=4.0, zo_batch_fraction=0.5))
   rows.append(Method("zosam prior m=0 probe=False", "zosam", 0, "central",
                      prior="gradient", probe=False))
+  rows.append(Method("zosam prior m=0 probe=False exact_head", "zosam", 0, "central",
+                     prior="gradient", probe=False, exact_head=True))
   rows.append(Method("msam", "msam"))
   rows.append(Method("looksam k=5", "looksam", refresh_every=5))
   return rows
@@ -199,6 +203,7 @@ def make_step(spec: ModelSpec, method: Method, base: Callable[[], Any],
                           chunk_size=method.chunk_size, ravel=method.ravel,
                           prior=method.prior, radius_cap=method.radius_cap,
                           refresh_every=method.refresh_every, probe=method.probe,
+                          exact_leaves=zosam_jax.output_layer if method.exact_head else None,
                           has_aux=True)
 
   def step(params, stats, state, x, y, exact=None):

@@ -8,8 +8,8 @@ For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
 2. SGD and SAM at that radius on the six fresh :data:`cells.SEEDS`: the
    positive control (SAM − SGD, paired by seed, 95% interval above 0); if it
    fails, the setting's next attempt, if any, else the setting stops there;
-3. the same grid for every other method of :data:`cells.TUNED`, then each at
-   its own chosen radius on the six seeds.
+3. for every other method of :data:`cells.TUNED`, in declared order, the same
+   grid, then the method at its own chosen radius on the six seeds.
 
 Only validation accuracy chooses; test accuracy is reported, never read here
 except by the control's verdict, which compares the chosen SAM with SGD on
@@ -98,10 +98,9 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
       print(f"{setting}: SAM at rho {sam_rho} does not beat SGD: no positive control",
             flush=True)
       continue
-    others = tuple(m for m in cells.TUNED if m != "sam")
-    radii = _tune(others, setting, ds, shard)
-    todo = [c for m in others for c in finals(setting, m, radii[m])]
-    cells.run_cells(todo, ds, shard=shard)
+    for method in (m for m in cells.TUNED if m != "sam"):  # In declared order.
+      rho = _tune((method,), setting, ds, shard)[method]
+      cells.run_cells(finals(setting, method, rho), ds, shard=shard)
     return setting
   return None
 

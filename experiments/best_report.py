@@ -22,7 +22,8 @@ import stats
 LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
          "zosam-prior": "prior=gradient, m=0",
          "zosam-prior-cap4-half": "prior, radius_cap=4, probe on ½ batch",
-         "zosam-prior-noprobe": "prior, probe=False (no forward pass)"}
+         "zosam-prior-noprobe": "prior, probe=False (no forward pass)",
+         "zosam-prior-noprobe-head": "prior, probe=False, output layer exact"}
 #: The goal, declared in the issue: gain over SGD at least 90% of SAM's and
 #: ZO − SAM's 95% interval above −0.5 pp on every setting, at most 0.6 × SAM's
 #: step time on this CPU's small CNN.

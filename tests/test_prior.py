@@ -43,6 +43,11 @@ def test_default_is_the_papers_random_directions():
     (dict(prior="momentum", num_dirs=0, probe=False), "prior='gradient'"),
     (dict(prior="gradient", num_dirs=0, radius_cap=4.0, probe=False), "radius_cap"),
     (dict(prior="gradient", num_dirs=0, probe=0), "static_args"),
+    (dict(prior="gradient", num_dirs=0, exact_leaves=zosam_jax.output_layer), "probe=False"),
+    (dict(prior="gradient", num_dirs=0, probe=False, exact_leaves={"w": jnp.ones(2, bool)}),
+     "Python bools"),
+    (dict(prior="gradient", num_dirs=0, probe=False, exact_leaves={"w": False}),
+     "chooses no leaf"),
 ])
 def test_bad_prior_arguments_fail_at_construction(kwargs, match):
   with pytest.raises((ValueError, TypeError), match=match):
@@ -100,6 +105,62 @@ def test_unprobed_prior_costs_sgds_passes():
   assert zosam_jax.step_passes("zosam", 0, prior="gradient", probe=False) == (
       zosam_jax.step_passes("sgd"))
   assert zosam_jax.ascent_forward_passes(0, prior="gradient", probe=False) == 0
+  assert zosam_jax.step_passes("zosam", 0, prior="gradient", probe=False,
+                               exact_leaves=True) == (1.0, 2.0)
+
+
+_HEAD = {"dense1": {"bias": False, "kernel": False}, "dense2": {"bias": True, "kernel": True}}
+
+
+@pytest.mark.parametrize("exact_leaves", [_HEAD, zosam_jax.output_layer], ids=["tree", "fn"])
+@pytest.mark.parametrize("ravel", [True, False])
+def test_exact_leaves_take_this_minibatchs_gradient_and_the_prior_elsewhere(exact_leaves,
+                                                                            ravel):
+  params, loss = helpers.mlp_problem()
+  mask = helpers.random_mask(params)
+  prior = jax.tree.map(jnp.negative, jax.grad(loss)(params))
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), rho=0.05, prior="gradient", num_dirs=0,
+                        probe=False, exact_leaves=exact_leaves, mask_fn=mask, ravel=ravel,
+                        has_aux=True)
+  point, state = _perturbed_point(tx, _with_prior(tx, params, prior), params, loss)
+  d = {"dense1": prior["dense1"], "dense2": jax.grad(loss)(params)["dense2"]}
+  d = jax.tree.map(lambda g, m: g * m, d, mask)
+  chex.assert_trees_all_close(point, jax.tree.map(
+      lambda p, g: p + 0.05 * g / optax.tree.norm(d), params, d), atol=1e-6)
+  assert float(state.loss) == pytest.approx(float(loss(params)), rel=1e-6)
+
+
+def test_exact_leaves_backward_pass_stops_at_them():
+  params, loss = helpers.mlp_problem()
+  tap, counts = helpers.pass_counter()
+  body_tapped = lambda p: loss(dict(p, dense1=tap(p["dense1"])))
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0, probe=False,
+                        exact_leaves=_HEAD)
+  jax.jit(lambda p, s: tx.update(p, s, p, value_fn=body_tapped))(params, tx.init(params))
+  # Two forward passes (θ, θ+ε), one backward pass through the body (at θ+ε).
+  assert counts == {"forward": 2, "backward": 1}
+
+
+def test_exact_leaves_of_the_wrong_structure_are_named():
+  params, loss = helpers.mlp_problem()
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0, probe=False,
+                        exact_leaves={"dense2": True})
+  with pytest.raises(ValueError, match="`exact_leaves` must have the tree structure"):
+    tx.update(params, tx.init(params), params, value_fn=loss)
+
+
+@pytest.mark.parametrize(("name", "shape", "layer"), [
+    ("mlp", (1, 28, 28, 1), "Dense_2"), ("cnn", (1, 28, 28, 1), "Dense_1"),
+    ("resnet20", (1, 16, 16, 3), "Dense_0")])
+def test_output_layer_is_the_classifier_of_the_programs_models(name, shape, layer):
+  from zosam_jax.train.models import get_model  # pylint: disable=import-outside-toplevel
+  params = jax.eval_shape(lambda: get_model(name, 10).init(
+      jax.random.key(0), jnp.zeros(shape)))["params"]
+  chosen = [jax.tree_util.keystr(path) for path, f in
+            jax.tree_util.tree_leaves_with_path(zosam_jax.output_layer(params)) if f]
+  assert chosen == [f"['{layer}']['bias']", f"['{layer}']['kernel']"]
+  with pytest.raises(ValueError, match="no params leaf has two or more dimensions"):
+    zosam_jax.output_layer({"b": jnp.zeros(3)})
 
 
 def test_prior_is_remasked_with_the_current_mask():
@@ -242,7 +303,9 @@ def _flops_and_memory(fn, *args):
   return compiled.cost_analysis()["flops"], mem.temp_size_in_bytes
 
 
-def test_prior_costs_two_forward_passes_and_one_parameter_copy_unprobed_sgds_flops():
+def test_flops_and_memory_of_the_prior_options():
+  """The probe: two forward passes more than SGD and one copy of the params;
+  unprobed: SGD's FLOPs; with the output layer exact: one forward pass more."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   x = jax.random.normal(jax.random.key(0), (1024, 128))
   y = jnp.zeros((1024,), jnp.int32)
@@ -281,6 +344,10 @@ def test_prior_costs_two_forward_passes_and_one_parameter_copy_unprobed_sgds_flo
   unprobed = zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0, probe=False)
   flops, _ = _flops_and_memory(step_of(unprobed), params, unprobed.init(params))
   assert abs(flops - sgd) <= 0.1 * sgd
+  head = zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0, probe=False,
+                         exact_leaves=zosam_jax.output_layer)
+  flops, _ = _flops_and_memory(step_of(head), params, head.init(params))
+  assert abs(flops - (sgd + forward)) <= 0.1 * (sgd + forward)
   sam = zosam_jax.sam(base_tx)
   _, sam_memory = _flops_and_memory(step_of(sam), params, sam.init(params))
   param_bytes = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params))

@@ -100,7 +100,9 @@ def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
      "--refresh-every", "3", "--radius-cap", "2"],
     ["--optimizer", "msam", "--rho", "0.1"],
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe"],
-], ids=["looksam", "zosam-refresh-cap", "msam", "zosam-unprobed"])
+    ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe",
+     "--zo-exact-head", "--zo-batch-fraction", "0.5"],
+], ids=["looksam", "zosam-refresh-cap", "msam", "zosam-unprobed", "zosam-exact-head"])
 def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
   # 25 is not a multiple of the period: the exact steps follow the step count.
   assert _run(tmp_path / "full", *flags) == 0
@@ -112,8 +114,10 @@ def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
                               load_train_state(tmp_path / "resumed")[0])
   records = _records_without_timings(tmp_path / "full")
   assert records == _records_without_timings(tmp_path / "resumed")
-  # MSAM and the unprobed prior evaluate no loss at θ: no sharpness recorded.
-  assert ("sharpness" in records[0]) == ("msam" not in flags and "--no-zo-probe" not in flags)
+  # MSAM and the unprobed prior evaluate no loss at θ: no sharpness recorded
+  # (the exact output layer's forward pass evaluates it).
+  assert ("sharpness" in records[0]) == ("msam" not in flags and (
+      "--no-zo-probe" not in flags or "--zo-exact-head" in flags))
 
 
 def test_resume_with_different_flags_names_them(compared, tmp_path, capsys):
@@ -158,6 +162,9 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     (["--zo-prior", "gradient", "--num-dirs", "0", "--radius-cap", "4", "--no-zo-probe"],
      "no --radius-cap"),
     (["--optimizer", "sam", "--no-zo-probe"], "--zo-probe only applies to --optimizer zosam"),
+    (["--zo-prior", "gradient", "--num-dirs", "0", "--zo-exact-head"],
+     "--zo-exact-head replaces the last gradient"),
+    (["--optimizer", "sgd", "--zo-exact-head"], "--zo-exact-head only applies"),
     (["--optimizer", "sgd", "--num-dirs", "4"], "--num-dirs"),
     (["--lr", "-1"], "--lr"),
     (["--compare", "sgd,adam"], "--compare"),

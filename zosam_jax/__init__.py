@@ -14,6 +14,8 @@ from zosam_jax._src.looksam import looksam
 from zosam_jax._src.msam import msam
 from zosam_jax._src.perturbation import adaptive_perturbation
 from zosam_jax._src.prior import prior_guided_gradient
+from zosam_jax._src.prior import output_layer
+from zosam_jax._src.prior import prior_with_exact_leaves
 from zosam_jax._src.sam import sam
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
@@ -34,8 +36,10 @@ __all__ = (
     "fsdp_sharding",
     "looksam",
     "msam",
+    "output_layer",
     "pop_aux",
     "prior_guided_gradient",
+    "prior_with_exact_leaves",
     "sam",
     "sparse",
     "step_passes",

@@ -10,7 +10,7 @@ OPTIMIZERS = ("sgd", "sam", "zosam", "msam", "looksam")
 
 def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
                 prior: Optional[str] = None, refresh_every: Optional[int] = None,
-                probe: bool = True) -> tuple[float, float]:
+                probe: bool = True, exact_leaves: bool = False) -> tuple[float, float]:
   """``(backward, forward)`` passes of one step, averaged over steps.
 
   Forward passes count as in :func:`ascent_forward_passes` (one per loss
@@ -26,6 +26,7 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     prior: ZO-SAM's prior (``None``/``"none"``, ``"gradient"``, ``"momentum"``).
     refresh_every: ``k`` of ZO-SAM's ``refresh_every`` or LookSAM's ``every``.
     probe: ZO-SAM's ``probe`` (``False``: the prior without forward passes).
+    exact_leaves: whether ZO-SAM has ``exact_leaves`` (one forward pass).
 
   Returns:
     Floats ``(backward, forward)``.
@@ -41,6 +42,8 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     (1.25, 2.75)
     >>> step_passes("zosam", 0, prior="gradient", probe=False)
     (1.0, 1.0)
+    >>> step_passes("zosam", 0, prior="gradient", probe=False, exact_leaves=True)
+    (1.0, 2.0)
 
   References:
     Ji et al., `ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
@@ -56,5 +59,6 @@ def step_passes(optimizer: str, num_dirs: int = 1, estimator: str = "central",
     exact = 1 / (refresh_every or 5)
     return 1 + exact, 1 + exact
   exact = 1 / refresh_every if refresh_every else 0.0
-  ascent = estimators.ascent_forward_passes(num_dirs, estimator, prior, probe)
+  ascent = estimators.ascent_forward_passes(num_dirs, estimator, prior, probe,
+                                           exact_leaves)
   return 1 + exact, 1 + (1 - exact) * ascent + exact

@@ -56,20 +56,23 @@ _NUM_LANES = {"central": lambda m: 2 * m, "forward": lambda m: m + 1,
 
 
 def ascent_forward_passes(num_dirs: int, estimator: str = "central",
-                          prior: Optional[str] = None, probe: bool = True) -> int:
+                          prior: Optional[str] = None, probe: bool = True,
+                          exact_leaves: bool = False) -> int:
   """Forward passes of one zeroth-order ascent, the paper's unit of cost.
 
   Counts what :func:`zo_gradient` (and ``zo_sam``'s prior probe) evaluate:
   central ``2m``, forward ``m + 1``, jvp ``2m`` (each ``jax.jvp`` costs about
   two forward passes), random ``1`` (the loss at θ); a ``prior`` adds the two
-  of its probe (none with ``probe=False``). The real gradient at the perturbed
-  point (one forward and one backward pass) is not included.
+  of its probe (none with ``probe=False``); ``exact_leaves`` one (the
+  backward pass through those leaves alone is not counted). The real gradient
+  at the perturbed point (one forward and one backward pass) is not included.
 
   Args:
     num_dirs: ``m``, the number of random directions.
     estimator: ``"central"``, ``"forward"``, ``"jvp"`` or ``"random"``.
     prior: ``None``/``"none"``, ``"gradient"`` or ``"momentum"``.
     probe: whether the prior is probed (``zo_sam``'s ``probe``).
+    exact_leaves: whether ``zo_sam`` has ``exact_leaves``.
 
   Returns:
     The number of forward passes.
@@ -91,7 +94,7 @@ def ascent_forward_passes(num_dirs: int, estimator: str = "central",
   if estimator not in _NUM_LANES:
     raise ValueError(f"estimator must be one of {tuple(_NUM_LANES)}, got {estimator!r}")
   lanes = _NUM_LANES[estimator](num_dirs) * (2 if estimator == "jvp" else 1)
-  return lanes + (2 if probe and prior not in (None, "none") else 0)
+  return lanes + (2 if probe and prior not in (None, "none") else 0) + int(exact_leaves)
 
 
 def _lanes(estimator: str, num_dirs: int,

@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from zosam_jax._src import base
@@ -156,10 +157,122 @@ def prior_guided_gradient(
   return g_hat, (loss + num_dirs * loss_rand) / (1 + num_dirs)
 
 
+def prior_with_exact_leaves(
+    loss_fn: Callable[[Any], jax.Array],
+    params: base.Params,
+    active: Optional[base.Params],
+    prior: base.Params,
+    exact: Any,
+    axis_name: Any = None,
+) -> tuple[base.Params, jax.Array]:
+  """The last gradient on most leaves, this minibatch's gradient on a few.
+
+  The unprobed prior (``probe=False``) takes ε along the gradient of the last
+  step, on another minibatch; SAM's ascent sees the current one. For the
+  leaves chosen by ``exact`` (e.g. the output layer) the gradient of the
+  current minibatch is cheap: its backward pass stops at them, so the step
+  costs one forward pass and a backward pass through those leaves only. Both
+  parts keep their own scale (they are gradients of the same loss), so
+  :math:`\\epsilon = \\rho d / \\|d\\|` splits its radius between them as SAM's
+  would.
+
+  Args:
+    loss_fn: ``params -> scalar`` loss on the current minibatch.
+    params: a pytree of arrays with leaf shapes ``s_j``.
+    active: ``None`` or float32 0/1 arrays of shapes ``s_j``.
+    prior: a pytree like ``params``: the last gradient.
+    exact: a pytree of Python bools with the structure of ``params``: ``True``
+      for the leaves whose direction is the current gradient.
+    axis_name: if given, the loss and gradient are averaged over this axis.
+
+  Returns:
+    ``(d, loss)``: float32 arrays of shapes ``s_j``, :math:`M \\odot \\nabla L`
+    on the ``exact`` leaves and :math:`M \\odot p` on the others; and the
+    (exact) float32 loss at ``params``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from zosam_jax import prior_with_exact_leaves
+    >>> loss_fn = lambda p: jnp.sum(p["body"] ** 2) + 3.0 * jnp.sum(p["head"])
+    >>> params = {"body": jnp.ones(2), "head": jnp.ones(2)}
+    >>> prior = {"body": jnp.array([1.0, -1.0]), "head": jnp.zeros(2)}
+    >>> d, loss = prior_with_exact_leaves(loss_fn, params, None, prior,
+    ...                                   {"body": False, "head": True})
+    >>> d["body"].tolist(), d["head"].tolist(), float(loss)
+    ([1.0, -1.0], [3.0, 3.0], 8.0)
+
+  References:
+    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
+    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
+
+    Baek et al., `Why is SAM Robust to Label Noise?
+    <https://arxiv.org/abs/2405.03676>`_, ICLR 2024 (the last layer's share
+    of SAM's effect)
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  flags = treedef.flatten_up_to(exact)
+  f32_loss = lambda chosen: jnp.asarray(
+      loss_fn(_replace_leaves(treedef, leaves, flags, chosen)), jnp.float32)
+  loss, grads = sharding.mean_value_and_grad(
+      f32_loss, [x for x, f in zip(leaves, flags) if f], axis_name)
+  direction = jax.tree.map(
+      lambda x: x.astype(jnp.float32),
+      _replace_leaves(treedef, treedef.flatten_up_to(prior), flags, grads))
+  if active is not None:
+    direction = jax.tree.map(jnp.multiply, direction, active)
+  return direction, loss
+
+
+def output_layer(params: base.Params) -> Any:
+  """The ``exact_leaves`` of a classifier's output layer: the leaves of the
+  module holding the last leaf of two or more dimensions.
+
+  Leaves are visited in ``jax.tree.leaves`` order (dict keys sorted), as
+  :func:`zosam_jax.sparse.prunable` finds the last layer: flax's ``Dense_0,
+  Dense_1, Dense_2`` sort in network order (not past ``Dense_9``).
+
+  Args:
+    params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+
+  Returns:
+    A pytree of Python bools with the structure of ``params``.
+
+  Raises:
+    ValueError: if no leaf has two or more dimensions.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from zosam_jax import output_layer
+    >>> params = {"Dense_0": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)},
+    ...           "Dense_1": {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}}
+    >>> output_layer(params)["Dense_1"], output_layer(params)["Dense_0"]
+    ({'bias': True, 'kernel': True}, {'bias': False, 'kernel': False})
+
+  References:
+    Evci et al., `Rigging the Lottery: Making All Tickets Winners
+    <https://arxiv.org/abs/1911.11134>`_, ICML 2020 (the first and last layer
+    found the same way)
+  """
+  paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  layers = [path[:-1] for path, x in paths_leaves if len(jnp.shape(x)) >= 2]
+  if not layers:
+    raise ValueError("output_layer: no params leaf has two or more dimensions (a "
+                     "layer's kernel); pass `exact_leaves` as a pytree of bools instead")
+  return jax.tree.unflatten(treedef, [path[:-1] == layers[-1] for path, _ in paths_leaves])
+
+
+def _replace_leaves(treedef, leaves: list, flags: list, chosen: list) -> Any:
+  """The tree of ``leaves`` with those where ``flags`` is true replaced, in order,
+  by ``chosen``."""
+  it = iter(chosen)
+  return jax.tree.unflatten(treedef, [next(it) if f else x for x, f in zip(leaves, flags)])
+
+
 def check_prior_options(prior: Optional[str], radius_cap: Any, refresh_every: Any,
-                        probe: Any = True, num_dirs: Any = 0) -> None:
-  """``radius_cap``, ``refresh_every`` and ``probe=False`` are options of
-  ``prior="gradient"`` (``probe=False`` with ``num_dirs=0`` and no ``radius_cap``)."""
+                        probe: Any = True, num_dirs: Any = 0, exact_leaves: Any = None) -> None:
+  """``radius_cap``, ``refresh_every``, ``probe=False`` and ``exact_leaves`` are
+  options of ``prior="gradient"`` (``probe=False`` with ``num_dirs=0`` and no
+  ``radius_cap``; ``exact_leaves`` with ``probe=False``)."""
   for name, value in (("radius_cap", radius_cap), ("refresh_every", refresh_every)):
     if value is not None and prior != "gradient":
       raise ValueError(f"`{name}` is an option of prior='gradient', got prior={prior!r}; "
@@ -174,6 +287,7 @@ def check_prior_options(prior: Optional[str], radius_cap: Any, refresh_every: An
     raise ValueError(f"`radius_cap` must be a finite number >= 1 (the largest radius "
                      f"as a multiple of rho) or None, got {radius_cap!r}")
   _check_probe(probe, prior, num_dirs, radius_cap)
+  _check_exact_leaves(exact_leaves, probe)
 
 
 def _check_probe(probe: Any, prior: Optional[str], num_dirs: Any, radius_cap: Any) -> None:
@@ -192,6 +306,42 @@ def _check_probe(probe: Any, prior: Optional[str], num_dirs: Any, radius_cap: An
     raise ValueError("`radius_cap` scales the radius by the cosine the probe measures; "
                      "with `probe=False` there is none: drop `radius_cap` or the probe "
                      "stays (probe=True)")
+
+
+def _check_exact_leaves(exact_leaves: Any, probe: bool) -> None:
+  """``exact_leaves``: ``None``, a callable, or a pytree of Python bools (whole
+  leaves are chosen at trace time); only with the unprobed prior."""
+  if exact_leaves is None:
+    return
+  if probe:
+    raise ValueError("`exact_leaves` takes the current gradient of some leaves and the "
+                     "last gradient elsewhere, without the probe: add probe=False (with "
+                     "prior='gradient', num_dirs=0) or drop `exact_leaves`")
+  if not callable(exact_leaves):
+    resolve_exact_leaves(exact_leaves, None)
+
+
+def resolve_exact_leaves(exact_leaves: Any, params: Optional[base.Params]) -> Any:
+  """The pytree of Python bools of ``exact_leaves`` for ``params`` (a callable is
+  called on them), checked against them when given.
+
+  Raises:
+    TypeError: if a leaf is not a Python bool (an array cannot choose leaves).
+    ValueError: if the tree does not match ``params`` or chooses no leaf.
+  """
+  exact = exact_leaves(params) if callable(exact_leaves) else exact_leaves
+  flags = jax.tree.leaves(exact)
+  if not all(isinstance(f, (bool, np.bool_)) for f in flags):
+    kinds = sorted({type(f).__name__ for f in flags if not isinstance(f, (bool, np.bool_))})
+    raise TypeError(f"`exact_leaves` must be a pytree of Python bools, one per params "
+                    f"leaf (it chooses whole leaves), got leaves of type {', '.join(kinds)}")
+  if not any(flags):
+    raise ValueError("`exact_leaves` chooses no leaf: mark the leaves of the current "
+                     "gradient (e.g. the output layer) True, or drop it")
+  if params is not None and jax.tree.structure(exact) != jax.tree.structure(params):
+    raise ValueError(f"`exact_leaves` must have the tree structure of the params; got "
+                     f"{jax.tree.structure(exact)}, expected {jax.tree.structure(params)}")
+  return exact
 
 
 def radius_scale(direction: base.Params, prior: base.Params,

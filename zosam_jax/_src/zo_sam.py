@@ -36,6 +36,7 @@ def zo_sam(
     radius_cap: Any = None,
     refresh_every: Optional[int] = None,
     probe: bool = True,
+    exact_leaves: Optional[base.MaskOrFn] = None,
     adaptive: bool = False,
     adaptive_eta: Any = 0.01,
     chunk_size: Optional[int] = None,
@@ -71,10 +72,11 @@ def zo_sam(
     radius_cap: with ``prior="gradient"``, the cap :math:`c_{\max} \ge 1` of
       the radius compensating the prior's cosine; ``None``: the radius is ρ.
     refresh_every: with ``prior="gradient"``, an exact ascent every k-th step.
-    probe: with ``prior="gradient"`` and ``num_dirs=0``, ``False`` skips the
-      prior's two forward passes: ε along the masked prior itself, taken as
-      uphill (it is the last step's gradient), at SGD's cost; ``state.loss``
-      is NaN (nothing is evaluated at θ); not with ``radius_cap``. Static.
+    probe: with ``prior="gradient"``, ``num_dirs=0``: ``False`` skips the prior's
+      two forward passes (ε along the masked last gradient, SGD's cost;
+      ``state.loss`` NaN); not with ``radius_cap``. Static.
+    exact_leaves: with ``probe=False``, bools per leaf (or ``params ->`` them, e.g.
+      :func:`output_layer`): ε along the current gradient there (one forward pass).
     adaptive: adaptive SAM (ASAM) ε; ``adaptive_eta`` its η.
     adaptive_eta: the η of ``adaptive``.
     chunk_size: at most this many perturbed forward passes at once.
@@ -110,11 +112,11 @@ def zo_sam(
     Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021
     (``prior``: Cheng et al. 2019; ``adaptive``: Kwon et al. 2021; see docs/)
   """
-  _check_options(prior, num_dirs, smoothing, estimator, distribution,
-                 chunk_size, radius_cap, refresh_every, probe, ravel)
+  _check_options(prior, num_dirs, smoothing, estimator, distribution, chunk_size,
+                 radius_cap, refresh_every, probe, exact_leaves, ravel)
   ascent_fn = _ascent_fn(_AscentOptions(
-      num_dirs, smoothing, estimator, distribution, prior, probe, chunk_size, ravel,
-      axis_name))
+      num_dirs, smoothing, estimator, distribution, prior, probe, exact_leaves,
+      chunk_size, ravel, axis_name))
   return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
                           has_aux, aux_like, axis_name,
                           prior=prior, adaptive=adaptive,
@@ -130,13 +132,15 @@ class _AscentOptions(NamedTuple):
   distribution: Optional[base.Distribution]
   prior: Optional[str]
   probe: bool
+  exact_leaves: Optional[base.MaskOrFn]
   chunk_size: Optional[int]
   ravel: Optional[bool]
   axis_name: Optional[str]
 
 
 def _check_options(prior, num_dirs, smoothing, estimator, distribution,
-                   chunk_size, radius_cap, refresh_every, probe, ravel) -> None:
+                   chunk_size, radius_cap, refresh_every, probe, exact_leaves,
+                   ravel) -> None:
   """Raises a ``ValueError``/``TypeError`` naming the first bad argument."""
   checks.check_choice(prior, "prior", prior_lib.PRIORS)
   if not (prior is not None and isinstance(num_dirs, numbers.Integral)
@@ -148,7 +152,8 @@ def _check_options(prior, num_dirs, smoothing, estimator, distribution,
   if distribution is not None:
     checks.check_choice(distribution, "distribution", base.DISTRIBUTIONS)
   checks.check_positive_int(chunk_size, "chunk_size", allow_none=True)
-  prior_lib.check_prior_options(prior, radius_cap, refresh_every, probe, num_dirs)
+  prior_lib.check_prior_options(prior, radius_cap, refresh_every, probe, num_dirs,
+                                exact_leaves)
   if ravel is not None and not isinstance(ravel, bool):
     raise TypeError(f"`ravel` must be a bool or None, got {ravel!r}")
 
@@ -176,6 +181,10 @@ def _ascent_fn(opts: _AscentOptions):
 
   def ascent_fn(loss_fn, params, mask, step_key, last_grad, loss_dtype):
     active = masking.mask_as_floats(mask, params)
+    if opts.exact_leaves is not None:  # No perturbed forward pass: leaf by leaf.
+      return prior_lib.prior_with_exact_leaves(
+          loss_fn, params, active, last_grad,
+          prior_lib.resolve_exact_leaves(opts.exact_leaves, params), opts.axis_name)
     est = estimators.resolve_estimator(opts.estimator, params, loss_dtype)
     ravel = opts.ravel
     if not (flat.prefers_ravel(params) if ravel is None else ravel):

@@ -79,6 +79,9 @@ _HELP = {
     "zo_probe": "ZO-SAM with --zo-prior gradient --num-dirs 0: --no-zo-probe skips "
                 "the prior's two forward passes (epsilon along the last gradient, "
                 "SGD's cost)",
+    "zo_exact_head": "ZO-SAM with --no-zo-probe: the output layer's epsilon along "
+                     "the current minibatch's gradient (one forward pass, a backward "
+                     "pass through that layer only), the last gradient elsewhere",
     "looksam_alpha": "LookSAM: weight alpha of the reused component",
     "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "

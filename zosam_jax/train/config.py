@@ -43,9 +43,10 @@ def exact_period(cfg: "TrainConfig") -> int | None:
 
 def evaluates_loss_at_theta(cfg: "TrainConfig") -> bool:
   """Whether a step evaluates the loss at θ besides θ+ε (so its sharpness
-  L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior."""
+  L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior (unless
+  its output layer takes the current gradient, whose forward pass gives it)."""
   if cfg.optimizer == "zosam":
-    return cfg.zo_probe
+    return cfg.zo_probe or cfg.zo_exact_head
   return cfg.optimizer not in ("sgd", "msam")
 
 
@@ -83,6 +84,7 @@ class TrainConfig:
   radius_cap: float | None = None
   refresh_every: int | None = None
   zo_probe: bool = True
+  zo_exact_head: bool = False
   looksam_alpha: float = 0.7
   adaptive: bool = False
   zo_batch_fraction: float = 1.0

@@ -130,7 +130,9 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
         distribution=cfg.zo_distribution,
         prior=None if cfg.zo_prior == "none" else cfg.zo_prior,
         radius_cap=cfg.radius_cap, refresh_every=cfg.refresh_every,
-        probe=cfg.zo_probe, adaptive=cfg.adaptive, chunk_size=cfg.chunk_size,
+        probe=cfg.zo_probe,
+        exact_leaves=zosam_jax.output_layer if cfg.zo_exact_head else None,
+        adaptive=cfg.adaptive, chunk_size=cfg.chunk_size,
         # Pinned (the library's default depends on the backend): the same
         # directions from the same seed as every committed run of the program.
         ravel=True, has_aux=True)

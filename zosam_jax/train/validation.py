@@ -216,7 +216,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     **{name: ("zosam",) for name in ("num_dirs", "estimator", "zo_distribution",
                                      "smoothing", "zo_prior", "zo_batch_fraction",
-                                     "chunk_size", "radius_cap", "zo_probe")},
+                                     "chunk_size", "radius_cap", "zo_probe",
+                                     "zo_exact_head")},
     "refresh_every": ("zosam", "looksam"), "looksam_alpha": ("looksam",),
     "rho": SAM_LIKE, "adaptive": ("sam", "zosam"),
 }
@@ -255,10 +256,15 @@ def _check_combinations(cfg: TrainConfig) -> None:
                           f"--zo-prior {cfg.zo_prior}")
   if cfg.optimizer == "zosam" and not cfg.zo_probe and (
       cfg.zo_prior != "gradient" or cfg.num_dirs != 0 or cfg.radius_cap is not None
-      or cfg.zo_batch_fraction != 1.0):
+      or (cfg.zo_batch_fraction != 1.0 and not cfg.zo_exact_head)):
     raise ConfigError("--no-zo-probe perturbs along the last gradient without forward "
                       "passes: it needs --zo-prior gradient --num-dirs 0, and no "
-                      "--radius-cap or --zo-batch-fraction (they act on the probe)")
+                      "--radius-cap or --zo-batch-fraction (they act on the probe; "
+                      "--zo-batch-fraction may size --zo-exact-head's forward pass)")
+  if cfg.optimizer == "zosam" and cfg.zo_exact_head and cfg.zo_probe:
+    raise ConfigError("--zo-exact-head replaces the last gradient by the current one on "
+                      "the output layer of the unprobed prior: add --zo-prior gradient "
+                      "--num-dirs 0 --no-zo-probe")
   for name in cfg.compare:
     if name not in OPTIMIZERS:
       raise ConfigError(
