@@ -29,6 +29,15 @@ LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
 #: step time on this CPU's small CNN.
 SHARE, MARGIN, COST_LIMIT, COST_SETTING = 0.9, 0.005, 0.6, "cnn-10k-noise40"
 FIGURE = common.FIGURES / "ascent_gain_vs_cost.png"
+#: Paired contrasts between two ZO options, each at its chosen radius, and the
+#: question each answers: declared with the method that asks it (the probe's
+#: with ``probe=False``, the output layer's with ``exact_leaves``, before any
+#: of their runs).
+CONTRASTS = (
+    ("zosam-prior", "zosam-prior-noprobe", "what the probe's two forward passes buy"),
+    ("zosam-prior-noprobe-head", "zosam-prior-noprobe",
+     "what the output layer's gradient on the current minibatch buys"),
+)
 
 
 def setting_label(setting: str) -> str:
@@ -137,6 +146,20 @@ def seeds_table(rows) -> str:
   return "\n".join(lines)
 
 
+def contrast_table(rows) -> str:
+  """Each of :data:`CONTRASTS` per setting, paired over the fresh seeds."""
+  lines = ["| setting | question | a − b (pp) [95% CI], p, n | verdict |", "|---|---|---|---|"]
+  for setting in _tried(rows):
+    chosen = finals(rows, setting)
+    fresh = [r for r in rows if r["seed"] in cells.SEEDS]
+    for a, b, question in CONTRASTS:
+      if a in chosen and b in chosen:
+        diff = stats.paired(fresh, dict(setting=setting, sparsity=0.9), chosen[a], chosen[b])
+        lines.append(f"| {setting_label(setting)} | {question}: {LABEL[a]} − {LABEL[b]} | "
+                     f"{stats.fmt_diff(diff)} | {stats.verdict(diff)} |")
+  return "\n".join(lines)
+
+
 def _misses(r) -> list[str]:
   """How a complete setting's row misses the goal (empty: it meets it)."""
   out = []
@@ -220,6 +243,9 @@ def render(rows) -> str:
       "#### At the chosen radii: test accuracy, paired by seed over the fresh seeds "
       f"{', '.join(map(str, cells.SEEDS))}",
       final_table(rows),
+      "#### Declared contrasts between ZO options, each at its chosen radius (test set, "
+      "paired by seed)",
+      contrast_table(rows),
       "#### Every seed: final test accuracy (%) at the chosen radii",
       seeds_table(rows),
       f"#### Goal (issue 34): gain over SGD ≥ {100 * SHARE:.0f}% of SAM's and ZO − SAM's 95% "

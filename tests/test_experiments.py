@@ -387,6 +387,9 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert len(grid) == len(set(grid)) == (
       len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))
   assert not set(cells.SEEDS) & set(cells.SELECTION_SEEDS)
+  # Each method's grid then its finals, one method after the other, in declared order.
+  order = [v.rsplit("-rho", 1)[0] for _, v, _ in ran if v != "sgd"]
+  assert [m for i, m in enumerate(order) if i == 0 or m != order[i - 1]] == list(cells.TUNED)
   assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
   import best_report  # pylint: disable=import-outside-toplevel
   row = best_report.method_row(rows, "mlp-10k-val", "zosam-prior")
@@ -395,6 +398,9 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   text = best_report.render(rows)
   assert "| Fashion-MNIST MLP | SAM | " in text  # The grid ...
   assert "| Fashion-MNIST MLP | prior=gradient, m=0, ρ=0.1 | " in text  # ... and the finals.
+  assert ("| Fashion-MNIST MLP | what the output layer's gradient on the current minibatch "
+          "buys: prior, probe=False, output layer exact − prior, probe=False (no forward "
+          "pass) | +0.00 [+0.00, +0.00], p=1.000, n=6 | no significant difference |") in text
 
 
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):
