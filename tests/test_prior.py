@@ -221,12 +221,13 @@ def test_prior_round_trips_through_an_orbax_checkpoint(tmp_path):
   chex.assert_trees_all_equal(step(params, restored)[0], step(params, state)[0])
 
 
-def test_under_pmap_the_prior_is_the_averaged_gradient_on_every_device():
+@pytest.mark.parametrize("exact_leaves", [None, _HEAD], ids=["probed", "exact-head"])
+def test_under_pmap_the_prior_is_the_averaged_gradient_on_every_device(exact_leaves):
   params, _ = helpers.mlp_problem()
   x, y, loss_on = helpers.device_batches()
-
+  options = {} if exact_leaves is None else dict(probe=False, exact_leaves=exact_leaves)
   tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0,
-                        axis_name="data", has_aux=True)
+                        axis_name="data", has_aux=True, **options)
 
   def step(state, xb, yb):
     _, state = tx.update(params, state, params,
@@ -235,10 +236,15 @@ def test_under_pmap_the_prior_is_the_averaged_gradient_on_every_device():
 
   state = jax.pmap(step, axis_name="data", in_axes=(None, 0, 0))(tx.init(params), x, y)
   point = jax.tree.map(lambda a: a[0], state.aux)
-  full_grad = jax.grad(lambda p: jnp.mean(jax.vmap(
-      lambda xb, yb: loss_on(p, xb, yb))(x, y)))(point)
-  for leaf, want in zip(jax.tree.leaves(state.prior), jax.tree.leaves(full_grad)):
+  full_grad_at = jax.grad(lambda p: jnp.mean(jax.vmap(
+      lambda xb, yb: loss_on(p, xb, yb))(x, y)))
+  for leaf, want in zip(jax.tree.leaves(state.prior), jax.tree.leaves(full_grad_at(point))):
     np.testing.assert_allclose(leaf, np.broadcast_to(want, leaf.shape), atol=1e-5)
+  if exact_leaves is not None:  # The first step: ε along the whole batch's head gradient.
+    head = dict(jax.tree.map(jnp.zeros_like, params), dense2=full_grad_at(params)["dense2"])
+    want = jax.tree.map(lambda p, g: p + 0.05 * g / optax.tree.norm(head), params, head)
+    for leaf, w in zip(jax.tree.leaves(state.aux), jax.tree.leaves(want)):
+      np.testing.assert_allclose(leaf, np.broadcast_to(w, leaf.shape), atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [
