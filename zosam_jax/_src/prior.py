@@ -46,6 +46,12 @@ _RandomEstimate = Callable[[Callable[[Any], jax.Array], Any, Any, jax.Array],
                            tuple[Any, jax.Array]]
 
 
+def _masked_f32(tree: Any, active: Optional[base.Params]) -> Any:
+  """``tree`` in float32, zero where ``active`` is 0 (``None``: all active)."""
+  tree = jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+  return tree if active is None else jax.tree.map(jnp.multiply, tree, active)
+
+
 def _num_active(params: base.Params, active: Optional[base.Params]) -> jax.Array:
   """The number ``d`` of active coordinates, float32."""
   if active is None:
@@ -71,9 +77,7 @@ def prior_direction(prior: base.Params, params: base.Params,
     (0 if no weight is active); a random direction of ``distribution`` when
     the masked prior is zero (first step, all-zero gradient).
   """
-  masked = jax.tree.map(lambda p: p.astype(jnp.float32), prior)
-  if active is not None:
-    masked = jax.tree.map(jnp.multiply, masked, active)
+  masked = _masked_f32(prior, active)
   norm = optax.tree.norm(masked)
   v = jax.lax.cond(
       norm > 0, lambda: masked,
@@ -215,11 +219,8 @@ def prior_with_exact_leaves(
       loss_fn(_replace_leaves(treedef, leaves, flags, chosen)), jnp.float32)
   loss, grads = sharding.mean_value_and_grad(
       f32_loss, [x for x, f in zip(leaves, flags) if f], axis_name)
-  direction = jax.tree.map(
-      lambda x: x.astype(jnp.float32),
-      _replace_leaves(treedef, treedef.flatten_up_to(prior), flags, grads))
-  if active is not None:
-    direction = jax.tree.map(jnp.multiply, direction, active)
+  direction = _masked_f32(
+      _replace_leaves(treedef, treedef.flatten_up_to(prior), flags, grads), active)
   return direction, loss
 
 
@@ -378,9 +379,7 @@ def radius_scale(direction: base.Params, prior: base.Params,
     Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021 (the radius
     along the gradient that SAM's first-order solution takes)
   """
-  masked = jax.tree.map(lambda p: p.astype(jnp.float32), prior)
-  if active is not None:
-    masked = jax.tree.map(jnp.multiply, masked, active)
+  masked = _masked_f32(prior, active)
   norm2 = sum(jnp.sum(m * m) for m in jax.tree.leaves(masked))
   along = jnp.abs(sum(jnp.sum(d * m) for d, m in zip(jax.tree.leaves(direction),
                                                        jax.tree.leaves(masked))))
