@@ -31,6 +31,8 @@ COST_METHOD = {"sgd": "sgd", "sam": "sam", "zosam": "zosam m=1 central gaussian 
                "zosam-prior-cap4-half": "zosam prior m=0 radius_cap=4 zo_batch_fraction=0.5",
                "zosam-prior-noprobe": "zosam prior m=0 probe=False",
                "zosam-prior-noprobe-head": "zosam prior m=0 probe=False exact_head",
+               # The same compiled step: --repeat-batches changes only its indices.
+               "zosam-prior-noprobe-repeat2": "zosam prior m=0 probe=False",
                "zosam-prior-refresh5": "zosam prior m=0 refresh_every=5",
                "looksam-k5": "looksam k=5", "msam-rho0.3": "msam", "msam-rho0.05": "msam"}
 #: The points: the paper's ZO-SAM, the prior, the ascent variants, SAM.

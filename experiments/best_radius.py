@@ -9,7 +9,8 @@ For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
    positive control (SAM − SGD, paired by seed, 95% interval above 0); if it
    fails, the setting's next attempt, if any, else the setting stops there;
 3. for every other method of :data:`cells.TUNED`, in declared order, the same
-   grid, then the method at its own chosen radius on the six seeds.
+   grid, then the method at its own chosen radius on the six seeds (and the
+   control declared with it, :data:`cells.TUNED_CONTROLS`, on the same seeds).
 
 Only validation accuracy chooses; test accuracy is reported, never read here
 except by the control's verdict, which compares the chosen SAM with SGD on
@@ -70,6 +71,13 @@ def sgd_cells(setting: str) -> list[tuple[str, float, str, int]]:
   return [(setting, 0.9, "sgd", seed) for seed in cells.SEEDS]
 
 
+def control_cells(setting: str, method: str) -> list[tuple[str, float, str, int]]:
+  """The six fresh seeds of the control declared with ``method``
+  (:data:`cells.TUNED_CONTROLS`), if any."""
+  control = cells.TUNED_CONTROLS.get(method)
+  return [] if control is None else [(setting, 0.9, control, seed) for seed in cells.SEEDS]
+
+
 def _tune(methods, setting: str, dataset, shard) -> dict[str, float]:
   """Runs the methods' grids (sharing the shards) and returns their radii."""
   todo = [c for m in methods for c in grid(setting, m)]
@@ -100,7 +108,8 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
       continue
     for method in (m for m in cells.TUNED if m != "sam"):  # In declared order.
       rho = _tune((method,), setting, ds, shard)[method]
-      cells.run_cells(finals(setting, method, rho), ds, shard=shard)
+      cells.run_cells(finals(setting, method, rho) + control_cells(setting, method), ds,
+                      shard=shard)
     return setting
   return None
 

@@ -367,7 +367,7 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   # prefer 0.4 everywhere (they must not matter).
   best = {"sam": 0.2}
   def accuracy(variant, seed, split):
-    if variant == "sgd":
+    if variant.startswith("sgd"):
       return 0.5
     method, rho = variant.rsplit("-rho", 1)
     if split == "test":
@@ -382,14 +382,16 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == expected
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
-      "sgd", *(f"{m}-rho{rho}" for m, rho in expected.items()))}
+      "sgd", *cells.TUNED_CONTROLS.values(), *(f"{m}-rho{rho}" for m, rho in expected.items()))}
   grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
   assert len(grid) == len(set(grid)) == (
       len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))
   assert not set(cells.SEEDS) & set(cells.SELECTION_SEEDS)
   # Each method's grid then its finals, one method after the other, in declared order.
   order = [v.rsplit("-rho", 1)[0] for _, v, _ in ran if v != "sgd"]
-  assert [m for i, m in enumerate(order) if i == 0 or m != order[i - 1]] == list(cells.TUNED)
+  blocks = [m for i, m in enumerate(order) if i == 0 or m != order[i - 1]]
+  # ... each declared control right after its method's finals.
+  assert blocks == [n for m in cells.TUNED for n in (m, cells.TUNED_CONTROLS.get(m)) if n]
   assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
   import best_report  # pylint: disable=import-outside-toplevel
   row = best_report.method_row(rows, "mlp-10k-val", "zosam-prior")
@@ -401,6 +403,9 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert ("| Fashion-MNIST MLP | what the output layer's gradient on the current minibatch "
           "buys: prior, probe=False, output layer exact − prior, probe=False (no forward "
           "pass) | +0.00 [+0.00, +0.00], p=1.000, n=6 | no significant difference |") in text
+  assert ("| Fashion-MNIST MLP | the repeated prior's gain over SGD with the same data order: "
+          "prior, probe=False, each minibatch twice − SGD, each minibatch twice | +11.05 "
+          "[+10.99, +11.11], p=0.000, n=6 | better |") in text
 
 
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):

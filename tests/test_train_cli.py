@@ -102,9 +102,13 @@ def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe"],
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe",
      "--zo-exact-head", "--zo-batch-fraction", "0.5"],
-], ids=["looksam", "zosam-refresh-cap", "msam", "zosam-unprobed", "zosam-exact-head"])
+    ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe",
+     "--repeat-batches", "2"],
+], ids=["looksam", "zosam-refresh-cap", "msam", "zosam-unprobed", "zosam-exact-head",
+        "zosam-unprobed-repeat"])
 def test_ascent_variants_train_and_resume_exactly(flags, tmp_path):
-  # 25 is not a multiple of the period: the exact steps follow the step count.
+  # 25 is not a multiple of the period: the exact steps follow the step count
+  # (and it stops between a repeated minibatch's two steps).
   assert _run(tmp_path / "full", *flags) == 0
   assert _run(tmp_path / "resumed", *flags, "--stop-after", "25") == 0
   assert _run(tmp_path / "resumed", *flags, "--resume") == 0

@@ -7,12 +7,16 @@ import tarfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from zosam_jax.train import cli
+from zosam_jax.train import config
 from zosam_jax.train import data
 from zosam_jax.train import load_train_state
 from zosam_jax.train import pipeline
+from zosam_jax.train import steps
+from zosam_jax.train.models import get_model
 
 
 def _pickle(path, obj):
@@ -134,6 +138,44 @@ def test_batch_order_visits_each_example_once_per_epoch():
   np.testing.assert_array_equal(np.sort(epoch), np.arange(50))
   fresh = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
   np.testing.assert_array_equal(fresh.indices(7), order.indices(7))
+
+
+def test_repeated_batches_take_each_minibatch_for_k_consecutive_steps():
+  once = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  thrice = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10, repeat=3)
+  for step in range(40):  # Two epochs and more.
+    np.testing.assert_array_equal(thrice.indices(step), once.indices(step // 3))
+  assert thrice.steps_per_epoch == 15
+  assert [thrice.epoch(s) for s in (14, 15, 29, 30)] == [0, 1, 1, 2]
+  epoch = np.concatenate([thrice.indices(s) for s in range(0, 15, 3)])
+  np.testing.assert_array_equal(np.sort(epoch), np.arange(50))
+
+
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_repeated_batches_repeat_their_augmentation(repeat):
+  # At learning rate 0 the params stay put, so two steps on the same indices
+  # give the same loss exactly when they crop and flip the images alike.
+  model = get_model("mlp", 10)
+  tx = optax.sgd(0.0)
+  state = steps.init_train_state(model, tx, np.zeros((1, 8, 8, 1), np.float32),
+                                 jax.random.key(0))
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
+  step_fn = jax.jit(steps.make_train_step(
+      model, tx, optimizer="sgd", mean=np.array([128.0]), std=np.array([64.0]),
+      augment=True, augment_key=jax.random.key(1), crop_pad=2, repeat_batches=repeat))
+  losses = []
+  for _ in range(4):
+    before = float(state.metrics.loss)
+    state = step_fn(state, jnp.asarray(images), jnp.arange(16) % 10, np.arange(16))
+    losses.append(float(state.metrics.loss) - before)
+  assert (losses[0] == losses[1]) == (repeat == 2)
+  assert losses[1] != losses[2]  # A new minibatch's augmentation either way.
+
+
+def test_repeated_batches_scale_the_epochs_steps(tmp_path):
+  assert config.total_steps(config.TrainConfig(epochs=2, batch_size=10), 50) == 10
+  assert config.total_steps(config.TrainConfig(epochs=2, batch_size=10,
+                                               repeat_batches=2), 50) == 20
 
 
 def test_random_crop_flip_cuts_windows_of_the_padded_image(key):

@@ -93,6 +93,10 @@ _HELP = {
     "schedule": "cosine (decay to 0) or constant, after a linear warm-up",
     "warmup_steps": "linear warm-up steps (default: 5%% of the run)",
     "batch_size": "training minibatch size",
+    "repeat_batches": "use each minibatch (and its augmentation) for K consecutive "
+                      "steps (an epoch takes K times the steps); with ZO-SAM's "
+                      "--zo-prior gradient, all but a minibatch's first step perturb "
+                      "along that minibatch's own last gradient",
     "steps": f"number of optimizer steps (default {config_lib.DEFAULT_STEPS})",
     "epochs": "run length in epochs instead of --steps",
     "sparsity": "fraction of weights fixed at zero, in [0, 1)",

@@ -95,6 +95,7 @@ class TrainConfig:
   schedule: str = "cosine"
   warmup_steps: int | None = None
   batch_size: int = 128
+  repeat_batches: int = 1
   steps: int | None = None
   epochs: float | None = None
   # Sparse training.
@@ -220,8 +221,9 @@ def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
 
 
 def steps_per_epoch(cfg: TrainConfig, num_train_examples: int) -> int:
-  """Full minibatches per epoch (the last partial batch is dropped)."""
-  return max(1, num_train_examples // cfg.batch_size)
+  """Steps per epoch: full minibatches (the last partial batch is dropped),
+  each used for ``cfg.repeat_batches`` steps."""
+  return max(1, num_train_examples // cfg.batch_size) * cfg.repeat_batches
 
 
 def num_devices(cfg: TrainConfig, available: int) -> int:

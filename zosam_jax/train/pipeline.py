@@ -2,7 +2,7 @@
 
 The order in which training examples are visited is a pure function of
 ``(seed, epoch)`` (:func:`epoch_permutation`), and the augmentation key of a
-step is a pure function of ``(seed, step)``. A run resumed from a checkpoint
+step is a pure function of ``(seed, step // repeat)`` (``--repeat-batches``). A run resumed from a checkpoint
 at step ``k`` therefore sees exactly the minibatches the uninterrupted run
 saw, with nothing to store but the step.
 
@@ -44,16 +44,30 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 class BatchOrder:
   """Minibatch indices of step ``s``, caching the current epoch's permutation.
 
+  With ``repeat`` K > 1 each minibatch is used for K consecutive steps (step
+  ``s`` takes the minibatch the one-repeat order gives step ``s // K``), so an
+  epoch, every example once, takes K times as many steps.
+
   Args:
     seed: the run's seed.
     num_examples: size of the training set.
-    batch_size: examples per step; an epoch has ``num_examples // batch_size``
-      steps and the remainder is skipped.
+    batch_size: examples per minibatch; an epoch has ``num_examples //
+      batch_size`` minibatches and the remainder is skipped.
+    repeat: consecutive steps that use the same minibatch.
+
+  Examples:
+    >>> order = BatchOrder(0, 10, 2, repeat=2)
+    >>> bool((order.indices(2) == BatchOrder(0, 10, 2).indices(1)).all())
+    True
+    >>> order.steps_per_epoch, order.epoch(9), order.epoch(10)
+    (10, 0, 1)
   """
 
-  def __init__(self, seed: int, num_examples: int, batch_size: int):
+  def __init__(self, seed: int, num_examples: int, batch_size: int, repeat: int = 1):
     self.seed, self.num_examples, self.batch_size = seed, num_examples, batch_size
-    self.steps_per_epoch = max(1, num_examples // batch_size)
+    self.repeat = repeat
+    self.batches_per_epoch = max(1, num_examples // batch_size)
+    self.steps_per_epoch = self.batches_per_epoch * repeat
     self._epoch, self._perm = -1, None
 
   def epoch(self, step: int) -> int:
@@ -66,7 +80,7 @@ class BatchOrder:
     if epoch != self._epoch:
       self._epoch = epoch
       self._perm = epoch_permutation(self.seed, epoch, self.num_examples)
-    start = (step % self.steps_per_epoch) * self.batch_size
+    start = (step // self.repeat % self.batches_per_epoch) * self.batch_size
     idx = self._perm[start:start + self.batch_size]
     if idx.shape[0] < self.batch_size:  # Batch larger than the dataset.
       idx = np.resize(self._perm, self.batch_size)

@@ -186,7 +186,8 @@ def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
           model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
           augment=ds.augment, augment_key=keys[0] if axes is None else jnp.stack(keys),
           crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
-          zo_batch_fraction=cfg.zo_batch_fraction, batch_sharding=batch_sharding,
+          zo_batch_fraction=cfg.zo_batch_fraction, repeat_batches=cfg.repeat_batches,
+          batch_sharding=batch_sharding,
           state_axes=axes),
       donate_argnums=() if jax.default_backend() == "cpu" else (0,),
       static_argnames="exact")
@@ -223,7 +224,7 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
   keep = start_step if cfg.resume else None
   members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep,
                                                      to_file=distributed.is_main()),
-                    pipeline.BatchOrder(c.seed, num_train, cfg.batch_size))
+                    pipeline.BatchOrder(c.seed, num_train, cfg.batch_size, cfg.repeat_batches))
              for (c, f), ckpt in zip(member_cfgs, ckpts)]
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(states[0].params))
   _announce(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "

@@ -134,6 +134,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     optimizer: str, mean: np.ndarray, std: np.ndarray,
                     augment: bool, augment_key: jax.Array, crop_pad: int = 4,
                     zo_batch_fraction: float = 1.0,
+                    repeat_batches: int = 1,
                     batch_sharding: Any = None,
                     state_axes: Any = None) -> Callable[..., TrainState]:
   """Returns the (un-jitted) training step.
@@ -146,10 +147,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     std: per-channel input standard deviation.
     augment: apply the CIFAR crop-and-flip augmentation.
     augment_key: the run's augmentation key; step ``s`` uses
-      ``fold_in(augment_key, s)``.
+      ``fold_in(augment_key, s // repeat_batches)``.
     crop_pad: padding of the crop (pixels on each side).
     zo_batch_fraction: fraction of the minibatch (its first examples) used
       for ZO-SAM's forward passes.
+    repeat_batches: consecutive steps that use the same minibatch
+      (:class:`zosam_jax.train.pipeline.BatchOrder`): its augmentation too.
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
       ``zosam_jax.data_sharding(mesh)``) for data-parallel training; ``None``
       on one device.
@@ -166,7 +169,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
   def one_seed(state: TrainState, key, x_all, y_all, indices, exact) -> TrainState:
-    key = jax.random.fold_in(key, state.step)
+    key = jax.random.fold_in(
+        key, state.step if repeat_batches == 1 else state.step // repeat_batches)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
                                             std, augment, crop_pad)
     if batch_sharding is not None:

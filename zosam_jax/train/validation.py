@@ -187,7 +187,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
   if cfg.momentum >= 1:
     raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
   for name in ("steps", "warmup_steps", "checkpoint_every", "stop_after",
-               "chunk_size", "seed", "refresh_every"):
+               "chunk_size", "seed", "refresh_every", "repeat_batches"):
     value = getattr(cfg, name)
     allow_zero = name in ("warmup_steps", "checkpoint_every", "seed")
     if value is None and name not in ("checkpoint_every", "seed"):
