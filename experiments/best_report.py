@@ -92,8 +92,10 @@ def grid_table(rows) -> str:
 
 
 def finals(rows, setting: str) -> dict[str, str]:
-  """``method -> variant`` of each method whose radius is chosen."""
-  out = {}
+  """``method -> variant`` of each method whose radius is chosen, and of each
+  untuned variant (:data:`UNTUNED`) with rows in the setting (itself)."""
+  out = {v: v for v in UNTUNED if any(r["setting"] == setting and r["variant"] == v
+                                      for r in rows)}
   for method in cells.TUNED:
     rho = best_radius.chosen_radius(rows, setting, method)
     if rho is not None:
@@ -145,7 +147,7 @@ def seeds_table(rows) -> str:
   lines = ["| setting | seed | " + " | ".join(LABEL[m] for m in names) + " |",
            "|---|---|" + "---|" * len(names)]
   for setting in _tried(rows):
-    chosen = dict(finals(rows, setting), **{v: v for v in UNTUNED})
+    chosen = finals(rows, setting)
     for seed in cells.SEEDS:
       acc = {r["variant"]: r["test_accuracy"] for r in rows
              if r["setting"] == setting and r["seed"] == seed}
@@ -160,7 +162,7 @@ def contrast_table(rows) -> str:
   """Each of :data:`CONTRASTS` per setting, paired over the fresh seeds."""
   lines = ["| setting | question | a − b (pp) [95% CI], p, n | verdict |", "|---|---|---|---|"]
   for setting in _tried(rows):
-    chosen = dict(finals(rows, setting), **{v: v for v in UNTUNED})
+    chosen = finals(rows, setting)
     fresh = [r for r in rows if r["seed"] in cells.SEEDS]
     for a, b, question in CONTRASTS:
       if a in chosen and b in chosen:
