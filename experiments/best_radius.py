@@ -10,7 +10,7 @@ For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
    fails, the setting's next attempt, if any, else the setting stops there;
 3. for every other method of :data:`cells.TUNED`, in declared order, the same
    grid, then the method at its own chosen radius on the six seeds (and the
-   control declared with it, :data:`cells.TUNED_CONTROLS`, on the same seeds).
+   controls declared with it, :data:`cells.TUNED_CONTROLS`, on the same seeds).
 
 Only validation accuracy chooses; test accuracy is reported, never read here
 except by the control's verdict, which compares the chosen SAM with SGD on
@@ -71,11 +71,17 @@ def sgd_cells(setting: str) -> list[tuple[str, float, str, int]]:
   return [(setting, 0.9, "sgd", seed) for seed in cells.SEEDS]
 
 
-def control_cells(setting: str, method: str) -> list[tuple[str, float, str, int]]:
-  """The six fresh seeds of the control declared with ``method``
+def control_variant(control: str, sam_rho: float) -> str:
+  """A declared control's variant: SAM's chosen radius appended where it runs there."""
+  return variant(control, sam_rho) if control in cells.AT_SAM_RADIUS else control
+
+
+def control_cells(setting: str, method: str, sam_rho: float
+                  ) -> list[tuple[str, float, str, int]]:
+  """The six fresh seeds of each control declared with ``method``
   (:data:`cells.TUNED_CONTROLS`), if any."""
-  control = cells.TUNED_CONTROLS.get(method)
-  return [] if control is None else [(setting, 0.9, control, seed) for seed in cells.SEEDS]
+  return [(setting, 0.9, control_variant(control, sam_rho), seed)
+          for control in cells.TUNED_CONTROLS.get(method, ()) for seed in cells.SEEDS]
 
 
 def _tune(methods, setting: str, dataset, shard) -> dict[str, float]:
@@ -108,8 +114,8 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
       continue
     for method in (m for m in cells.TUNED if m != "sam"):  # In declared order.
       rho = _tune((method,), setting, ds, shard)[method]
-      cells.run_cells(finals(setting, method, rho) + control_cells(setting, method), ds,
-                      shard=shard)
+      cells.run_cells(finals(setting, method, rho) + control_cells(setting, method, sam_rho),
+                      ds, shard=shard)
     return setting
   return None
 

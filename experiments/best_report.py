@@ -25,7 +25,8 @@ LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
          "zosam-prior-noprobe": "prior, probe=False (no forward pass)",
          "zosam-prior-noprobe-head": "prior, probe=False, output layer exact",
          "zosam-prior-noprobe-repeat2": "prior, probe=False, each minibatch twice",
-         "sgd": "SGD", "sgd-repeat2": "SGD, each minibatch twice"}
+         "sgd": "SGD", "sgd-repeat2": "SGD, each minibatch twice",
+         "sam-repeat2": "SAM at its ρ, each minibatch twice"}
 #: The goal, declared in the issue: gain over SGD at least 90% of SAM's and
 #: ZO − SAM's 95% interval above −0.5 pp on every setting, at most 0.6 × SAM's
 #: step time on this CPU's small CNN.
@@ -44,9 +45,14 @@ CONTRASTS = (
     ("sgd-repeat2", "sgd", "what using each minibatch for two steps does to SGD (its control)"),
     ("zosam-prior-noprobe-repeat2", "sgd-repeat2",
      "the repeated prior's gain over SGD with the same data order"),
+    ("sam-repeat2", "sam", "what using each minibatch for two steps does to SAM (its second "
+     "control)"),
+    ("zosam-prior-noprobe-repeat2", "sam-repeat2",
+     "the repeated prior against SAM with the same data order"),
 )
-#: The untuned variants (SGD, the declared controls): their own variant names.
-UNTUNED = ("sgd", *cells.TUNED_CONTROLS.values())
+#: SGD and the declared controls: not tuned (a control of :data:`cells.AT_SAM_RADIUS`
+#: runs at SAM's chosen radius).
+UNTUNED = ("sgd", *(c for controls in cells.TUNED_CONTROLS.values() for c in controls))
 
 
 def setting_label(setting: str) -> str:
@@ -93,9 +99,11 @@ def grid_table(rows) -> str:
 
 def finals(rows, setting: str) -> dict[str, str]:
   """``method -> variant`` of each method whose radius is chosen, and of each
-  untuned variant (:data:`UNTUNED`) with rows in the setting (itself)."""
-  out = {v: v for v in UNTUNED if any(r["setting"] == setting and r["variant"] == v
-                                      for r in rows)}
+  untuned variant (:data:`UNTUNED`) with rows in the setting."""
+  sam_rho = best_radius.chosen_radius(rows, setting, "sam")
+  out = {name: best_radius.control_variant(name, sam_rho) for name in UNTUNED}
+  out = {name: v for name, v in out.items()
+         if any(r["setting"] == setting and r["variant"] == v for r in rows)}
   for method in cells.TUNED:
     rho = best_radius.chosen_radius(rows, setting, method)
     if rho is not None:

@@ -382,7 +382,7 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == expected
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
-      "sgd", *cells.TUNED_CONTROLS.values(), *(f"{m}-rho{rho}" for m, rho in expected.items()))}
+      "sgd", "sgd-repeat2", "sam-repeat2-rho0.2", *(f"{m}-rho{rho}" for m, rho in expected.items()))}
   grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
   assert len(grid) == len(set(grid)) == (
       len(cells.TUNED) * len(cells.RADII) * len(cells.SELECTION_SEEDS))
@@ -391,7 +391,7 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   order = [v.rsplit("-rho", 1)[0] for _, v, _ in ran if v != "sgd"]
   blocks = [m for i, m in enumerate(order) if i == 0 or m != order[i - 1]]
   # ... each declared control right after its method's finals.
-  assert blocks == [n for m in cells.TUNED for n in (m, cells.TUNED_CONTROLS.get(m)) if n]
+  assert blocks == [n for m in cells.TUNED for n in (m, *cells.TUNED_CONTROLS.get(m, ()))]
   assert cells.config_of("cnn-10k-noise40-val", 0.9, "sam-rho0.4", 0)["validation_subset"] == 5000
   import best_report  # pylint: disable=import-outside-toplevel
   row = best_report.method_row(rows, "mlp-10k-val", "zosam-prior")
@@ -406,6 +406,9 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert ("| Fashion-MNIST MLP | the repeated prior's gain over SGD with the same data order: "
           "prior, probe=False, each minibatch twice − SGD, each minibatch twice | +11.05 "
           "[+10.99, +11.11], p=0.000, n=6 | better |") in text
+  # SAM's control at SAM's chosen radius (0.2), not at the repeated prior's (0.1).
+  assert ("the repeated prior against SAM with the same data order: prior, probe=False, "
+          "each minibatch twice − SAM at its ρ, each minibatch twice | -1.00 ") in text
 
 
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):
