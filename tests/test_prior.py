@@ -5,6 +5,7 @@ import runpy
 
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -107,6 +108,73 @@ def test_unprobed_prior_costs_sgds_passes():
   assert zosam_jax.ascent_forward_passes(0, prior="gradient", probe=False) == 0
   assert zosam_jax.step_passes("zosam", 0, prior="gradient", probe=False,
                                exact_leaves=True) == (1.0, 2.0)
+
+
+def _primitives(jaxpr) -> set:
+  """The names of the primitives of a jaxpr and of the jaxprs inside it."""
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      names |= _primitives(sub)
+  return names
+
+
+@pytest.mark.parametrize("ravel", [True, False])
+def test_unprobed_prior_draws_its_first_direction_at_init(ravel):
+  params, loss = helpers.mlp_problem()
+  mask = helpers.random_mask(params)
+  make = lambda key=3: zosam_jax.zo_sam(
+      optax.sgd(0.1), rho=0.05, prior="gradient", num_dirs=0, probe=False, mask_fn=mask,
+      ravel=ravel, key=key, has_aux=True)
+  tx = make()
+  state = tx.init(params)
+  first = state.prior
+  assert float(optax.tree.norm(first)) > 0
+  for leaf, m in zip(jax.tree.leaves(first), jax.tree.leaves(mask)):
+    assert not bool(jnp.any(jnp.where(m, 0.0, leaf)))  # Zero on pruned weights.
+  chex.assert_trees_all_equal(make().init(params).prior, first)
+  assert not jnp.allclose(make(key=4).init(params).prior["dense1"]["kernel"],
+                          first["dense1"]["kernel"])
+  point, state = _perturbed_point(tx, state, params, loss)
+  chex.assert_trees_all_close(point, jax.tree.map(
+      lambda p, d: p + 0.05 * d / optax.tree.norm(first), params, first), atol=1e-6)
+  chex.assert_trees_all_equal(jax.random.key_data(state.key),
+                              jax.random.key_data(tx.init(params).key))
+  chex.assert_trees_all_close(state.prior, jax.tree.map(
+      lambda g, m: g * m, jax.grad(loss)(point), mask), rtol=1e-5, atol=1e-7)
+
+
+def test_unprobed_prior_perturbs_nothing_along_a_zero_prior():
+  params, loss = helpers.mlp_problem()
+  tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=0, probe=False,
+                        has_aux=True)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  point, state = _perturbed_point(tx, _with_prior(tx, params, zeros), params, loss)
+  chex.assert_trees_all_equal(point, params)
+  assert float(state.perturbation_norm) == 0.0
+
+
+@pytest.mark.parametrize("name", ["unprobed", "exact-head", "sam", "msam"])
+def test_steps_that_need_no_random_direction_draw_none(name):
+  params, loss = helpers.mlp_problem()
+  base_tx = optax.sgd(0.1, momentum=0.9)
+  tx = {"unprobed": lambda: zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0,
+                                              probe=False),
+        "exact-head": lambda: zosam_jax.zo_sam(base_tx, prior="gradient", num_dirs=0,
+                                                probe=False, exact_leaves=_HEAD),
+        "sam": lambda: zosam_jax.sam(base_tx),
+        "msam": lambda: zosam_jax.msam(base_tx)}[name]()
+  step = lambda s: tx.update(params, s, params, value_fn=loss)[1]
+  state = tx.init(params)
+  used = _primitives(jax.make_jaxpr(step)(state).jaxpr)
+  assert not used & {"random_split", "random_bits", "random_fold_in", "threefry2x32", "cond"}
+  chex.assert_trees_all_equal(jax.random.key_data(jax.jit(step)(state).key),
+                              jax.random.key_data(state.key))
+  # The paper's random directions do draw, and advance the key.
+  probed = zosam_jax.zo_sam(base_tx, num_dirs=1)
+  assert "random_split" in _primitives(jax.make_jaxpr(
+      lambda s: probed.update(params, s, params, value_fn=loss)[1])(probed.init(params)).jaxpr)
 
 
 _HEAD = {"dense1": {"bias": False, "kernel": False}, "dense2": {"bias": True, "kernel": True}}

@@ -83,4 +83,4 @@ def msam(
 
   return sharpness.sharpness_aware(
       "msam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux, aux_like, axis_name,
-      prior="momentum")
+      prior="momentum", draws=False)

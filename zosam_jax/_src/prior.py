@@ -82,8 +82,17 @@ def prior_direction(prior: base.Params, params: base.Params,
   v = jax.lax.cond(
       norm > 0, lambda: masked,
       lambda: directions.sample_direction(key, params, active, distribution))
-  v_norm = optax.tree.norm(v)
-  return jax.tree.map(lambda x: x / jnp.where(v_norm > 0, v_norm, 1.0), v)
+  return unit_direction(v, None)
+
+
+def unit_direction(tree: Any, active: Optional[base.Params]) -> Any:
+  """``tree`` (leaf shapes ``s_j``) in float32, zero where ``active`` (``None``
+  or 0/1 arrays of shapes ``s_j``) is 0, scaled to norm 1; all zero when the
+  masked ``tree`` is (no random fallback: a key split or a conditional cost
+  XLA:CPU's step about 10%, ``benchmarks/README.md``)."""
+  masked = _masked_f32(tree, active)
+  norm = optax.tree.norm(masked)
+  return jax.tree.map(lambda x: x / jnp.where(norm > 0, norm, 1.0), masked)
 
 
 def prior_guided_gradient(

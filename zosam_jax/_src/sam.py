@@ -69,4 +69,4 @@ def sam(
 
   return sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
                           aux_like, axis_name, adaptive=adaptive,
-                          adaptive_eta=adaptive_eta)
+                          adaptive_eta=adaptive_eta, draws=False)

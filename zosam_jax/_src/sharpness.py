@@ -28,6 +28,9 @@ from zosam_jax._src import sharding
 _AscentFn = Callable[
     [Callable[[Any], jax.Array], base.Params, Any, jax.Array, Any, Any],
     tuple[base.Params, jax.Array]]
+# Called with the params, the mask (or None) and the state's key at init;
+# returns the first prior (float32, shaped like the params).
+_FirstPrior = Callable[[base.Params, Any, jax.Array], base.Params]
 
 
 
@@ -35,7 +38,8 @@ class ZOSAMState(NamedTuple):
   """State of :func:`zo_sam`, :func:`sam`, :func:`msam` and :func:`looksam`.
 
   Attributes:
-    key: the typed PRNG key of the next step's directions.
+    key: the typed PRNG key of the next step's directions; kept unchanged by
+      the steps that draw none (SAM, MSAM, LookSAM, the unprobed prior).
     base_tx_state: the state of the base optimizer.
     loss: float32, the minibatch loss at the params of the last step, as
       estimated for free by the ascent step (exact for SAM and the ``forward``
@@ -51,7 +55,8 @@ class ZOSAMState(NamedTuple):
       perturbed point in the last step (``None`` in the initial state, or
       zeros shaped like ``aux_like``).
     prior: with ``prior="gradient"``, the gradient at the perturbed point of
-      the last step (zeros initially; the exact ascent gradient after a
+      the last step (zeros initially, or for the unprobed prior the first
+      step's random direction; the exact ascent gradient after a
       ``refresh_every`` step), in the params' dtypes and sharding; for
       :func:`looksam`, the reused component :math:`g_v`; ``None`` otherwise.
     count: int32, the number of steps taken, with ``refresh_every`` and for
@@ -113,8 +118,12 @@ def base_step(base_tx: optax.GradientTransformationExtraArgs, grads: base.Update
 
 def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
                   mask_fn: Any, aux_like: Any, prior: Optional[str], counted: bool,
-                  ) -> ZOSAMState:
-  """The first state: zero losses and norms, the prior (zeros) and count if kept."""
+                  first_prior: Optional[_FirstPrior] = None) -> ZOSAMState:
+  """The first state: zero losses and norms, the prior and count if kept.
+
+  The prior is zeros, or ``first_prior(params, mask, key)`` in the params'
+  dtypes where given (a direction the first step perturbs along).
+  """
   if mask_fn is not None and not isinstance(mask_fn, str):
     mask_shape = jax.eval_shape(mask_fn, params) if callable(mask_fn) else mask_fn
     masking.check_mask_matches(mask_shape, params)
@@ -129,10 +138,16 @@ def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
         + (", or prior='gradient'" if name == "zo_sam" else ""))
   aux = None if aux_like is None else jax.tree.map(
       lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
+  kept = None
+  if prior in ("gradient", "reuse"):
+    kept = jax.tree.map(jnp.zeros_like, params)
+  if first_prior is not None:
+    mask = masking.resolve_mask(mask_fn, params, base_tx_state)
+    kept = jax.tree.map(lambda d, p: d.astype(p.dtype), first_prior(params, mask, key),
+                        params)
   return ZOSAMState(
       key=key, base_tx_state=base_tx_state, loss=zero(), perturbed_loss=zero(),
-      ascent_norm=zero(), perturbation_norm=zero(), aux=aux,
-      prior=jax.tree.map(jnp.zeros_like, params) if prior in ("gradient", "reuse") else None,
+      ascent_norm=zero(), perturbation_norm=zero(), aux=aux, prior=kept,
       count=jnp.zeros((), jnp.int32) if counted else None)
 
 
@@ -201,13 +216,18 @@ def sharpness_aware(
     adaptive_eta: Any = 0.01,
     radius_cap: Any = None,
     refresh_every: Optional[int] = None,
+    draws: bool = True,
+    first_prior: Optional[_FirstPrior] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The step shared by ZO-SAM, SAM and MSAM, given how to get the ascent direction.
 
   With ``refresh_every=k`` every k-th step (the first included) takes SAM's
   exact ascent instead of ``ascent_fn`` and stores it as the next prior; with
   ``radius_cap`` the radius of the other steps is scaled by
-  :func:`zosam_jax._src.prior.radius_scale`.
+  :func:`zosam_jax._src.prior.radius_scale`. With ``draws=False`` the
+  ``ascent_fn`` draws nothing: it gets ``None`` for a key and the state's key
+  stays (splitting it cost XLA:CPU's step of the small CNN about 10%,
+  ``benchmarks/README.md``); ``first_prior`` is :func:`initial_state`'s.
   """
   check_common(has_aux, aux_like, base_tx, rho, mask_fn)
   checks.check_adaptive(adaptive, adaptive_eta)
@@ -217,7 +237,7 @@ def sharpness_aware(
 
   def init_fn(params: base.Params) -> ZOSAMState:
     return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
-                         counted=refresh_every is not None)
+                         counted=refresh_every is not None, first_prior=first_prior)
 
   ascent = functools.partial(_ascent, ascent_fn, prior, refresh_every, radius_cap, rho,
                              axis_name)
@@ -238,7 +258,7 @@ def sharpness_aware(
     ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
                                                   has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
-    next_key, step_key = jax.random.split(state.key)
+    next_key, step_key = jax.random.split(state.key) if draws else (state.key, None)
     direction, loss, radius, refresh = ascent(ascent_loss, params, mask, state,
                                               step_key, loss_dtype, exact)
     epsilon, perturbation_norm = perturbation.perturbation(

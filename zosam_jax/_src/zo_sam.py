@@ -9,6 +9,7 @@ the active weights.
 import numbers
 from typing import Any, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -117,11 +118,10 @@ def zo_sam(
   ascent_fn = _ascent_fn(_AscentOptions(
       num_dirs, smoothing, estimator, distribution, prior, probe, exact_leaves,
       chunk_size, ravel, axis_name))
-  return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn,
-                          has_aux, aux_like, axis_name,
-                          prior=prior, adaptive=adaptive,
-                          adaptive_eta=adaptive_eta, radius_cap=radius_cap,
-                          refresh_every=refresh_every)
+  return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn, has_aux, aux_like,
+                          axis_name, prior=prior, adaptive=adaptive, adaptive_eta=adaptive_eta,
+                          radius_cap=radius_cap, refresh_every=refresh_every, draws=probe,
+                          first_prior=_first_direction(probe, exact_leaves, distribution, ravel))
 
 
 class _AscentOptions(NamedTuple):
@@ -167,9 +167,6 @@ def _estimate(opts: _AscentOptions, f, p, a, k, last_grad, est):
       axis_name=opts.axis_name)
   if opts.prior is None:
     return random_estimate(f, p, a, k)
-  if not opts.probe:
-    return (prior_lib.prior_direction(last_grad, p, a, k, dist),
-            jnp.full((), jnp.nan, jnp.float32))
   return prior_lib.prior_guided_gradient(
       f, p, a, last_grad, k, num_dirs=opts.num_dirs, smoothing=opts.smoothing,
       distribution=dist, random_estimate=random_estimate,
@@ -185,6 +182,9 @@ def _ascent_fn(opts: _AscentOptions):
       return prior_lib.prior_with_exact_leaves(
           loss_fn, params, active, last_grad,
           prior_lib.resolve_exact_leaves(opts.exact_leaves, params), opts.axis_name)
+    if not opts.probe:  # ε along the last gradient (or the first direction).
+      return (prior_lib.unit_direction(last_grad, active),
+              jnp.full((), jnp.nan, jnp.float32))
     est = estimators.resolve_estimator(opts.estimator, params, loss_dtype)
     ravel = opts.ravel
     if not (flat.prefers_ravel(params) if ravel is None else ravel):
@@ -197,3 +197,33 @@ def _ascent_fn(opts: _AscentOptions):
     return unravel(g_hat, jnp.float32), loss
 
   return ascent_fn
+
+
+def _first_direction(probe: bool, exact_leaves: Any,
+                     distribution: Optional[base.Distribution], ravel: Optional[bool]):
+  """The unprobed prior's first direction (there is no last gradient yet).
+
+  A random direction drawn at init from the state's key (the first step's
+  key had it split: the direction earlier versions drew in that step), so
+  the steps draw nothing.
+
+  Returns:
+    ``(params, mask, key) -> direction``: float32 arrays shaped like the
+    params, zero where the mask is ``False``; ``None`` with the probe or with
+    ``exact_leaves`` (their first step needs none).
+  """
+  if probe or exact_leaves is not None:
+    return None
+
+  def first_direction(params, mask, key):
+    dist = directions.resolve_distribution(distribution)
+    active = masking.mask_as_floats(mask, params)
+    step_key = jax.random.split(key)[1]  # The first step's key, had it split.
+    if not (flat.prefers_ravel(params) if ravel is None else ravel):
+      return directions.sample_direction(step_key, params, active, dist)
+    vector, unravel = flat.ravel(params)
+    active_vector = None if active is None else flat.ravel(active)[0]
+    return unravel(directions.sample_direction(step_key, vector, active_vector, dist),
+                   jnp.float32)
+
+  return first_direction
