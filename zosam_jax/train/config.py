@@ -216,14 +216,16 @@ def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
   if cfg.steps is not None:
     return cfg.steps
   if cfg.epochs is not None:
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch(cfg, num_train_examples)))
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(
+        num_train_examples, cfg.batch_size, cfg.repeat_batches)))
   return DEFAULT_STEPS
 
 
-def steps_per_epoch(cfg: TrainConfig, num_train_examples: int) -> int:
-  """Steps per epoch: full minibatches (the last partial batch is dropped),
-  each used for ``cfg.repeat_batches`` steps."""
-  return max(1, num_train_examples // cfg.batch_size) * cfg.repeat_batches
+def steps_per_epoch(num_examples: int, batch_size: int, repeat: int = 1) -> int:
+  """Steps per epoch: ``num_examples // batch_size`` full minibatches (at least
+  one; the last partial batch is dropped), each used for ``repeat`` steps (the
+  rule of ``--epochs`` and of :class:`zosam_jax.train.pipeline.BatchOrder`)."""
+  return max(1, num_examples // batch_size) * repeat
 
 
 def num_devices(cfg: TrainConfig, available: int) -> int:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zosam_jax.train import config
+
 #: Salt that separates the data-order stream from the other uses of ``seed``.
 _ORDER_SALT = 0x5EED
 
@@ -66,8 +68,8 @@ class BatchOrder:
   def __init__(self, seed: int, num_examples: int, batch_size: int, repeat: int = 1):
     self.seed, self.num_examples, self.batch_size = seed, num_examples, batch_size
     self.repeat = repeat
-    self.batches_per_epoch = max(1, num_examples // batch_size)
-    self.steps_per_epoch = self.batches_per_epoch * repeat
+    self.batches_per_epoch = config.steps_per_epoch(num_examples, batch_size)
+    self.steps_per_epoch = config.steps_per_epoch(num_examples, batch_size, repeat)
     self._epoch, self._perm = -1, None
 
   def epoch(self, step: int) -> int:
