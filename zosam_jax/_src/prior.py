@@ -63,11 +63,20 @@ def _num_active(params: base.Params, active: Optional[base.Params]) -> jax.Array
 def prior_direction(prior: base.Params, params: base.Params,
                     active: Optional[base.Params], key: jax.Array,
                     distribution: base.Distribution) -> base.Params:
-  """The probing direction ``v``: :func:`unit_direction` of the ``prior`` (any
-  float dtype, shaped like ``params``, leaf shapes ``s_j``) on the ``active``
-  weights (``None`` or float32 0/1 arrays of shapes ``s_j``), or where that is
-  zero (all-zero gradient) of a random direction of ``distribution`` drawn
-  with ``key``: float32 arrays of shapes ``s_j``, of norm 1."""
+  """The probing direction ``v``: the masked prior scaled to unit norm.
+
+  Args:
+    prior: a pytree like ``params`` (any float dtype), e.g. the last gradient.
+    params: the parameters, leaf shapes ``s_j``.
+    active: ``None`` or float32 0/1 arrays of shapes ``s_j``.
+    key: the key of the fallback direction.
+    distribution: the fallback direction's distribution.
+
+  Returns:
+    float32 arrays of shapes ``s_j``, zero where ``active`` is 0, of norm 1
+    (0 if no weight is active); a random direction of ``distribution`` when
+    the masked prior is zero (first step, all-zero gradient).
+  """
   masked = _masked_f32(prior, active)
   norm = optax.tree.norm(masked)
   v = jax.lax.cond(
@@ -107,9 +116,7 @@ def prior_guided_gradient(
     active: ``None`` or float32 0/1 arrays of shapes ``s_j``.
     prior: a pytree like ``params``: the guess of the gradient's direction,
       re-masked with ``active`` here.
-    key: a typed PRNG key (split between the fallback and random directions),
-      or ``None`` with ``num_dirs=0``: no fallback (no key split, no
-      conditional; a zero prior gives a zero estimate).
+    key: a typed PRNG key (split between the fallback and random directions).
     num_dirs: the number ``m >= 0`` of random directions added.
     smoothing: the finite-difference step :math:`\\delta`.
     distribution: the random directions' distribution.
@@ -142,16 +149,10 @@ def prior_guided_gradient(
     Liu et al., `Towards Efficient and Scalable Sharpness-Aware Minimization
     <https://arxiv.org/abs/2203.02714>`_, CVPR 2022 (LookSAM)
   """
+  fallback_key, random_key = jax.random.split(key)
   f32_loss = lambda p: sharding.mean_over(jnp.asarray(loss_fn(p), jnp.float32),
                                           axis_name)
-  if key is None:  # No fallback: a zero prior gives a zero estimate.
-    if num_dirs:
-      raise ValueError(f"prior_guided_gradient: num_dirs={num_dirs} random directions "
-                       "need a `key`")
-    v, random_key = unit_direction(prior, active), None
-  else:
-    fallback_key, random_key = jax.random.split(key)
-    v = prior_direction(prior, params, active, fallback_key, distribution)
+  v = prior_direction(prior, params, active, fallback_key, distribution)
   plus = f32_loss(estimators.perturb(params, v, smoothing))
   minus = f32_loss(estimators.perturb(params, v, -smoothing))
   coeff = (plus - minus) / (2 * smoothing)

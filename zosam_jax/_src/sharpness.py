@@ -39,8 +39,7 @@ class ZOSAMState(NamedTuple):
 
   Attributes:
     key: the typed PRNG key of the next step's directions; kept unchanged by
-      the steps that draw none (SAM, MSAM, LookSAM, ZO-SAM's gradient prior
-      without random directions).
+      the steps that draw none (SAM, MSAM, LookSAM, the unprobed prior).
     base_tx_state: the state of the base optimizer.
     loss: float32, the minibatch loss at the params of the last step, as
       estimated for free by the ascent step (exact for SAM and the ``forward``
@@ -56,7 +55,7 @@ class ZOSAMState(NamedTuple):
       perturbed point in the last step (``None`` in the initial state, or
       zeros shaped like ``aux_like``).
     prior: with ``prior="gradient"``, the gradient at the perturbed point of
-      the last step (zeros initially, or without random directions the first
+      the last step (zeros initially, or for the unprobed prior the first
       step's random direction; the exact ascent gradient after a
       ``refresh_every`` step), in the params' dtypes and sharding; for
       :func:`looksam`, the reused component :math:`g_v`; ``None`` otherwise.

@@ -115,14 +115,13 @@ def zo_sam(
   """
   _check_options(prior, num_dirs, smoothing, estimator, distribution, chunk_size,
                  radius_cap, refresh_every, probe, exact_leaves, ravel)
-  opts = _AscentOptions(num_dirs, smoothing, estimator, distribution, prior, probe,
-                        exact_leaves, chunk_size, ravel, axis_name)
-  return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, _ascent_fn(opts), has_aux,
-                          aux_like, axis_name, prior=prior, adaptive=adaptive,
-                          adaptive_eta=adaptive_eta, radius_cap=radius_cap,
-                          refresh_every=refresh_every,
-                          draws=not (prior == "gradient" and num_dirs == 0),
-                          first_prior=_first_direction(opts))
+  ascent_fn = _ascent_fn(_AscentOptions(
+      num_dirs, smoothing, estimator, distribution, prior, probe, exact_leaves,
+      chunk_size, ravel, axis_name))
+  return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn, has_aux, aux_like,
+                          axis_name, prior=prior, adaptive=adaptive, adaptive_eta=adaptive_eta,
+                          radius_cap=radius_cap, refresh_every=refresh_every, draws=probe,
+                          first_prior=_first_direction(probe, exact_leaves, distribution, ravel))
 
 
 class _AscentOptions(NamedTuple):
@@ -200,29 +199,27 @@ def _ascent_fn(opts: _AscentOptions):
   return ascent_fn
 
 
-def _first_direction(opts: _AscentOptions):
-  """The first direction of ``prior="gradient", num_dirs=0`` (no last gradient yet).
+def _first_direction(probe: bool, exact_leaves: Any,
+                     distribution: Optional[base.Distribution], ravel: Optional[bool]):
+  """The unprobed prior's first direction (there is no last gradient yet).
 
-  A random direction drawn at init from the state's key (with the keys the
-  first step would have split from it: the direction earlier versions drew
-  in that step), so the steps draw nothing.
+  A random direction drawn at init from the state's key (the first step's
+  key had it split: the direction earlier versions drew in that step), so
+  the steps draw nothing.
 
   Returns:
     ``(params, mask, key) -> direction``: float32 arrays shaped like the
-    params, zero where the mask is ``False``; ``None`` for the other options
-    (random directions draw in every step; ``exact_leaves``' first step
-    perturbs its leaves only; the momentum trace is the base optimizer's).
+    params, zero where the mask is ``False``; ``None`` with the probe or with
+    ``exact_leaves`` (their first step needs none).
   """
-  if opts.prior != "gradient" or opts.num_dirs or opts.exact_leaves is not None:
+  if probe or exact_leaves is not None:
     return None
 
   def first_direction(params, mask, key):
-    dist = directions.resolve_distribution(opts.distribution)
+    dist = directions.resolve_distribution(distribution)
     active = masking.mask_as_floats(mask, params)
-    step_key = jax.random.split(key)[1]  # The first step's key, had it split,
-    if opts.probe:
-      step_key = jax.random.split(step_key)[0]  # and the probe's fallback key.
-    if not (flat.prefers_ravel(params) if opts.ravel is None else opts.ravel):
+    step_key = jax.random.split(key)[1]  # The first step's key, had it split.
+    if not (flat.prefers_ravel(params) if ravel is None else ravel):
       return directions.sample_direction(step_key, params, active, dist)
     vector, unravel = flat.ravel(params)
     active_vector = None if active is None else flat.ravel(active)[0]
