@@ -23,8 +23,9 @@ from zosam_jax._src import prior as prior_lib
 from zosam_jax._src import sharding
 
 # Called with the loss on the current minibatch, the params, the mask (or None),
-# a PRNG key, the prior (or None) and the loss's dtype; returns the ascent
-# direction (float32, masked) and a float32 estimate of the loss at the params.
+# a PRNG key (None with ``draws=False``), the prior (or None) and the loss's
+# dtype; returns the ascent direction (float32, masked) and a float32 estimate
+# of the loss at the params.
 _AscentFn = Callable[
     [Callable[[Any], jax.Array], base.Params, Any, jax.Array, Any, Any],
     tuple[base.Params, jax.Array]]
@@ -139,12 +140,12 @@ def initial_state(name: str, base_tx: Any, params: base.Params, key: jax.Array,
   aux = None if aux_like is None else jax.tree.map(
       lambda x: jnp.zeros(jnp.shape(x), x.dtype), aux_like)
   kept = None
-  if prior in ("gradient", "reuse"):
-    kept = jax.tree.map(jnp.zeros_like, params)
   if first_prior is not None:
     mask = masking.resolve_mask(mask_fn, params, base_tx_state)
     kept = jax.tree.map(lambda d, p: d.astype(p.dtype), first_prior(params, mask, key),
                         params)
+  elif prior in ("gradient", "reuse"):
+    kept = jax.tree.map(jnp.zeros_like, params)
   return ZOSAMState(
       key=key, base_tx_state=base_tx_state, loss=zero(), perturbed_loss=zero(),
       ascent_norm=zero(), perturbation_norm=zero(), aux=aux, prior=kept,
