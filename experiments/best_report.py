@@ -191,19 +191,30 @@ def _misses(r) -> list[str]:
   return out
 
 
+def _judged(rows, attempts) -> str | None:
+  """The setting of a group of attempts that judges: the first with a positive control."""
+  return next((s for s in attempts if _control_ok(rows, s)), None)
+
+
+def _complete_row(rows, setting: str | None, method: str) -> dict | None:
+  """``method_row`` where all the fresh seeds are in, else ``None``."""
+  r = None if setting is None else method_row(rows, setting, method)
+  paired = "gain" if method == "sam" else "to_sam"
+  return r if r and r[paired] and r[paired]["n"] >= len(cells.SEEDS) else None
+
+
 def goal(rows) -> str:
   """The goal's verdict per ZO method, generated: met, not met (by how much), or not judged."""
   lines = []
   for method in [m for m in cells.TUNED if m != "sam"]:
-    found, missing, far = {}, [], []
+    missing, far = [], []
     for attempts in cells.BEST_ATTEMPTS:
-      passed = [s for s in attempts if _control_ok(rows, s)]
-      r = method_row(rows, passed[0], method) if passed else None
-      if r is None or r["to_sam"] is None or r["to_sam"]["n"] < len(cells.SEEDS):
+      setting = _judged(rows, attempts)
+      r = _complete_row(rows, setting, method)
+      if r is None:
         missing.append(setting_label(attempts[0]))
         continue
-      found[passed[0]] = r
-      far += [f"{setting_label(passed[0])}: " + ", ".join(_misses(r))] if _misses(r) else []
+      far += [f"{setting_label(setting)}: " + ", ".join(_misses(r))] if _misses(r) else []
     cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
     cost_text = "not timed" if cost is None else f"{cost:.2f} × SAM's step time"
     if cost is not None and cost > COST_LIMIT:
@@ -215,6 +226,39 @@ def goal(rows) -> str:
     else:
       verdict = f"**met** ({cost_text})"
     lines.append(f"- {LABEL[method]}: {verdict}")
+  return "\n".join(lines)
+
+
+def recommendation(rows) -> str:
+  """What the numbers say to use, generated: SAM's chosen radii, and the ZO option
+  whose smallest share of SAM's gain over the judged settings is the largest,
+  within the goal's cost and at any cost, with its chosen radii."""
+  judged = [s for s in (_judged(rows, a) for a in cells.BEST_ATTEMPTS) if s is not None]
+  if not judged:
+    return "- Not judged yet: no setting has a positive control."
+  waiting = [setting_label(a[0]) for a in cells.BEST_ATTEMPTS if _judged(rows, a) is None]
+  lines = [f"- Judged on {', '.join(map(setting_label, judged))}"
+           + (f" (not yet: {', '.join(waiting)})" if waiting else "") + "."]
+  per = {m: [_complete_row(rows, s, m) for s in judged] for m in cells.TUNED}
+  radii = lambda m: ", ".join(f"{r['variant'].rsplit('rho', 1)[1]} ({setting_label(s)})"
+                              for s, r in zip(judged, per[m]))
+  if not all(per["sam"]):
+    return "\n".join(lines + ["- SAM's finals are not all in yet."])
+  lines.append(f"- The accuracy reference, SAM: ρ = {radii('sam')}.")
+  zo = [m for m in cells.TUNED if m != "sam" and all(r and r["share"] is not None
+                                                      for r in per[m])]
+  cost = {m: ascents_report.cost_ratio(COST_SETTING, 0.9, m, "sam") for m in zo}
+  for title, pool in (
+      (f"Within the goal's cost (≤ {COST_LIMIT} × SAM's step time)",
+       [m for m in zo if cost[m] is not None and cost[m] <= COST_LIMIT]),
+      ("At any cost", zo)):
+    if not pool:
+      lines.append(f"- {title}: no ZO option complete on every judged setting.")
+      continue
+    best = max(pool, key=lambda m: min(r["share"] for r in per[m]))
+    shares = ", ".join(f"{100 * r['share']:.0f}%" for r in per[best])
+    lines.append(f"- {title}, the largest smallest share of SAM's gain: {LABEL[best]}, "
+                 f"{shares} of it (the settings in order), ρ = {radii(best)}.")
   return "\n".join(lines)
 
 
@@ -272,7 +316,11 @@ def render(rows) -> str:
       f"#### Goal (issue 34): gain over SGD ≥ {100 * SHARE:.0f}% of SAM's and ZO − SAM's 95% "
       f"interval above −{100 * MARGIN:.1f} pp on every setting, at ≤ {COST_LIMIT} × SAM's "
       "step time on this CPU's Fashion CNN",
-      goal(rows)])
+      goal(rows),
+      "#### What the numbers say to use (generated from the paired test rows above, each "
+      "method at the radius chosen on validation: the ZO option with the largest smallest "
+      "share of SAM's gain over the judged settings)",
+      recommendation(rows)])
 
 
 def all_rows() -> list[dict]:

@@ -411,6 +411,41 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
           "each minibatch twice − SAM at its ρ, each minibatch twice | -1.00 ") in text
 
 
+def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_path,
+                                                                          monkeypatch):
+  import ascents_report  # pylint: disable=import-outside-toplevel
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import best_report  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  gains = {"zosam-prior": 0.09, "zosam-prior-noprobe": 0.06}  # SAM's: 0.10; others 0.03.
+  def accuracy(variant, seed, split):
+    if variant.startswith("sgd"):
+      return 0.5
+    method, rho = variant.rsplit("-rho", 1)
+    if split == "validation":
+      return 0.7 - abs(float(rho) - 0.1)
+    gain = 0.10 if method.startswith("sam") else gains.get(method, 0.03)
+    return 0.5 + gain + 0.001 * (seed % 3)
+  _fake_cell(monkeypatch, tmp_path, accuracy)
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",), ("cnn-10k-noise40-val",)))
+  best_radius.run_setting(("mlp-10k-val",))
+  rows = cells.read_rows("fashion_mnist")
+  text = best_report.recommendation(rows)
+  assert "(not yet: Fashion-MNIST CNN, 40% label noise)" in text
+  assert "- The accuracy reference, SAM: ρ = 0.1 (Fashion-MNIST MLP)." in text
+  # The probed prior has the larger share but is over the goal's cost.
+  monkeypatch.setattr(ascents_report, "cost_ratio",
+                      lambda setting, sparsity, a, b: 0.7 if a == "zosam-prior" else 0.5)
+  text = best_report.recommendation(rows)
+  assert ("- Within the goal's cost (≤ 0.6 × SAM's step time), the largest smallest share of "
+          "SAM's gain: prior, probe=False (no forward pass), 60% of it (the settings in "
+          "order), ρ = 0.1 (Fashion-MNIST MLP).") in text
+  assert ("- At any cost, the largest smallest share of SAM's gain: prior=gradient, m=0, 90% "
+          "of it") in text
+  assert best_report.recommendation([]) == (
+      "- Not judged yet: no setting has a positive control.")
+
+
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):
   import best_radius  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
