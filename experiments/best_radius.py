@@ -2,7 +2,8 @@
 
 For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
 
-1. SAM's radius grid (:data:`cells.RADII`) on the selection seeds
+1. SAM's radius grid (:data:`cells.RADII`, grown at an edge while the best
+   radius is there, :func:`radii`) on the selection seeds
    (:data:`cells.SELECTION_SEEDS`); its radius is the one of highest mean final
    validation accuracy (:func:`chosen_radius`);
 2. SGD and SAM at that radius on the six fresh :data:`cells.SEEDS`: the
@@ -35,17 +36,43 @@ def variant(method: str, rho: float) -> str:
   return f"{method}-rho{rho}"
 
 
-def grid(setting: str, method: str) -> list[tuple[str, float, str, int]]:
+def grid(setting: str, method: str, grid_radii=cells.RADII
+         ) -> list[tuple[str, float, str, int]]:
   """The selection cells of one method: every radius on every selection seed."""
   return [(setting, 0.9, variant(method, rho), seed) for seed in cells.SELECTION_SEEDS
-          for rho in cells.RADII]
+          for rho in grid_radii]
 
 
-def validation_means(rows, setting: str, method: str) -> dict[float, float | None]:
-  """Mean final validation accuracy over the selection seeds, per radius
-  (``None`` until every selection seed of that radius is in)."""
+def radii(rows, setting: str, method: str) -> tuple[float, ...]:
+  """The method's grid: :data:`cells.RADII`, and while its best radius is the
+  smallest (largest) of the grid, half (twice) that one too, at most
+  :data:`cells.EDGE_STEPS` each way. Stops at the first radius still running."""
+  out = list(cells.RADII)
+  while True:
+    means = validation_means(rows, setting, method, out)
+    if any(v is None for v in means.values()):
+      return tuple(out)
+    best = _best(means)
+    if best == out[0] and out.index(cells.RADII[0]) < cells.EDGE_STEPS:
+      out.insert(0, out[0] / 2)
+    elif best == out[-1] and len(out) - 1 - out.index(cells.RADII[-1]) < cells.EDGE_STEPS:
+      out.append(out[-1] * 2)
+    else:
+      return tuple(out)
+
+
+def _best(means: dict[float, float]) -> float:
+  """The radius of highest mean (the smaller on a tie)."""
+  return max(means, key=lambda rho: (means[rho], -rho))
+
+
+def validation_means(rows, setting: str, method: str, grid_radii=None
+                     ) -> dict[float, float | None]:
+  """Mean final validation accuracy over the selection seeds, per radius of
+  ``grid_radii`` (default: :func:`radii`); ``None`` until every selection
+  seed of that radius is in."""
   means = {}
-  for rho in cells.RADII:
+  for rho in radii(rows, setting, method) if grid_radii is None else grid_radii:
     values = [r["validation_accuracy"] for r in rows if r["setting"] == setting
               and r["variant"] == variant(method, rho)
               and r["seed"] in cells.SELECTION_SEEDS]
@@ -59,7 +86,7 @@ def chosen_radius(rows, setting: str, method: str) -> float | None:
   means = validation_means(rows, setting, method)
   if any(v is None for v in means.values()):
     return None
-  return max(cells.RADII, key=lambda rho: (means[rho], -rho))
+  return _best(means)
 
 
 def finals(setting: str, method: str, rho: float) -> list[tuple[str, float, str, int]]:
@@ -85,11 +112,17 @@ def control_cells(setting: str, method: str, sam_rho: float
 
 
 def _tune(methods, setting: str, dataset, shard) -> dict[str, float]:
-  """Runs the methods' grids (sharing the shards) and returns their radii."""
+  """Runs the methods' grids (sharing the shards; grown at their edges, as
+  :func:`radii` says) and returns their radii."""
   todo = [c for m in methods for c in grid(setting, m)]
-  cells.run_cells(todo, dataset, shard=shard)
-  rows = cells.wait_for_rows(todo)
-  return {m: chosen_radius(rows, setting, m) for m in methods}
+  while True:
+    cells.run_cells(todo, dataset, shard=shard)
+    rows = cells.wait_for_rows(todo)
+    more = [c for m in methods for c in grid(setting, m, radii(rows, setting, m))
+            if c not in todo]
+    if not more:
+      return {m: chosen_radius(rows, setting, m) for m in methods}
+    todo += more
 
 
 def control_passes(rows, setting: str, sam_rho: float) -> bool:

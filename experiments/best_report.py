@@ -78,20 +78,24 @@ def _mean_std(values: list[float]) -> str:
 
 
 def grid_table(rows) -> str:
-  """Every grid point: mean ± std validation accuracy over the selection seeds."""
-  head = " | ".join(f"ρ={rho}" for rho in cells.RADII)
+  """Every grid point: mean ± std validation accuracy over the selection seeds
+  (a column per radius of any method's grid; "·" where a grid has no such radius)."""
+  grids = {(s, m): best_radius.radii(rows, s, m) for s in _tried(rows) for m in cells.TUNED}
+  columns = sorted({rho for g in grids.values() for rho in g} | set(cells.RADII))
+  head = " | ".join(f"ρ={rho}" for rho in columns)
   lines = [f"| setting | method | {head} | chosen ρ |",
-           "|---|---|" + "---|" * (len(cells.RADII) + 1)]
+           "|---|---|" + "---|" * (len(columns) + 1)]
   for setting in _tried(rows):
     for method in cells.TUNED:
       values = {rho: [r["validation_accuracy"] for r in rows if r["setting"] == setting
                       and r["variant"] == best_radius.variant(method, rho)
-                      and r["seed"] in cells.SELECTION_SEEDS] for rho in cells.RADII}
+                      and r["seed"] in cells.SELECTION_SEEDS] for rho in columns}
       if not any(values.values()):
         continue
       rho_star = best_radius.chosen_radius(rows, setting, method)
-      cols = [_mean_std(v) for v in values.values()]
-      cols = [f"**{c}**" if rho == rho_star else c for rho, c in zip(cells.RADII, cols)]
+      cols = [_mean_std(v) if rho in grids[setting, method] else "·"
+              for rho, v in values.items()]
+      cols = [f"**{c}**" if rho == rho_star else c for rho, c in zip(columns, cols)]
       lines.append(f"| {setting_label(setting)} | {LABEL[method]} | " + " | ".join(cols)
                    + f" | {rho_star if rho_star is not None else 'grid running'} |")
   return "\n".join(lines)

@@ -153,6 +153,20 @@ TARGET_ACCURACY = {"mlp": 0.82, "cnn": 0.84, "resnet20": 0.6, "resnet32": 0.9}
 VALIDATION_SUBSET = 5000
 RADII = (0.05, 0.1, 0.2, 0.4)
 SELECTION_SEEDS = (100, 101, 102)
+#: Declared on 2026-12-05, when SAM's CIFAR-10 grid (10 of 12 cells) led at its
+#: smallest radius, before any SAM final or ZO cell of CIFAR-10: where a
+#: method's chosen radius is the smallest (largest) of its grid, the grid grows
+#: by half (twice) that radius on the same selection seeds, at most
+#: ``EDGE_STEPS`` radii each way, so that no method is held at the grid's edge.
+#: Every setting and method alike: on the Fashion settings it adds radii to
+#: ``radius_cap=4`` and the repeated prior (MLP, at 0.05), ``radius_cap=4`` (noisy
+#: CNN, 0.05) and the plain prior (noisy CNN, 0.4); a method whose choice moves
+#: runs its finals at the new radius (the old finals stay in the rows).
+EDGE_STEPS = 2
+#: Every radius a grid can reach: :data:`RADII` and up to ``EDGE_STEPS`` halvings
+#: (doublings) beyond its smallest (largest).
+GRID_RADII = tuple(sorted({*RADII, *(RADII[0] / 2 ** k for k in range(1, EDGE_STEPS + 1)),
+                           *(RADII[-1] * 2 ** k for k in range(1, EDGE_STEPS + 1))}))
 #: The tuned methods, their radius left to the grid: SAM; the README's ZO
 #: option (the compensated prior, cap 4); the prior with a plain radius (if
 #: the compensation is about a constant factor, a tuned radius gives it too,
@@ -225,13 +239,13 @@ VARIANTS["sgd-repeat2"] = dict(VARIANTS["sgd"], repeat_batches=2)
 #: pulls ahead of the repeated prior by about what SAM leads the unprobed
 #: prior by without repetition (1.1 pp).
 VARIANTS.update({f"sam-repeat2-rho{rho}": dict(optimizer="sam", rho=rho, repeat_batches=2)
-                 for rho in RADII})
+                 for rho in GRID_RADII})
 #: ``method -> controls`` run on the six fresh seeds after the method's finals.
 TUNED_CONTROLS = {"zosam-prior-noprobe-repeat2": ("sgd-repeat2", "sam-repeat2")}
 #: The controls run at SAM's chosen radius: their variant is ``<name>-rho<ρ>``.
 AT_SAM_RADIUS = frozenset({"sam-repeat2"})
 VARIANTS.update({f"{method}-rho{rho}": dict(spec, rho=rho)
-                 for method, spec in TUNED.items() for rho in RADII})
+                 for method, spec in TUNED.items() for rho in GRID_RADII})
 SETTINGS.update({
     "mlp-10k-val": dict(SETTINGS["mlp-10k"], validation_subset=VALIDATION_SUBSET),
     "cnn-10k-noise40-val": dict(SETTINGS["cnn-10k-noise40"],

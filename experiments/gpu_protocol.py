@@ -94,7 +94,9 @@ def measure(method: str, dataset, tiny: bool = False) -> float:
 
 def programs() -> list[tuple[str, tuple[int, ...]]]:
   """``(variant, seeds)`` of every program, in order; a tuned method's final
-  program is named ``<method>-rho<chosen>`` (known once its grid is in)."""
+  program is named ``<method>-rho<chosen>`` (known once its grid is in; a grid
+  whose best radius is at its edge grows by up to :data:`cells.EDGE_STEPS`
+  programs each way, not planned here)."""
   grid = [(best_radius.variant(m, rho), cells.SELECTION_SEEDS) for m in TUNED
           for rho in cells.RADII]
   return grid + [(v, SEEDS) for v in FIXED] + [(f"{m}-rho<chosen>", SEEDS) for m in TUNED]
@@ -191,10 +193,17 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
   print(format_plan(p), flush=True)
   if dry_run:
     return p
-  grid = [(v, seeds) for v, seeds in programs() if seeds == cells.SELECTION_SEEDS]
-  for variant, seeds in grid:
-    _program(variant, seeds, p, dataset, then, tiny, root)
-  rows = list(cells.all_rows().values())
+  ran = set()
+  while True:  # The grids, grown at an edge while a best radius is there.
+    rows = list(cells.all_rows().values())
+    todo = [best_radius.variant(m, rho) for m in TUNED
+            for rho in best_radius.radii(rows, SETTING, m)
+            if best_radius.variant(m, rho) not in ran]
+    if not todo:
+      break
+    for variant in todo:
+      _program(variant, cells.SELECTION_SEEDS, p, dataset, then, tiny, root)
+      ran.add(variant)
   chosen = [best_radius.variant(m, best_radius.chosen_radius(rows, SETTING, m))
             for m in TUNED]
   for variant in FIXED + tuple(chosen):

@@ -278,7 +278,13 @@ def test_gpu_protocol_chooses_on_validation_then_runs_the_finals(tmp_path, monke
   gpu_protocol.run(load_dataset("digits"), tiny=True, root=tmp_path)
   rows = [json.loads(l) for l in rows_file.read_text().splitlines()]
   grid = [r for r in rows if r["seed"] >= 100]
-  assert len(grid) == 24 and all(r["validation_accuracy"] is not None for r in grid)
+  # Four steps learn nothing: validation ties, the smallest radius wins and each
+  # grid grows down by cells.EDGE_STEPS radii.
+  import best_radius  # pylint: disable=import-outside-toplevel
+  sizes = [len(best_radius.radii(rows, "r32-50k-gpu", m)) for m in gpu_protocol.TUNED]
+  assert sizes == [len(cells.RADII) + cells.EDGE_STEPS] * 2
+  assert len(grid) == 3 * sum(sizes) and all(r["validation_accuracy"] is not None
+                                             for r in grid)
   finals = [(r["variant"], r["seed"]) for r in rows if r["seed"] < 100]
   chosen = [v for v, s in finals if s == 0 and v.startswith(("sam-", "zosam-prior"))]
   assert [v for v, s in finals if s == 0][0] == "zosam" and len(chosen) == 2  # SGD was done.
@@ -456,8 +462,43 @@ def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path,
   attempts = ("c10cnn-10k-noise40-val", "c10cnn-10k-val")
   assert best_radius.run_setting(attempts) == "c10cnn-10k-val"
   noisy = {v for s, v, _ in ran if s == attempts[0]}
-  assert noisy == {"sgd"} | {f"sam-rho{r}" for r in cells.RADII}  # No ZO cell ran there.
-  assert best_radius.chosen_radius(cells.read_rows("cifar10"), attempts[0], "sam") == 0.05
+  rows = cells.read_rows("cifar10")
+  # Validation ties everywhere: the smallest radius wins, so the grid grows down.
+  grid_radii = best_radius.radii(rows, attempts[0], "sam")
+  assert grid_radii == (0.0125, 0.025, *cells.RADII)
+  assert noisy == {"sgd"} | {f"sam-rho{r}" for r in grid_radii}  # No ZO cell ran there.
+  assert best_radius.chosen_radius(rows, attempts[0], "sam") == 0.0125
+
+
+def test_best_radius_grows_a_grid_whose_best_radius_is_at_its_edge(tmp_path, monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  # Validation: SAM best at 0.02 (below the grid), the others at 0.1; the
+  # prior=gradient, m=0 best at 5.0 (above it: two steps up, then it stops).
+  best = {"sam": 0.02, "zosam-prior": 5.0}
+  def accuracy(variant, seed, split):
+    if variant.startswith("sgd"):
+      return 0.5
+    method, rho = variant.rsplit("-rho", 1)
+    if split == "test":
+      return 0.6 + 0.001 * (seed % 2)
+    return 0.7 - abs(float(rho) - best.get(method, 0.1)) / 10
+  ran = _fake_cell(monkeypatch, tmp_path, accuracy)
+  best_radius.run_setting(("mlp-10k-val",))
+  rows = cells.read_rows("fashion_mnist")
+  assert best_radius.radii(rows, "mlp-10k-val", "sam") == (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+  assert best_radius.chosen_radius(rows, "mlp-10k-val", "sam") == 0.025  # 0.0125 is farther.
+  assert best_radius.radii(rows, "mlp-10k-val", "zosam-prior") == (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+  assert best_radius.chosen_radius(rows, "mlp-10k-val", "zosam-prior") == 1.6  # At most 2 up.
+  assert best_radius.radii(rows, "mlp-10k-val", "zosam-prior-noprobe") == cells.RADII
+  finals = {v for _, v, s in ran if s in cells.SEEDS}
+  assert {"sam-rho0.025", "zosam-prior-rho1.6", "zosam-prior-noprobe-rho0.1"} <= finals
+  grid = [(v, s) for _, v, s in ran if s in cells.SELECTION_SEEDS]
+  assert len(grid) == len(set(grid))  # No cell twice.
+  assert cells.config_of("mlp-10k-val", 0.9, "sam-rho0.0125", 100)["rho"] == 0.0125
+  # While an added radius is running, nothing is chosen.
+  partial = [r for r in rows if r["variant"] != "sam-rho0.0125" or r["seed"] != 100]
+  assert best_radius.chosen_radius(partial, "mlp-10k-val", "sam") is None
 
 
 def test_best_radius_shards_split_the_three_selection_seeds_evenly():
