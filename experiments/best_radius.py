@@ -16,7 +16,10 @@ For each setting of :data:`cells.BEST_ATTEMPTS`, in order:
 Only validation accuracy chooses; test accuracy is reported, never read here
 except by the control's verdict, which compares the chosen SAM with SGD on
 seeds that chose nothing. With ``shard=(i, n)``, n processes share each step
-and wait for each other's rows before choosing.
+and wait for each other's rows before choosing; a process that would wait
+runs cells the next step needs whatever the choice: SGD's during SAM's grid,
+the next method's first grid during a method's (never a ZO cell before the
+positive control has passed).
 
   python experiments/study.py best --shard 0/2 & python experiments/study.py best --shard 1/2
 """
@@ -111,13 +114,14 @@ def control_cells(setting: str, method: str, sam_rho: float
           for control in cells.TUNED_CONTROLS.get(method, ()) for seed in cells.SEEDS]
 
 
-def _tune(methods, setting: str, dataset, shard) -> dict[str, float]:
+def _tune(methods, setting: str, dataset, shard, ahead=()) -> dict[str, float]:
   """Runs the methods' grids (sharing the shards; grown at their edges, as
-  :func:`radii` says) and returns their radii."""
+  :func:`radii` says) and returns their radii. While it waits for another
+  process's cells, it runs those of ``ahead`` (:func:`cells.wait_for_rows`)."""
   todo = [c for m in methods for c in grid(setting, m)]
   while True:
     cells.run_cells(todo, dataset, shard=shard)
-    rows = cells.wait_for_rows(todo)
+    rows = cells.wait_for_rows(todo, dataset, ahead=ahead)
     more = [c for m in methods for c in grid(setting, m, radii(rows, setting, m))
             if c not in todo]
     if not more:
@@ -138,15 +142,17 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
 
   for setting in attempts:
     ds = load_dataset(cells.SETTINGS[setting]["dataset"], cifar10_test="jpeg_10k")
-    sam_rho = _tune(("sam",), setting, ds, shard)["sam"]
+    sam_rho = _tune(("sam",), setting, ds, shard, ahead=sgd_cells(setting))["sam"]
     control = sgd_cells(setting) + finals(setting, "sam", sam_rho)
     cells.run_cells(control, ds, shard=shard)
-    if not control_passes(cells.wait_for_rows(control), setting, sam_rho):
+    if not control_passes(cells.wait_for_rows(control, ds), setting, sam_rho):
       print(f"{setting}: SAM at rho {sam_rho} does not beat SGD: no positive control",
             flush=True)
       continue
-    for method in (m for m in cells.TUNED if m != "sam"):  # In declared order.
-      rho = _tune((method,), setting, ds, shard)[method]
+    others = [m for m in cells.TUNED if m != "sam"]  # In declared order.
+    for method, after in zip(others, [*others[1:], None]):
+      rho = _tune((method,), setting, ds, shard,
+                  ahead=grid(setting, after) if after else ())[method]
       cells.run_cells(finals(setting, method, rho) + control_cells(setting, method, sam_rho),
                       ds, shard=shard)
     return setting

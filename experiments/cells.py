@@ -265,6 +265,9 @@ BEST_ATTEMPTS = (("mlp-10k-val",), ("cnn-10k-noise40-val",),
 BEST_SETTINGS = frozenset(s for attempts in BEST_ATTEMPTS for s in attempts)
 
 
+#: Where a process claims a cell before it runs it: one lock
+#: (:class:`zosam_jax.train.lock.RunLock`) per cell, under its id.
+CLAIMS = common.REPO / "runs" / "study" / ".claims"
 #: This file as this process read it (:func:`check_declarations_unchanged`).
 _DECLARED = Path(__file__).read_bytes()
 
@@ -373,35 +376,69 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
   CIFAR-10 study's corruption robustness, :mod:`study_robustness`). With
   ``shard=(i, n)`` this process runs only the cells :func:`shard_of` gives to
   ``i`` (n processes, one per core, share a grid: every shard gets every
-  variant of its seeds). Returns the rows of the cells that are done, in order.
+  variant of its seeds), and of those only the ones no other process has
+  claimed (:func:`run_free_cell`). Returns the rows of the cells that are
+  done, in order.
   """
   index, count = shard
   done = all_rows()
   for cell in cells:
-    key = cell_id(*cell)
-    if key not in done and shard_of(cell, cells, count) == index:
-      check_declarations_unchanged()
-      row = run_cell(*cell, dataset=dataset)
-      common.append_row(rows_path(SETTINGS[cell[0]]["dataset"]), row)
-      done[key] = row
-      print(f"{key}: acc {row['test_accuracy']:.4f} ({row['wall_seconds']:.0f} s)",
-            flush=True)
-      if then is not None:
-        then([row])
+    if shard_of(cell, cells, count) == index:
+      run_free_cell(cell, done, dataset, then)
   return [done[cell_id(*c)] for c in cells if cell_id(*c) in done]
 
 
-def wait_for_rows(cells, poll_seconds: float = 60.0) -> list[dict[str, Any]]:
-  """The cells' rows, once every one is in (other shards may still be running)."""
+def run_free_cell(cell, done: dict[str, dict[str, Any]], dataset=None, then=None) -> bool:
+  """Runs ``cell`` and adds its row to ``done`` (and its rows file), unless its
+  row is in or another process holds its claim (a lock under :data:`CLAIMS`,
+  held until the row is written, so no two processes ever run one cell).
+
+  Returns:
+    Whether this process ran it.
+  """
+  from zosam_jax.train import lock  # pylint: disable=import-outside-toplevel
+
+  key = cell_id(*cell)
+  if key in done:
+    return False
+  try:
+    claim = lock.RunLock(CLAIMS / key).acquire()
+  except lock.FolderInUseError:
+    return False
+  try:
+    done.update(all_rows())  # Its row may have landed since ``done`` was read.
+    if key in done:
+      return False
+    check_declarations_unchanged()
+    row = run_cell(*cell, dataset=dataset)
+    common.append_row(rows_path(SETTINGS[cell[0]]["dataset"]), row)
+  finally:
+    claim.release()
+  done[key] = row
+  print(f"{key}: acc {row['test_accuracy']:.4f} ({row['wall_seconds']:.0f} s)", flush=True)
+  if then is not None:
+    then([row])
+  return True
+
+
+def wait_for_rows(cells, dataset=None, then=None, ahead=(), poll_seconds: float = 60.0
+                  ) -> list[dict[str, Any]]:
+  """The cells' rows, once every one is in (other processes may still be
+  running some). Meanwhile this process runs, one at a time, the missing
+  cells no process has claimed (another shard's, not started yet), then the
+  cells of ``ahead`` (cells a later step needs whatever these rows say), and
+  sleeps only when each is done or claimed."""
   reported = None
   while True:
     done = all_rows()
-    missing = [cell_id(*c) for c in cells if cell_id(*c) not in done]
+    missing = [c for c in cells if cell_id(*c) not in done]
     if not missing:
       return [done[cell_id(*c)] for c in cells]
+    if any(run_free_cell(c, done, dataset, then) for c in [*missing, *ahead]):
+      continue
     if len(missing) != reported:
-      print(f"waiting for {len(missing)} cells of other shards, e.g. {missing[0]}",
-            flush=True)
+      print(f"waiting for {len(missing)} cells of other processes, e.g. "
+            f"{cell_id(*missing[0])}", flush=True)
       reported = len(missing)
     time.sleep(poll_seconds)
 
@@ -428,7 +465,7 @@ def run_control(dataset, model: str, then=None, shard=(0, 1)) -> tuple[str, floa
   for setting, sparsity in CONTROL_ATTEMPTS[model]:
     cells = [(setting, sparsity, v, s) for s in SEEDS for v in ("sgd", "sam")]
     run_cells(cells, dataset, then, shard)
-    if control_passes(wait_for_rows(cells), setting, sparsity):
+    if control_passes(wait_for_rows(cells, dataset, then), setting, sparsity):
       return setting, sparsity
   return None
 

@@ -38,5 +38,11 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def read_rows_any(path: Path) -> list[dict[str, Any]]:
-  """Reads a JSON-lines file, keeping every row."""
-  return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+  """Reads a JSON-lines file, keeping every row; under a shared lock of the
+  file, so never a row that :func:`append_row` is still writing."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+
+  with open(path) as f:
+    fcntl.flock(f, fcntl.LOCK_SH)
+    text = f.read()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

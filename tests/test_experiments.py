@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import cifar10_c  # noqa: E402
 import common  # noqa: E402
+from zosam_jax.train import lock  # noqa: E402
 
 
 def test_results_md_is_rendered_from_committed_files_byte_for_byte():
@@ -77,23 +78,22 @@ def test_positive_control_needs_every_seed_and_an_interval_above_zero():
 
 def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monkeypatch):
   import cells  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(cells, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
-  ran = []
-  def fake_run_cell(setting, sparsity, variant, seed, dataset=None):
-    ran.append(seed)
-    gain = 0.01 + 0.001 * (seed % 2) if variant == "sam" else 0.0
-    return dict(cell=cells.cell_id(setting, sparsity, variant, seed), setting=setting,
-                sparsity=sparsity, variant=variant, seed=seed, test_accuracy=0.5 + gain,
-                wall_seconds=1.0)
-  monkeypatch.setattr(cells, "run_cell", fake_run_cell)
+  ran = _fake_cell(monkeypatch, tmp_path, lambda variant, seed, split: 0.5 + (
+      0.01 + 0.001 * (seed % 2) if variant == "sam" else 0.0))
   todo = [("cnn-10k", 0.9, v, s) for s in cells.SEEDS for v in ("sgd", "sam")]
   assert [r["cell"] for r in cells.run_cells(todo, shard=(0, 2))] == [
       cells.cell_id(*c) for c in todo if c[3] % 2 == 0]
-  def other_shard_finishes(_):  # While shard 0/2 waits, shard 1/2 writes its rows.
+  # Shard 1/2 holds the claims of its cells (as a running process would) and
+  # writes their rows while shard 0/2 waits: shard 0/2 runs none of them.
+  other = [lock.RunLock(cells.CLAIMS / cells.cell_id(*c)).acquire()
+           for c in todo if c[3] % 2 == 1]
+  def other_shard_finishes(_):
+    for claim in other:
+      claim.release()
     cells.run_cells(todo, shard=(1, 2))
   monkeypatch.setattr(cells.time, "sleep", other_shard_finishes)
   assert cells.run_control(None, "cnn", shard=(0, 2)) == ("cnn-10k", 0.9)
-  assert ran == [0, 0, 2, 2, 4, 4, 1, 1, 3, 3, 5, 5]
+  assert [s for _, _, s in ran] == [0, 0, 2, 2, 4, 4, 1, 1, 3, 3, 5, 5]
   monkeypatch.setattr(cells, "_DECLARED", b"# settings as a process read them earlier")
   assert len(cells.run_cells(todo)) == len(todo)  # Nothing left to run: no check.
   with pytest.raises(SystemExit, match="changed since this process started"):
@@ -103,6 +103,30 @@ def test_shards_split_a_grid_by_seed_and_a_control_waits_for_all(tmp_path, monke
   for bad in ("2/2", "1", "a/b", "-1/2"):
     with pytest.raises(argparse.ArgumentTypeError, match="--shard must be I/N"):
       study.parse_shard(bad)
+
+
+def test_a_waiting_process_runs_unclaimed_cells_then_cells_ahead(tmp_path, monkeypatch):
+  import cells  # pylint: disable=import-outside-toplevel
+  ran = _fake_cell(monkeypatch, tmp_path, lambda variant, seed, split: 0.5)
+  todo = [("mlp-10k-val", 0.9, "sam-rho0.05", s) for s in cells.SELECTION_SEEDS]
+  ahead = [("mlp-10k-val", 0.9, "sgd", s) for s in (0, 1)]
+  running = lock.RunLock(cells.CLAIMS / cells.cell_id(*todo[0])).acquire()  # Another process.
+  def it_finishes(_):
+    row = dict(cell=cells.cell_id(*todo[0]), setting="mlp-10k-val", variant="sam-rho0.05",
+               seed=todo[0][3], test_accuracy=0.5, validation_accuracy=0.5)
+    common.append_row(cells.rows_path("fashion_mnist"), row)
+    running.release()
+  monkeypatch.setattr(cells.time, "sleep", it_finishes)
+  cells.run_cells(todo, shard=(0, 2))  # Positions 0 (claimed: skipped) and 2.
+  rows = cells.wait_for_rows(todo, ahead=ahead)
+  # Then the other shard's cell no process had started, then the cells ahead,
+  # then it sleeps until the claimed cell's row is in; no cell twice.
+  assert [(v, s) for _, v, s in ran] == [
+      ("sam-rho0.05", 102), ("sam-rho0.05", 101), ("sgd", 0), ("sgd", 1)]
+  assert [r["seed"] for r in rows] == list(cells.SELECTION_SEEDS)
+  # A cell whose row landed after this process read the rows is not run again.
+  assert not cells.run_free_cell(todo[0], {}) and len(ran) == 4
+  assert not cells.run_free_cell(ahead[0], cells.all_rows())
 
 
 def _robustness_rows(gains):
@@ -355,6 +379,7 @@ def _fake_cell(monkeypatch, tmp_path, accuracy):
   rows go to ``tmp_path``; returns the list of cells run."""
   import cells  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(cells, "rows_path", lambda dataset: tmp_path / f"{dataset}.jsonl")
+  monkeypatch.setattr(cells, "CLAIMS", tmp_path / "claims")
   ran = []
   def fake_run_cell(setting, sparsity, variant, seed, dataset=None):
     ran.append((setting, variant, seed))
@@ -499,6 +524,27 @@ def test_best_radius_grows_a_grid_whose_best_radius_is_at_its_edge(tmp_path, mon
   # While an added radius is running, nothing is chosen.
   partial = [r for r in rows if r["variant"] != "sam-rho0.0125" or r["seed"] != 100]
   assert best_radius.chosen_radius(partial, "mlp-10k-val", "sam") is None
+
+
+def test_best_radius_runs_ahead_only_cells_the_next_step_needs(tmp_path, monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  _fake_cell(monkeypatch, tmp_path, lambda variant, seed, split: 0.5 + (
+      0.01 + 0.001 * seed if variant.startswith("sam") and split == "test" else 0.0))
+  waits, wait = [], cells.wait_for_rows
+  def recording_wait(todo, dataset=None, then=None, ahead=()):
+    waits.append((todo[0][2], sorted({c[2] for c in ahead})))
+    return wait(todo, dataset, then, ahead)
+  monkeypatch.setattr(cells, "wait_for_rows", recording_wait)
+  best_radius.run_setting(("mlp-10k-val",))
+  others = [m for m in cells.TUNED if m != "sam"]
+  # SGD's cells during SAM's grid; nothing while the positive control is
+  # judged; the next method's first grid during each method's; the last none.
+  expected = [("sam-rho0.05", ["sgd"]), ("sgd", [])] + [
+      (f"{m}-rho0.05", [f"{n}-rho{r}" for r in cells.RADII] if n else [])
+      for m, n in zip(others, [*others[1:], None])]
+  # (Validation ties: each grid grows twice, three waits each, the same cells ahead.)
+  assert [w for i, w in enumerate(waits) if i == 0 or w != waits[i - 1]] == expected
 
 
 def test_best_radius_shards_split_the_three_selection_seeds_evenly():
