@@ -391,7 +391,8 @@ def run_cells(cells, dataset=None, then=None, shard=(0, 1)) -> list[dict[str, An
 def run_free_cell(cell, done: dict[str, dict[str, Any]], dataset=None, then=None) -> bool:
   """Runs ``cell`` and adds its row to ``done`` (and its rows file), unless its
   row is in or another process holds its claim (a lock under :data:`CLAIMS`,
-  held until the row is written, so no two processes ever run one cell).
+  held until the row is written, so no two processes ever run one cell) or
+  its run folder (a ``study.py one`` of the same cell).
 
   Returns:
     Whether this process ran it.
@@ -412,6 +413,8 @@ def run_free_cell(cell, done: dict[str, dict[str, Any]], dataset=None, then=None
     check_declarations_unchanged()
     row = run_cell(*cell, dataset=dataset)
     common.append_row(rows_path(SETTINGS[cell[0]]["dataset"]), row)
+  except lock.FolderInUseError:  # Its run folder is in use by a process that took no claim.
+    return False
   finally:
     claim.release()
   done[key] = row

@@ -127,6 +127,10 @@ def test_a_waiting_process_runs_unclaimed_cells_then_cells_ahead(tmp_path, monke
   # A cell whose row landed after this process read the rows is not run again.
   assert not cells.run_free_cell(todo[0], {}) and len(ran) == 4
   assert not cells.run_free_cell(ahead[0], cells.all_rows())
+  def folder_in_use(*cell, dataset=None):  # A program running the cell without a claim.
+    raise lock.FolderInUseError(tmp_path, {"pid": 1})
+  monkeypatch.setattr(cells, "run_cell", folder_in_use)
+  assert not cells.run_free_cell(("mlp-10k-val", 0.9, "sgd", 2), {})
 
 
 def _robustness_rows(gains):
