@@ -143,6 +143,9 @@ def methods(preset: str) -> list[Method]:
                      prior="gradient", probe=False, exact_head=True))
   rows.append(Method("msam", "msam"))
   rows.append(Method("looksam k=5", "looksam", refresh_every=5))
+  # SAM's ascent gradient on the first 1/k of the minibatch (zo_value_fn).
+  for k in (4, 8, 16):
+    rows.append(Method(f"sam ascent_batch=1/{k}", "sam", zo_batch_fraction=1 / k))
   return rows
 
 

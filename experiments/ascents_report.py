@@ -5,7 +5,8 @@ variant of :data:`VARIANTS`: the paired difference to SGD and to SAM (95%
 t-interval, p, n), the fraction of SAM's gain it recovers, its step time ÷
 SGD's and ÷ SAM's, and the goal's verdict. Accuracies come from
 ``results/study_fashion_mnist.jsonl``; step times from
-``benchmarks/results/step_cost_ascents_cpu.json`` (the study's two models at its
+``benchmarks/results/step_cost_ascents_cpu.json`` (and ``..._sam_ascent_cpu.json``
+for SAM's ascent on part of the minibatch; the study's two models at its
 batch, every method timed interleaved in one process on this machine: the
 training runs' own seconds per step were measured under whatever load each
 session had, so they do not compare). Its figure now shows each method at its
@@ -23,7 +24,9 @@ import cells
 #: The issue's two settings (Fashion-MNIST, RigL 90%), in the figure's order.
 SETTINGS = (("cnn-10k-noise40", 0.9), ("mlp-10k", 0.9))
 #: The benchmark's model of each setting, and its method of each variant.
-COSTS = common.REPO / "benchmarks" / "results" / "step_cost_ascents_cpu.json"
+#: Each method's ratio comes from the first file that times both methods.
+COSTS = tuple(common.REPO / "benchmarks" / "results" / f"step_cost_{name}_cpu.json"
+              for name in ("ascents", "sam_ascent"))
 COST_MODEL = {"cnn-10k-noise40": "fashion_cnn", "mlp-10k": "fashion_mlp"}
 COST_METHOD = {"sgd": "sgd", "sam": "sam", "zosam": "zosam m=1 central gaussian ravel=True",
                "zosam-prior": "zosam prior m=0",
@@ -34,7 +37,8 @@ COST_METHOD = {"sgd": "sgd", "sam": "sam", "zosam": "zosam m=1 central gaussian 
                # The same compiled step: --repeat-batches changes only its indices.
                "zosam-prior-noprobe-repeat2": "zosam prior m=0 probe=False",
                "zosam-prior-refresh5": "zosam prior m=0 refresh_every=5",
-               "looksam-k5": "looksam k=5", "msam-rho0.3": "msam", "msam-rho0.05": "msam"}
+               "looksam-k5": "looksam k=5", "msam-rho0.3": "msam", "msam-rho0.05": "msam",
+               "sam-ascent8": "sam ascent_batch=1/8"}
 #: The points: the paper's ZO-SAM, the prior, the ascent variants, SAM.
 VARIANTS = ("zosam", "zosam-prior") + cells.ASCENT_VARIANTS + ("sam",)
 LABEL = {"sgd": "SGD", "sam": "SAM", "zosam": "ZO-SAM m=1 (paper)",
@@ -47,13 +51,14 @@ MARGIN, COST_LIMIT, COST_SETTING = 0.005, 0.7, "cnn-10k-noise40"
 
 
 def cost_ratio(setting: str, sparsity: float, a: str, b: str) -> float | None:
-  """``a``'s benchmarked step time ÷ ``b``'s on the setting's model (None: not timed)."""
-  if not COSTS.exists():
-    return None
-  ms = {r["method"]: r["ms_per_step"] for r in json.loads(COSTS.read_text())["rows"]
-        if r["model"] == COST_MODEL[setting] and r["sparsity"] == sparsity}
-  a, b = ms.get(COST_METHOD[a]), ms.get(COST_METHOD[b])
-  return None if a is None or b is None else a / b
+  """``a``'s benchmarked step time ÷ ``b``'s on the setting's model, from the
+  first of :data:`COSTS` that times both (None: not timed)."""
+  for path in (p for p in COSTS if p.exists()):
+    ms = {r["method"]: r["ms_per_step"] for r in json.loads(path.read_text())["rows"]
+          if r["model"] == COST_MODEL[setting] and r["sparsity"] == sparsity}
+    if COST_METHOD[a] in ms and COST_METHOD[b] in ms:
+      return ms[COST_METHOD[a]] / ms[COST_METHOD[b]]
+  return None
 
 
 def variant_row(rows, setting: str, sparsity: float, variant: str) -> dict | None:

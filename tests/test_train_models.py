@@ -77,7 +77,7 @@ def test_step_with_batchnorm_has_one_compilation_and_updates_stats(
   y_all = jnp.arange(64, dtype=jnp.int32) % 10
   step_fn = steps.make_train_step(
       model, tx, optimizer=optimizer, mean=np.array([5.0]), std=np.array([6.0]),
-      augment=True, augment_key=jax.random.key(1), zo_batch_fraction=0.5)
+      augment=True, augment_key=jax.random.key(1), ascent_fraction=0.5)
   chex.clear_trace_counter()  # Traces are counted per code object.
   step_fn = jax.jit(chex.assert_max_traces(step_fn, n=1))
   new = step_fn(state, x_all, y_all, np.arange(16, dtype=np.int32))
@@ -88,3 +88,24 @@ def test_step_with_batchnorm_has_one_compilation_and_updates_stats(
   mean_before = state.batch_stats["BatchNorm_0"]["mean"]
   assert not np.allclose(new.batch_stats["BatchNorm_0"]["mean"], mean_before)
   assert int(new.metrics.nonfinite_step) == -1
+
+
+def test_sam_finds_its_ascent_on_the_first_examples_of_the_minibatch():
+  model = get_model("cnn", 10)
+  tx, _ = build_optimizer(TrainConfig(optimizer="sam"), 10)
+  state = steps.init_train_state(model, tx, np.zeros((1, 8, 8, 1), np.float32),
+                                 jax.random.key(0))
+  x_all = jnp.asarray(np.random.default_rng(0).integers(0, 17, (64, 8, 8, 1)), jnp.uint8)
+  y_all = jnp.arange(64, dtype=jnp.int32) % 10
+  def step(fraction, idx):
+    return jax.jit(steps.make_train_step(
+        model, tx, optimizer="sam", mean=np.array([5.0]), std=np.array([6.0]),
+        augment=False, augment_key=jax.random.key(1), ascent_fraction=fraction))(
+            state, x_all, y_all, idx)
+  idx = np.arange(16, dtype=np.int32)
+  quarter, whole = step(0.25, idx), step(1.0, idx)
+  # The ascent's loss at θ is that of the first 4 examples; the update differs.
+  np.testing.assert_allclose(quarter.opt_state.loss, step(1.0, idx[:4]).opt_state.loss,
+                             rtol=1e-6)
+  assert not np.isclose(quarter.opt_state.loss, whole.opt_state.loss)
+  assert not np.allclose(quarter.params["Dense_0"]["kernel"], whole.params["Dense_0"]["kernel"])

@@ -80,6 +80,22 @@ def test_sam_equals_the_hand_written_oracle_with_a_mask():
   chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_sam_takes_its_ascent_from_zo_value_fn_and_its_descent_from_value_fn():
+  # SAM's ascent on part of the minibatch (Foret et al.'s m-sharpness): the
+  # direction is the gradient of ``zo_value_fn``, the update the gradient of
+  # ``value_fn`` at the point it gives.
+  params, loss, _ = helpers.quadratic()
+  part = lambda p: jnp.sum(jnp.cos(p))  # Another minibatch's loss.
+  tx = zosam_jax.sam(optax.sgd(1.0), rho=0.05, has_aux=True)
+  value_fn = lambda p: (loss(p), p)  # The aux is the point: θ + ε.
+  _, state = tx.update(params, tx.init(params), params, value_fn=value_fn,
+                       zo_value_fn=lambda p: (part(p), p))
+  g = jax.grad(part)(params)
+  np.testing.assert_allclose(state.aux - params, 0.05 * g / jnp.linalg.norm(g), rtol=1e-5)
+  np.testing.assert_allclose(state.loss, part(params), rtol=1e-6)
+  np.testing.assert_allclose(state.perturbed_loss, loss(state.aux), rtol=1e-6)
+
+
 @pytest.mark.parametrize("ravel", [True, False])
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_pruned_weights_are_never_touched(estimator, ravel):

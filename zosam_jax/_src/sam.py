@@ -46,7 +46,10 @@ def sam(
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, called as
-    ``update(updates, state, params, value_fn=loss_fn)``.
+    ``update(updates, state, params, value_fn=loss_fn)``; optionally
+    ``zo_value_fn=`` a loss whose gradient gives the ascent direction instead
+    (e.g. of the first examples of the minibatch: Foret et al.'s m-sharpness,
+    a cheaper first backward pass), ``value_fn``'s giving the update.
 
   Examples:
     >>> import jax.numpy as jnp, optax, zosam_jax

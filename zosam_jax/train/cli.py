@@ -86,6 +86,9 @@ _HELP = {
     "adaptive": "SAM/ZO-SAM: adaptive SAM (ASAM), epsilon scaled by |theta|",
     "zo_batch_fraction": "ZO-SAM: fraction of the minibatch used for the "
                          "zeroth-order forward passes",
+    "ascent_batch_fraction": "SAM: fraction of the minibatch (its first examples) "
+                             "whose gradient gives the ascent direction "
+                             "(m-sharpness; the update uses the whole minibatch)",
     "chunk_size": "ZO-SAM: at most this many perturbed forward passes at once",
     "lr": "peak learning rate",
     "momentum": "SGD momentum (0 for none)",

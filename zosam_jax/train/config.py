@@ -41,6 +41,14 @@ def exact_period(cfg: "TrainConfig") -> int | None:
   return cfg.refresh_every if cfg.optimizer == "zosam" else None
 
 
+def ascent_fraction(cfg: "TrainConfig") -> float:
+  """The fraction of the minibatch (its first examples) the ascent sees:
+  ``--zo-batch-fraction`` for ZO-SAM's forward passes, ``--ascent-batch-fraction``
+  for SAM's first gradient, the whole minibatch otherwise."""
+  return {"zosam": cfg.zo_batch_fraction, "sam": cfg.ascent_batch_fraction}.get(
+      cfg.optimizer, 1.0)
+
+
 def evaluates_loss_at_theta(cfg: "TrainConfig") -> bool:
   """Whether a step evaluates the loss at θ besides θ+ε (so its sharpness
   L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior (unless
@@ -88,6 +96,7 @@ class TrainConfig:
   looksam_alpha: float = 0.7
   adaptive: bool = False
   zo_batch_fraction: float = 1.0
+  ascent_batch_fraction: float = 1.0
   chunk_size: int | None = None
   lr: float = 0.1
   momentum: float = 0.9

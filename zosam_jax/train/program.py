@@ -186,7 +186,7 @@ def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
           model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
           augment=ds.augment, augment_key=keys[0] if axes is None else jnp.stack(keys),
           crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
-          zo_batch_fraction=cfg.zo_batch_fraction, repeat_batches=cfg.repeat_batches,
+          ascent_fraction=config_lib.ascent_fraction(cfg), repeat_batches=cfg.repeat_batches,
           batch_sharding=batch_sharding,
           state_axes=axes),
       donate_argnums=() if jax.default_backend() == "cpu" else (0,),

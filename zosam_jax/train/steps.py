@@ -133,7 +133,7 @@ def make_loss_fn(model: nn.Module, batch_stats: Any, images: jax.Array,
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     optimizer: str, mean: np.ndarray, std: np.ndarray,
                     augment: bool, augment_key: jax.Array, crop_pad: int = 4,
-                    zo_batch_fraction: float = 1.0,
+                    ascent_fraction: float = 1.0,
                     repeat_batches: int = 1,
                     batch_sharding: Any = None,
                     state_axes: Any = None) -> Callable[..., TrainState]:
@@ -149,8 +149,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     augment_key: the run's augmentation key; step ``s`` uses
       ``fold_in(augment_key, s // repeat_batches)``.
     crop_pad: padding of the crop (pixels on each side).
-    zo_batch_fraction: fraction of the minibatch (its first examples) used
-      for ZO-SAM's forward passes.
+    ascent_fraction: fraction of the minibatch (its first examples) that
+      finds the ascent direction: ZO-SAM's forward passes, SAM's first
+      gradient (:func:`zosam_jax.train.config.ascent_fraction`).
     repeat_batches: consecutive steps that use the same minibatch
       (:class:`zosam_jax.train.pipeline.BatchOrder`): its augmentation too.
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
@@ -184,8 +185,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       sharpness = jnp.zeros((), jnp.float32)
     else:
       extra = {} if exact is None else {"exact": exact}
-      if optimizer == "zosam" and zo_batch_fraction < 1.0:
-        size = max(1, round(zo_batch_fraction * images.shape[0]))
+      if optimizer in ("zosam", "sam") and ascent_fraction < 1.0:
+        size = max(1, round(ascent_fraction * images.shape[0]))
         extra["zo_value_fn"] = make_loss_fn(model, state.batch_stats,
                                             images[:size], labels[:size])
       updates, opt_state = tx.update(state.params, state.opt_state, state.params,

@@ -202,9 +202,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
   _positive(cfg, "epochs", allow_none=True)
   if cfg.steps is not None and cfg.epochs is not None:
     raise ConfigError("--steps and --epochs are mutually exclusive; give one")
-  if not 0.0 < cfg.zo_batch_fraction <= 1.0:
-    raise ConfigError(
-        f"--zo-batch-fraction must be in (0, 1], got {cfg.zo_batch_fraction!r}")
+  for name in ("zo_batch_fraction", "ascent_batch_fraction"):
+    if not 0.0 < getattr(cfg, name) <= 1.0:
+      raise ConfigError(f"{flag(name)} must be in (0, 1], got {getattr(cfg, name)!r}")
   if not 0.0 <= cfg.sparsity < 1.0:
     raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity!r}")
   if not 0.0 < cfg.drop_fraction < 1.0:
@@ -219,6 +219,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
                                      "chunk_size", "radius_cap", "zo_probe",
                                      "zo_exact_head")},
     "refresh_every": ("zosam", "looksam"), "looksam_alpha": ("looksam",),
+    "ascent_batch_fraction": ("sam",),
     "rho": SAM_LIKE, "adaptive": ("sam", "zosam"),
 }
 
