@@ -39,11 +39,14 @@ def variant(method: str, rho: float) -> str:
   return f"{method}-rho{rho}"
 
 
-def grid(setting: str, method: str, grid_radii=cells.RADII
-         ) -> list[tuple[str, float, str, int]]:
-  """The selection cells of one method: every radius on every selection seed."""
-  return [(setting, 0.9, variant(method, rho), seed) for seed in cells.SELECTION_SEEDS
-          for rho in grid_radii]
+def grid(setting: str, variants) -> list[tuple[str, float, str, int]]:
+  """The selection cells of ``variants``: each on every selection seed."""
+  return [(setting, 0.9, v, seed) for seed in cells.SELECTION_SEEDS for v in variants]
+
+
+def first_grid(setting: str, method: str) -> list[tuple[str, float, str, int]]:
+  """The selection cells of one method's grid before it grows (:data:`cells.RADII`)."""
+  return grid(setting, [variant(method, rho) for rho in cells.RADII])
 
 
 def radii(rows, setting: str, method: str) -> tuple[float, ...]:
@@ -114,19 +117,31 @@ def control_cells(setting: str, method: str, sam_rho: float
           for control in cells.TUNED_CONTROLS.get(method, ()) for seed in cells.SEEDS]
 
 
-def _tune(methods, setting: str, dataset, shard, ahead=()) -> dict[str, float]:
-  """Runs the methods' grids (sharing the shards; grown at their edges, as
-  :func:`radii` says) and returns their radii. While it waits for another
-  process's cells, it runs those of ``ahead`` (:func:`cells.wait_for_rows`)."""
-  todo = [c for m in methods for c in grid(setting, m)]
+def tune(methods, setting: str, run) -> dict[str, float]:
+  """The methods' chosen radii, once ``run(variants)`` has run (and returned
+  the rows of) the selection seeds of every variant of their grids: the grids
+  of :func:`radii`, grown at an edge while the best radius is there, one
+  ``run`` per growth. Shared by the CPU protocol (cells) and the GPU one
+  (``--seeds`` programs, :mod:`gpu_protocol`)."""
+  ran, rows = set(), list(cells.all_rows().values())
   while True:
-    cells.run_cells(todo, dataset, shard=shard)
-    rows = cells.wait_for_rows(todo, dataset, ahead=ahead)
-    more = [c for m in methods for c in grid(setting, m, radii(rows, setting, m))
-            if c not in todo]
-    if not more:
+    todo = [variant(m, rho) for m in methods for rho in radii(rows, setting, m)
+            if variant(m, rho) not in ran]
+    if not todo:
       return {m: chosen_radius(rows, setting, m) for m in methods}
-    todo += more
+    rows = run(todo)
+    ran.update(todo)
+
+
+def _tune(methods, setting: str, dataset, shard, ahead=()) -> dict[str, float]:
+  """:func:`tune` with cells (sharing the shards). While it waits for another
+  process's cells, it runs those of ``ahead`` (:func:`cells.wait_for_rows`)."""
+  def run(variants):
+    todo = grid(setting, variants)
+    cells.run_cells(todo, dataset, shard=shard)
+    cells.wait_for_rows(todo, dataset, ahead=ahead)
+    return list(cells.all_rows().values())
+  return tune(methods, setting, run)
 
 
 def control_passes(rows, setting: str, sam_rho: float) -> bool:
@@ -152,7 +167,7 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
     others = [m for m in cells.TUNED if m != "sam"]  # In declared order.
     for method, after in zip(others, [*others[1:], None]):
       rho = _tune((method,), setting, ds, shard,
-                  ahead=grid(setting, after) if after else ())[method]
+                  ahead=first_grid(setting, after) if after else ())[method]
       cells.run_cells(finals(setting, method, rho) + control_cells(setting, method, sam_rho),
                       ds, shard=shard)
     return setting

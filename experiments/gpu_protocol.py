@@ -193,19 +193,12 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
   print(format_plan(p), flush=True)
   if dry_run:
     return p
-  ran = set()
-  while True:  # The grids, grown at an edge while a best radius is there.
-    rows = list(cells.all_rows().values())
-    todo = [best_radius.variant(m, rho) for m in TUNED
-            for rho in best_radius.radii(rows, SETTING, m)
-            if best_radius.variant(m, rho) not in ran]
-    if not todo:
-      break
-    for variant in todo:
+  def run_grid(variants):
+    for variant in variants:
       _program(variant, cells.SELECTION_SEEDS, p, dataset, then, tiny, root)
-      ran.add(variant)
-  chosen = [best_radius.variant(m, best_radius.chosen_radius(rows, SETTING, m))
-            for m in TUNED]
+    return list(cells.all_rows().values())
+  radii = best_radius.tune(TUNED, SETTING, run_grid)  # Grown at an edge, as on CPU.
+  chosen = [best_radius.variant(m, radii[m]) for m in TUNED]
   for variant in FIXED + tuple(chosen):
     _program(variant, SEEDS, p, dataset, then, tiny, root)
   return p

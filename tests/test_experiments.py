@@ -537,15 +537,15 @@ def test_best_radius_runs_ahead_only_cells_the_next_step_needs(tmp_path, monkeyp
       0.01 + 0.001 * seed if variant.startswith("sam") and split == "test" else 0.0))
   waits, wait = [], cells.wait_for_rows
   def recording_wait(todo, dataset=None, then=None, ahead=()):
-    waits.append((todo[0][2], sorted({c[2] for c in ahead})))
+    waits.append((todo[0][2].split("-rho")[0], sorted({c[2] for c in ahead})))
     return wait(todo, dataset, then, ahead)
   monkeypatch.setattr(cells, "wait_for_rows", recording_wait)
   best_radius.run_setting(("mlp-10k-val",))
   others = [m for m in cells.TUNED if m != "sam"]
   # SGD's cells during SAM's grid; nothing while the positive control is
   # judged; the next method's first grid during each method's; the last none.
-  expected = [("sam-rho0.05", ["sgd"]), ("sgd", [])] + [
-      (f"{m}-rho0.05", [f"{n}-rho{r}" for r in cells.RADII] if n else [])
+  expected = [("sam", ["sgd"]), ("sgd", [])] + [
+      (m, [f"{n}-rho{r}" for r in cells.RADII] if n else [])
       for m, n in zip(others, [*others[1:], None])]
   # (Validation ties: each grid grows twice, three waits each, the same cells ahead.)
   assert [w for i, w in enumerate(waits) if i == 0 or w != waits[i - 1]] == expected
@@ -554,6 +554,6 @@ def test_best_radius_runs_ahead_only_cells_the_next_step_needs(tmp_path, monkeyp
 def test_best_radius_shards_split_the_three_selection_seeds_evenly():
   import best_radius  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
-  todo = best_radius.grid("mlp-10k-val", "sam")
+  todo = best_radius.first_grid("mlp-10k-val", "sam")
   shares = [sum(cells.shard_of(c, todo, 2) == i for c in todo) for i in (0, 1)]
   assert shares == [len(todo) // 2] * 2
