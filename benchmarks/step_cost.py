@@ -251,6 +251,47 @@ def _cell_inputs(spec: ModelSpec, sparsity: float):
   return x, y, params, stats, masks
 
 
+def compiled_run(step: Callable, cycle: list, carry: tuple, x, y,
+                 warmup: int) -> dict[str, Any]:
+  """One method ready to time: ``step(params, stats, state, x, y)`` compiled
+  for each branch of ``cycle`` (``exact=`` of a periodic method, ``None``
+  otherwise) with its buffers donated, run ``warmup`` cycles on its own copy
+  of ``carry = (params, stats, state)``."""
+  by_branch = {exact: jax.jit(step if exact is None else functools.partial(step, exact=exact),
+                              donate_argnums=(0, 1, 2)).lower(*carry, x, y).compile()
+               for exact in set(cycle)}
+  compiled = [by_branch[exact] for exact in cycle]
+  # Donated buffers are deleted: every method runs on its own copies (the
+  # masks, for one, are shared by all the states of a cell).
+  carry = jax.tree.map(jnp.copy, carry)
+  for _ in range(warmup):
+    for fn in compiled:
+      carry = fn(*carry, x, y)
+  jax.block_until_ready(carry)
+  return {"compiled": compiled, "carry": carry, "times": []}
+
+
+def time_interleaved(runs: list[dict[str, Any]], x, y, rounds: int, steps: int,
+                     probe: Optional[Callable[[], Any]] = None) -> list[float]:
+  """``rounds`` rounds of ``steps`` cycles of every run of :func:`compiled_run`
+  in turn (each cycle's seconds per step appended to its ``times``), then
+  ``steps`` calls of ``probe`` if given; returns the probe's seconds."""
+  probe_times = []
+  for _ in range(rounds):
+    for run in runs:
+      for _ in range(steps):
+        start = time.perf_counter()
+        for fn in run["compiled"]:
+          run["carry"] = fn(*run["carry"], x, y)
+        jax.block_until_ready(run["carry"])
+        run["times"].append((time.perf_counter() - start) / len(run["compiled"]))
+    for _ in range(steps if probe is not None else 0):
+      start = time.perf_counter()
+      jax.block_until_ready(probe())
+      probe_times.append(time.perf_counter() - start)
+  return probe_times
+
+
 def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
                  steps: int, rounds: int, warmup: int) -> list[dict[str, Any]]:
   """Times every method of one (model, sparsity) cell, interleaved.
@@ -266,43 +307,19 @@ def measure_cell(spec: ModelSpec, grid: list[Method], sparsity: float,
   x, y, params, stats, masks = _cell_inputs(spec, sparsity)
   forward = jax.jit(lambda p, s: _loss_fn(spec.module, s, x, y)(p)[0]).lower(
       params, stats).compile()
-  forward_times = []
   base = lambda: optax.sgd(0.05, momentum=0.9)
   runs = []
   for method in grid:
     step, tx = make_step(spec, method, base, masks)
-    state = tx.init(params)
     # A periodic method: its exact and its other step, each compiled (the
     # way zosam-train runs it), one cycle per timed sample.
     cycle = ([None] if method.refresh_every is None
              else [True] + [False] * (method.refresh_every - 1))
-    by_branch = {exact: jax.jit(step if exact is None else functools.partial(step, exact=exact),
-                                donate_argnums=(0, 1, 2)).lower(
-                                    params, stats, state, x, y).compile()
-                 for exact in set(cycle)}
-    compiled = [by_branch[exact] for exact in cycle]
-    # Donated buffers are deleted: every method runs on its own copies (the
-    # masks, for one, are shared by all the states of a cell).
-    carry = jax.tree.map(jnp.copy, (params, stats, state))
-    for _ in range(warmup):
-      for fn in compiled:
-        carry = fn(*carry, x, y)
-    jax.block_until_ready(carry)
-    runs.append({"method": method, "compiled": compiled, "carry": carry,
-                 "times": []})
+    runs.append(dict(compiled_run(step, cycle, (params, stats, tx.init(params)), x, y,
+                                  warmup), method=method))
   jax.block_until_ready(forward(params, stats))
-  for _ in range(rounds):
-    for run in runs:
-      for _ in range(steps):
-        start = time.perf_counter()
-        for fn in run["compiled"]:
-          run["carry"] = fn(*run["carry"], x, y)
-        jax.block_until_ready(run["carry"])
-        run["times"].append((time.perf_counter() - start) / len(run["compiled"]))
-    for _ in range(steps):
-      start = time.perf_counter()
-      jax.block_until_ready(forward(params, stats))
-      forward_times.append(time.perf_counter() - start)
+  forward_times = time_interleaved(runs, x, y, rounds, steps,
+                                   lambda: forward(params, stats))
   rows = []
   for run in runs:
     method = run["method"]

@@ -74,3 +74,36 @@ def test_cond_benchmark_times_the_gradient_plain_and_nested(tmp_path, capsys):
   assert [r["nested_in"] for r in rows] == ["plain", "cond", "scan", "while_loop"]
   assert rows[0]["ratio_to_plain"] == 1.0 and all(r["ms"] > 0 for r in rows)
   assert "| mlp | cond |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # Compiles seven training steps twice over: about half a minute.
+def test_draw_cost_times_hand_written_steps_equal_to_the_library_s(tmp_path, monkeypatch,
+                                                                   capsys):
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  monkeypatch.syspath_prepend(str(SCRIPT.parent))
+  script = runpy.run_path(str(SCRIPT.parent / "draw_cost.py"))
+  out = tmp_path / "draw.json"
+  script["main"](["--models", "fashion_mlp", "--batch-size", "8", "--rounds", "1",
+                  "--steps", "1", "--warmup", "1", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["step"] for r in rows] == [*script["LIBRARY"], *script["HAND"]]
+  assert rows[0]["ratio_to_sgd"] == 1.0 and all(r["ms_per_step"] > 0 for r in rows)
+  assert "| fashion_mlp | perturbed + split + cond |" in capsys.readouterr().out
+  # The premise: the hand-written step is the library's unprobed prior step.
+  step_cost = script["step_cost"]
+  spec = next(s for s in step_cost.model_specs("cpu", 8) if s.name == "fashion_mlp")
+  x, y, params, stats, masks = step_cost._cell_inputs(spec, 0.9)  # pylint: disable=protected-access
+  base = lambda: optax.sgd(0.05, momentum=0.9)
+  lib_step, tx = step_cost.make_step(spec, script["LIBRARY"]["library unprobed prior"],
+                                     base, masks)
+  prior = jax.tree.map(lambda p: np.cos(np.arange(p.size, dtype=np.float32)).reshape(p.shape),
+                       params)
+  lib_params, _, _ = lib_step(params, stats, tx.init(params)._replace(prior=prior), x, y)
+  sgd_tx = script["sparse"].static_sparse(base(), masks=masks)
+  hand = script["hand_step"](spec, sgd_tx, masks, split=True, cond=True)
+  hand_params, _, _ = hand(params, stats, (sgd_tx.init(params), prior, jax.random.key(0)),
+                           x, y)
+  for a, b in zip(jax.tree.leaves(lib_params), jax.tree.leaves(hand_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
