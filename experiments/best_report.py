@@ -267,6 +267,34 @@ def recommendation(rows) -> str:
   return "\n".join(lines)
 
 
+def untuned(rows) -> str:
+  """The stretch's "radius that needs no tuning", generated from the validation
+  grids: per method, the one radius of its grid whose worst gap to tuned SAM
+  (the best mean validation accuracy of SAM's grid) over the judged settings
+  is the smallest, and whether that gap stays within the goal's margin. On the
+  selection seeds' validation means, not a paired test: an estimate."""
+  judged = [s for s in (_judged(rows, a) for a in cells.BEST_ATTEMPTS) if s is not None]
+  sam = {s: best_radius.validation_means(rows, s, "sam") for s in judged}
+  if not judged or any(None in m.values() for m in sam.values()):
+    return "- Not judged yet: SAM's grids are not all in."
+  lines = []
+  for method in cells.TUNED:
+    means = {s: best_radius.validation_means(rows, s, method) for s in judged}
+    common_radii = [r for r in cells.GRID_RADII
+                    if all(means[s].get(r) is not None for s in judged)]
+    if not common_radii:
+      lines.append(f"- {LABEL[method]}: no radius of its grid complete on every judged setting.")
+      continue
+    gap = {r: {s: means[s][r] - max(sam[s].values()) for s in judged} for r in common_radii}
+    rho = max(common_radii, key=lambda r: min(gap[r].values()))
+    worst = min(judged, key=lambda s: gap[rho][s])
+    within = "within" if gap[rho][worst] >= -MARGIN else "not within"
+    lines.append(f"- {LABEL[method]}: ρ = {rho}, worst {100 * gap[rho][worst]:+.2f} pp "
+                 f"({setting_label(worst)}): {within} {100 * MARGIN:.1f} pp of tuned SAM "
+                 "everywhere")
+  return "\n".join(lines)
+
+
 def _control_ok(rows, setting: str) -> bool:
   rho = best_radius.chosen_radius(rows, setting, "sam")
   return rho is not None and best_radius.control_passes(rows, setting, rho)
@@ -325,7 +353,12 @@ def render(rows) -> str:
       "#### What the numbers say to use (generated from the paired test rows above, each "
       "method at the radius chosen on validation: the option with the largest smallest "
       "share of SAM's gain over the judged settings)",
-      recommendation(rows)])
+      recommendation(rows),
+      "#### The stretch's radius that needs no tuning (generated from the validation grids "
+      "above, over the judged settings: per method, the one radius whose worst gap to tuned "
+      "SAM's best validation mean is the smallest; 3 selection seeds, an estimate, not a "
+      "paired test)",
+      untuned(rows)])
 
 
 def all_rows() -> list[dict]:

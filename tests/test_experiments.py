@@ -481,6 +481,32 @@ def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_p
       "- Not judged yet: no setting has a positive control.")
 
 
+def test_best_report_names_the_one_radius_nearest_tuned_sam_everywhere(tmp_path, monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import best_report  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  peaks = {"mlp-10k-val": 0.1, "cnn-10k-noise40-val": 0.4}  # The plain prior's, by setting.
+  def accuracy(variant, seed, split):
+    if variant.startswith("sgd"):
+      return 0.5
+    if split == "test":
+      return 0.6 + 0.001 * (seed % 3)
+    method, rho = variant.rsplit("-rho", 1)
+    peak = peaks[ran[-1][0]] if method == "zosam-prior" else 0.1
+    return 0.8 - abs(float(rho) - peak) / 10
+  ran = _fake_cell(monkeypatch, tmp_path, accuracy)
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",), ("cnn-10k-noise40-val",)))
+  rows = cells.read_rows("fashion_mnist")
+  assert best_report.untuned(rows) == "- Not judged yet: SAM's grids are not all in."
+  best_radius.run()
+  text = best_report.untuned(cells.read_rows("fashion_mnist"))
+  assert ("- SAM: ρ = 0.1, worst +0.00 pp (Fashion-MNIST MLP): within 0.5 pp of tuned SAM "
+          "everywhere") in text
+  # Its best single radius, 0.2, is 1 pp off on the MLP and 2 on the CNN.
+  assert ("- prior=gradient, m=0: ρ = 0.2, worst -2.00 pp (Fashion-MNIST CNN, 40% label "
+          "noise): not within 0.5 pp") in text
+
+
 def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path, monkeypatch):
   import best_radius  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
