@@ -302,31 +302,32 @@ def _control_ok(rows, setting: str) -> bool:
 
 def figure(rows, path=FIGURE) -> None:
   """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, each method
-  at its chosen radius (one colour per method, its ρ beside it), one panel per
-  setting."""
+  at its chosen radius (one colour and marker per method, its ρ beside it; n
+  in the tables), one panel per setting, one legend below them."""
   plt = common.pyplot()
   tried = _tried(rows) or [cells.BEST_ATTEMPTS[0][0]]
-  fig, axes = plt.subplots(1, len(tried), figsize=(5.5 * len(tried), 5.2), squeeze=False)
+  fig, axes = plt.subplots(1, len(tried), figsize=(5.5 * len(tried), 6.0), squeeze=False)
+  legend = {}
   for ax, setting in zip(axes[0], tried):
     ax.axhline(0, color="0.6", lw=0.8)
-    ax.plot([1], [0], "ks", label="SGD")
+    legend["SGD"] = ax.plot([1], [0], "ks")[0]
     for i, method in enumerate(cells.TUNED):
       r = method_row(rows, setting, method)
       cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sgd")
       if r is None or r["gain"] is None or cost is None:
         continue
       g = r["gain"]
-      ax.errorbar([cost], [100 * g["mean"]], yerr=[[100 * (g["mean"] - g["low"])],
-                                                  [100 * (g["high"] - g["mean"])]],
-                  fmt="os^vDP"[i % 6], color=f"C{i}", capsize=3,
-                  label=f"{LABEL[method]} (n={g['n']})")
+      legend[LABEL[method]] = ax.errorbar(
+          [cost], [100 * g["mean"]], yerr=[[100 * (g["mean"] - g["low"])],
+                                           [100 * (g["high"] - g["mean"])]],
+          fmt="os^vDPXh"[i % 8], color=f"C{i}", capsize=3)
       ax.annotate(f"ρ={r['variant'].rsplit('rho', 1)[1]}", (cost, 100 * g["mean"]),
                   textcoords="offset points", xytext=(6, -3), fontsize=7, color=f"C{i}")
     ax.set_title(f"{setting_label(setting)}, RigL 90%: each at its chosen ρ", fontsize=9)
     ax.set_xlabel("step time ÷ SGD's (Fashion CNN, benchmarks/step_cost.py, this CPU)")
     ax.set_ylabel("test accuracy − SGD (pp), paired mean, 95% CI")
-    ax.legend(fontsize=7, loc="upper left")
-  fig.tight_layout()
+  fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8)
+  fig.tight_layout(rect=(0, 0.14, 1, 1))
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -479,6 +479,9 @@ def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_p
           "of it") in text
   assert best_report.recommendation([]) == (
       "- Not judged yet: no setting has a positive control.")
+  best_report.figure(rows, tmp_path / "figure.png")
+  assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+  assert (tmp_path / "figure.png").stat().st_size > 20_000
 
 
 def test_best_report_names_the_one_radius_nearest_tuned_sam_everywhere(tmp_path, monkeypatch):
