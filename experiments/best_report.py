@@ -208,22 +208,29 @@ def _complete_row(rows, setting: str | None, method: str) -> dict | None:
   return r if r and r[paired] and r[paired]["n"] >= len(cells.SEEDS) else None
 
 
+def _goal(rows, method: str) -> tuple[list[str], list[str], float | None]:
+  """How ``method`` misses the goal (empty: it does not), the groups of
+  attempts whose rows are missing, and its step time ÷ SAM's."""
+  missing, far = [], []
+  for attempts in cells.BEST_ATTEMPTS:
+    setting = _judged(rows, attempts)
+    r = _complete_row(rows, setting, method)
+    if r is None:
+      missing.append(setting_label(attempts[0]))
+      continue
+    far += [f"{setting_label(setting)}: " + ", ".join(_misses(r))] if _misses(r) else []
+  cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
+  if cost is not None and cost > COST_LIMIT:
+    far.append(f"{cost:.2f} × SAM's step time on the Fashion CNN (goal ≤ {COST_LIMIT})")
+  return far, missing, cost
+
+
 def goal(rows) -> str:
   """The goal's verdict per ZO method, generated: met, not met (by how much), or not judged."""
   lines = []
   for method in [m for m in cells.TUNED if m != "sam"]:
-    missing, far = [], []
-    for attempts in cells.BEST_ATTEMPTS:
-      setting = _judged(rows, attempts)
-      r = _complete_row(rows, setting, method)
-      if r is None:
-        missing.append(setting_label(attempts[0]))
-        continue
-      far += [f"{setting_label(setting)}: " + ", ".join(_misses(r))] if _misses(r) else []
-    cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
+    far, missing, cost = _goal(rows, method)
     cost_text = "not timed" if cost is None else f"{cost:.2f} × SAM's step time"
-    if cost is not None and cost > COST_LIMIT:
-      far.append(f"{cost_text} on the Fashion CNN (goal ≤ {COST_LIMIT})")
     if far:
       verdict = "**not met**: " + "; ".join(far)
     elif missing:
@@ -293,6 +300,59 @@ def untuned(rows) -> str:
                  f"({setting_label(worst)}): {within} {100 * MARGIN:.1f} pp of tuned SAM "
                  "everywhere")
   return "\n".join(lines)
+
+
+def _reported(rows, attempts) -> str:
+  """The setting a group of attempts reports: the one with a positive
+  control, else the last one tried, else the first."""
+  tried = [s for s in _tried(rows) if s in attempts]
+  return _judged(rows, attempts) or (tried[-1] if tried else attempts[0])
+
+
+def _interval(diff) -> str:
+  """``+0.89 [+0.51, +1.27]`` (pp)."""
+  return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
+def _summary_cell(rows, setting: str, method: str) -> str:
+  """One method in one setting, for :func:`summary`: its chosen radius and SAM's
+  gain over SGD, or the option's share of it and its difference to SAM (with
+  ``, n=k`` while fresh seeds are missing)."""
+  r = method_row(rows, setting, method)
+  if r is None:
+    started = any(r["setting"] == setting and r["variant"].startswith(f"{method}-rho")
+                  for r in rows)
+    return "grid running" if started else "—"
+  rho = r["variant"].rsplit("rho", 1)[1]
+  diff = r["gain"] if method == "sam" else r["to_sam"]
+  if diff is None:
+    return f"ρ {rho}: finals running"
+  n = "" if diff["n"] >= len(cells.SEEDS) else f", n={diff['n']}"
+  if method == "sam":
+    return f"ρ {rho}: {_interval(diff)} over SGD{n}"
+  share = "" if r["share"] is None else f"{100 * r['share']:.0f}% of its gain, "
+  return f"ρ {rho}: {share}− SAM {_interval(diff)}{n}"
+
+
+def summary(rows) -> str:
+  """The README's table: per tuned method, its step time ÷ SAM's, its chosen
+  radius per setting with SAM's gain over SGD (SAM's row) or the share of it
+  the method reaches and its difference to SAM (pp, paired, 95% interval),
+  and the goal's verdict; then :func:`recommendation`."""
+  settings = [_reported(rows, attempts) for attempts in cells.BEST_ATTEMPTS]
+  heads = [setting_label(s) + ("" if _control_ok(rows, s) else " (no positive control yet)")
+           for s in settings]
+  lines = ["| method | step time ÷ SAM's | " + " | ".join(heads) + " | goal |",
+           "|---|---|" + "---|" * (len(settings) + 1)]
+  for method in cells.TUNED:
+    cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
+    far, missing, _ = _goal(rows, method) if method != "sam" else ([], [], None)
+    verdict = ("the reference" if method == "sam" else "not met" if far
+               else "not judged yet" if missing else "met")
+    lines.append(f"| {LABEL[method]} | {'—' if cost is None else f'{cost:.2f}'} | "
+                 + " | ".join(_summary_cell(rows, s, method) for s in settings)
+                 + f" | {verdict} |")
+  return "\n".join(lines) + "\n\n" + recommendation(rows)
 
 
 def _control_ok(rows, setting: str) -> bool:

@@ -20,6 +20,11 @@ def test_results_md_is_rendered_from_committed_files_byte_for_byte():
   assert render_results.render() == (common.EXP / "RESULTS.md").read_text()
 
 
+def test_readme_best_summary_is_rendered_from_committed_rows():
+  import render_results  # pylint: disable=import-outside-toplevel
+  assert render_results.render_readme() == render_results.README.read_text()
+
+
 def test_committed_rows_hold_no_absolute_paths():
   for path in common.RESULTS.glob("*.jsonl"):
     assert '"/' not in path.read_text(), path
@@ -479,6 +484,14 @@ def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_p
           "of it") in text
   assert best_report.recommendation([]) == (
       "- Not judged yet: no setting has a positive control.")
+  table = best_report.summary(rows)
+  assert ("| Fashion-MNIST MLP | Fashion-MNIST CNN, 40% label noise (no positive control "
+          "yet) | goal |") in table
+  assert ("| SAM | 0.50 | ρ 0.1: +10.10 [+10.01, +10.19] over SGD | — | the reference |"
+          in table)
+  assert ("| prior=gradient, m=0 | 0.70 | ρ 0.1: 90% of its gain, − SAM -1.00 [-1.00, -1.00] "
+          "| — | not met |") in table
+  assert table.endswith(text)
   best_report.figure(rows, tmp_path / "figure.png")
   assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "figure.png").stat().st_size > 20_000
