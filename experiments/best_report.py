@@ -309,6 +309,15 @@ def _reported(rows, attempts) -> str:
   return _judged(rows, attempts) or (tried[-1] if tried else attempts[0])
 
 
+def _header(rows, attempts, setting: str) -> str:
+  """A summary column's title: the reported setting, the earlier attempts that
+  had no positive control (so the protocol moved on), and whether its own has one."""
+  notes = [f"after {setting_label(a)}: no positive control"
+           for a in attempts[:attempts.index(setting)]]
+  notes += [] if _control_ok(rows, setting) else ["no positive control yet"]
+  return setting_label(setting) + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def _interval(diff) -> str:
   """``+0.89 [+0.51, +1.27]`` (pp)."""
   return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
@@ -340,8 +349,7 @@ def summary(rows) -> str:
   the method reaches and its difference to SAM (pp, paired, 95% interval),
   and the goal's verdict; then :func:`recommendation`."""
   settings = [_reported(rows, attempts) for attempts in cells.BEST_ATTEMPTS]
-  heads = [setting_label(s) + ("" if _control_ok(rows, s) else " (no positive control yet)")
-           for s in settings]
+  heads = [_header(rows, attempts, s) for attempts, s in zip(cells.BEST_ATTEMPTS, settings)]
   lines = ["| method | step time ÷ SAM's | " + " | ".join(heads) + " | goal |",
            "|---|---|" + "---|" * (len(settings) + 1)]
   for method in cells.TUNED:

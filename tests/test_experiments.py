@@ -539,6 +539,13 @@ def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path,
   assert grid_radii == (0.0125, 0.025, *cells.RADII)
   assert noisy == {"sgd"} | {f"sam-rho{r}" for r in grid_radii}  # No ZO cell ran there.
   assert best_radius.chosen_radius(rows, attempts[0], "sam") == 0.0125
+  import best_report  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (attempts,))
+  noisy_rows = [r for r in rows if r["setting"] == attempts[0]]
+  assert ("| CIFAR-10 CNN, 40% label noise (no positive control yet) | goal |"
+          in best_report.summary(noisy_rows))
+  assert ("| CIFAR-10 CNN (after CIFAR-10 CNN, 40% label noise: no positive control) | goal |"
+          in best_report.summary(rows))
 
 
 def test_best_radius_grows_a_grid_whose_best_radius_is_at_its_edge(tmp_path, monkeypatch):
