@@ -371,7 +371,8 @@ def _control_ok(rows, setting: str) -> bool:
 def figure(rows, path=FIGURE) -> None:
   """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, each method
   at its chosen radius (one colour and marker per method, its ρ beside it; n
-  in the tables), one panel per setting, one legend below them."""
+  in the tables), one panel per setting, one legend below them; where SAM's
+  positive control holds, the goal's two limits as grey lines."""
   plt = common.pyplot()
   tried = _tried(rows) or [cells.BEST_ATTEMPTS[0][0]]
   fig, axes = plt.subplots(1, len(tried), figsize=(5.5 * len(tried), 6.0), squeeze=False)
@@ -391,6 +392,13 @@ def figure(rows, path=FIGURE) -> None:
           fmt="os^vDPXh"[i % 8], color=f"C{i}", capsize=3)
       ax.annotate(f"ρ={r['variant'].rsplit('rho', 1)[1]}", (cost, 100 * g["mean"]),
                   textcoords="offset points", xytext=(6, -3), fontsize=7, color=f"C{i}")
+    sam, sam_cost = method_row(rows, setting, "sam"), ascents_report.cost_ratio(
+        COST_SETTING, 0.9, "sam", "sgd")
+    if sam and sam["gain"] and sam_cost and _control_ok(rows, setting):
+      legend[f"goal: ≥ {100 * SHARE:.0f}% of SAM's gain"] = ax.axhline(
+          SHARE * 100 * sam["gain"]["mean"], color="0.4", ls="--", lw=0.8)
+      legend[f"goal: ≤ {COST_LIMIT} × SAM's step time"] = ax.axvline(
+          COST_LIMIT * sam_cost, color="0.4", ls=":", lw=0.8)
     ax.set_title(f"{setting_label(setting)}, RigL 90%: each at its chosen ρ", fontsize=9)
     ax.set_xlabel("step time ÷ SGD's (Fashion CNN, benchmarks/step_cost.py, this CPU)")
     ax.set_ylabel("test accuracy − SGD (pp), paired mean, 95% CI")
