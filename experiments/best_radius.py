@@ -144,11 +144,20 @@ def _tune(methods, setting: str, dataset, shard, ahead=()) -> dict[str, float]:
   return tune(methods, setting, run)
 
 
+def _control(rows, setting: str, sam_rho: float) -> dict | None:
+  """SAM at its chosen radius − SGD, paired over the six seeds."""
+  return stats.paired(rows, dict(setting=setting, sparsity=0.9), variant("sam", sam_rho), "sgd")
+
+
+def control_judged(rows, setting: str, sam_rho: float) -> bool:
+  """Whether all six seeds of the positive control are in."""
+  diff = _control(rows, setting, sam_rho)
+  return diff is not None and diff["n"] == len(cells.SEEDS)
+
+
 def control_passes(rows, setting: str, sam_rho: float) -> bool:
   """SAM at its chosen radius − SGD over the six seeds: interval above 0?"""
-  diff = stats.paired(rows, dict(setting=setting, sparsity=0.9),
-                      variant("sam", sam_rho), "sgd")
-  return diff is not None and diff["n"] == len(cells.SEEDS) and diff["low"] > 0
+  return control_judged(rows, setting, sam_rho) and _control(rows, setting, sam_rho)["low"] > 0
 
 
 def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:

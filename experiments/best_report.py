@@ -216,7 +216,7 @@ def _goal(rows, method: str) -> tuple[list[str], list[str], float | None]:
     setting = _judged(rows, attempts)
     r = _complete_row(rows, setting, method)
     if r is None:
-      missing.append(setting_label(attempts[0]))
+      missing.append(setting_label(_reported(rows, attempts)))
       continue
     far += [f"{setting_label(setting)}: " + ", ".join(_misses(r))] if _misses(r) else []
   cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
@@ -248,7 +248,8 @@ def recommendation(rows) -> str:
   judged = [s for s in (_judged(rows, a) for a in cells.BEST_ATTEMPTS) if s is not None]
   if not judged:
     return "- Not judged yet: no setting has a positive control."
-  waiting = [setting_label(a[0]) for a in cells.BEST_ATTEMPTS if _judged(rows, a) is None]
+  waiting = [setting_label(_reported(rows, a)) for a in cells.BEST_ATTEMPTS
+             if _judged(rows, a) is None]
   lines = [f"- Judged on {', '.join(map(setting_label, judged))}"
            + (f" (not yet: {', '.join(waiting)})" if waiting else "") + "."]
   per = {m: [_complete_row(rows, s, m) for s in judged] for m in cells.TUNED}
@@ -314,7 +315,10 @@ def _header(rows, attempts, setting: str) -> str:
   had no positive control (so the protocol moved on), and whether its own has one."""
   notes = [f"after {setting_label(a)}: no positive control"
            for a in attempts[:attempts.index(setting)]]
-  notes += [] if _control_ok(rows, setting) else ["no positive control yet"]
+  if not _control_ok(rows, setting):
+    sam = best_radius.chosen_radius(rows, setting, "sam")
+    done = sam is not None and best_radius.control_judged(rows, setting, sam)
+    notes.append("no positive control" + ("" if done else " yet"))
   return setting_label(setting) + (f" ({'; '.join(notes)})" if notes else "")
 
 
