@@ -414,6 +414,20 @@ def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch,
   assert pads == [pad]
 
 
+def test_no_augment_trains_on_the_stored_cifar_images(tmp_path, monkeypatch):
+  make_cifar10(tmp_path / "data")
+  monkeypatch.setattr(pipeline, "random_crop_flip",
+                      lambda key, x, p: pytest.fail("--no-augment crops nothing"))
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
+          "--optimizer", "sgd", "--batch-size", "16", "--steps", "2", "--no-progress",
+          "--no-augment"]
+  assert cli.main(argv + ["--workdir", str(tmp_path / "a")]) == 0
+  assert cli.main(argv + ["--workdir", str(tmp_path / "b")]) == 0
+  a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
+  assert a["final_train_loss"] == b["final_train_loss"]  # Reproducible without it too.
+  assert json.loads((tmp_path / "a" / "config.json").read_text())["augment"] is False
+
+
 def test_a_cifar_run_saved_before_crop_pad_keeps_its_four_pixels(tmp_path, capsys):
   make_cifar10(tmp_path / "data")
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",

@@ -101,6 +101,9 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
     (["--label-noise", "-0.1"], "--label-noise must be a fraction in [0, 1)"),
     (["--dataset", "cifar10", "--crop-pad", "-1"], "--crop-pad must be a non-negative integer"),
     (["--crop-pad", "2"], "--crop-pad only applies to the CIFAR datasets"),
+    (["--no-augment"], "--no-augment only applies to the CIFAR datasets"),
+    (["--dataset", "cifar10", "--no-augment", "--crop-pad", "2"],
+     "drop it with --no-augment"),
 ])
 def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, message):
   assert _exit_code(flags + ["--workdir", str(tmp_path)]) == 2

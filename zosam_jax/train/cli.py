@@ -44,6 +44,8 @@ _HELP = {
                   "size, e.g. 16 for CIFAR's 32)",
     "crop_pad": "CIFAR augmentation: pad by N pixels before the random crop "
                 "(default: 4 at 32x32, scaled with --image-size, e.g. 2 at 16x16)",
+    "augment": "CIFAR: crop-and-flip augmentation of the training images "
+               "(--no-augment: train on the stored images as they are)",
     "train_subset": "train on a stratified subset of N training examples (the "
                     "same N examples for every seed and optimizer)",
     "validation_subset": "hold out N other training examples, stratified (outside "

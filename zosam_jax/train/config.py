@@ -77,6 +77,7 @@ class TrainConfig:
   label_noise: float = 0.0
   image_size: int | None = None
   crop_pad: int | None = None
+  augment: bool = True
   cifar10_test: str = "lossless_1k"
   data_dir: str | None = None
   download: bool = True

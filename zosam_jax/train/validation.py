@@ -136,6 +136,12 @@ def _check_choices(cfg: TrainConfig) -> None:
   if cfg.crop_pad is not None and not cfg.dataset.startswith("cifar"):
     raise ConfigError(f"--crop-pad only applies to the CIFAR datasets (the ones with "
                       f"crop-and-flip augmentation), not --dataset {cfg.dataset}")
+  if not cfg.augment and not cfg.dataset.startswith("cifar"):
+    raise ConfigError(f"--no-augment only applies to the CIFAR datasets (the ones with "
+                      f"crop-and-flip augmentation); --dataset {cfg.dataset} has none")
+  if not cfg.augment and cfg.crop_pad is not None:
+    raise ConfigError("--crop-pad sets the augmentation's padding: drop it with "
+                      "--no-augment")
   if cfg.zo_prior == "momentum" and cfg.momentum == 0:
     raise ConfigError("--zo-prior momentum reads SGD's momentum buffer; it needs "
                       "--momentum > 0")
