@@ -60,7 +60,8 @@ def setting_label(setting: str) -> str:
   s = cells.SETTINGS[setting]
   data = "CIFAR-10" if s["dataset"] == "cifar10" else "Fashion-MNIST"
   return f"{data} {s['model'].upper()}" + (
-      f", {s['label_noise']:.0%} label noise" if s.get("label_noise") else "")
+      f", {s['label_noise']:.0%} label noise" if s.get("label_noise") else "") + (
+      ", no augmentation" if s.get("augment") is False else "")
 
 
 def _tried(rows) -> list[str]:

@@ -541,6 +541,9 @@ def test_best_radius_without_a_positive_control_tries_the_next_attempt(tmp_path,
   assert best_radius.chosen_radius(rows, attempts[0], "sam") == 0.0125
   import best_report  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(cells, "BEST_ATTEMPTS", (attempts,))
+  assert (best_report.setting_label("c10mlp-10k-noise40-noaug-val")
+          == "CIFAR-10 MLP, 40% label noise, no augmentation")
+  assert cells.config_of("c10mlp-10k-noise40-noaug-val", 0.9, "sgd", 0)["augment"] is False
   noisy_rows = [r for r in rows if r["setting"] == attempts[0]]
   assert ("| CIFAR-10 CNN, 40% label noise (no positive control) | goal |"
           in best_report.summary(noisy_rows))
