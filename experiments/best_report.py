@@ -376,10 +376,13 @@ def _control_ok(rows, setting: str) -> bool:
 def figure(rows, path=FIGURE) -> None:
   """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, each method
   at its chosen radius (one colour and marker per method, its ρ beside it; n
-  in the tables), one panel per setting, one legend below them; where SAM's
+  in the tables), one panel per setting (the attempt each reports: the one with
+  the positive control, else the last tried), one legend below them; where SAM's
   positive control holds, the goal's two limits as grey lines."""
   plt = common.pyplot()
-  tried = _tried(rows) or [cells.BEST_ATTEMPTS[0][0]]
+  have = set(_tried(rows))
+  tried = [_reported(rows, a) for a in cells.BEST_ATTEMPTS if have & set(a)] or [
+      cells.BEST_ATTEMPTS[0][0]]
   fig, axes = plt.subplots(1, len(tried), figsize=(5.5 * len(tried), 6.0), squeeze=False)
   legend = {}
   for ax, setting in zip(axes[0], tried):
