@@ -149,15 +149,19 @@ def _control(rows, setting: str, sam_rho: float) -> dict | None:
   return stats.paired(rows, dict(setting=setting, sparsity=0.9), variant("sam", sam_rho), "sgd")
 
 
+def _complete(diff: dict | None) -> bool:
+  return diff is not None and diff["n"] == len(cells.SEEDS)
+
+
 def control_judged(rows, setting: str, sam_rho: float) -> bool:
   """Whether all six seeds of the positive control are in."""
-  diff = _control(rows, setting, sam_rho)
-  return diff is not None and diff["n"] == len(cells.SEEDS)
+  return _complete(_control(rows, setting, sam_rho))
 
 
 def control_passes(rows, setting: str, sam_rho: float) -> bool:
   """SAM at its chosen radius − SGD over the six seeds: interval above 0?"""
-  return control_judged(rows, setting, sam_rho) and _control(rows, setting, sam_rho)["low"] > 0
+  diff = _control(rows, setting, sam_rho)
+  return _complete(diff) and diff["low"] > 0
 
 
 def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:

@@ -334,8 +334,8 @@ def _summary_cell(rows, setting: str, method: str) -> str:
   ``, n=k`` while fresh seeds are missing)."""
   r = method_row(rows, setting, method)
   if r is None:
-    started = any(r["setting"] == setting and r["variant"].startswith(f"{method}-rho")
-                  for r in rows)
+    started = any(row["setting"] == setting and row["variant"].startswith(f"{method}-rho")
+                  for row in rows)
     return "grid running" if started else "—"
   rho = r["variant"].rsplit("rho", 1)[1]
   diff = r["gain"] if method == "sam" else r["to_sam"]

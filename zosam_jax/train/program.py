@@ -184,7 +184,8 @@ def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
   return jax.jit(
       steps_lib.make_train_step(
           model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
-          augment=ds.augment and cfg.augment, augment_key=keys[0] if axes is None else jnp.stack(keys),
+          augment=ds.augment and cfg.augment,
+          augment_key=keys[0] if axes is None else jnp.stack(keys),
           crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
           ascent_fraction=config_lib.ascent_fraction(cfg), repeat_batches=cfg.repeat_batches,
           batch_sharding=batch_sharding,
