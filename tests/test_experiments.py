@@ -497,6 +497,28 @@ def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_p
   assert (tmp_path / "figure.png").stat().st_size > 20_000
 
 
+def test_best_report_shows_how_far_each_final_ends_below_its_best_evaluation(tmp_path,
+                                                                               monkeypatch):
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import best_report  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  def accuracy(variant, seed, split):
+    return 0.5 if variant.startswith("sgd") else 0.7 - abs(float(variant.rsplit("-rho", 1)[1])
+                                                          - 0.2)
+  _fake_cell(monkeypatch, tmp_path, accuracy)
+  best_radius.run_setting(("mlp-10k-val",))
+  rows = cells.read_rows("fashion_mnist")
+  assert best_report.overtraining_table(rows).count("\n") == 1  # Rows without the best: none.
+  # SGD peaked 8 pp above where it ended; SAM ended at its best.
+  rows = [dict(r, best_validation_accuracy=r["validation_accuracy"]
+               + (0.08 if r["variant"] == "sgd" else 0.0)) for r in rows]
+  table = best_report.overtraining_table(rows)
+  assert "| Fashion-MNIST MLP | SGD | 50.00 | 58.00 | -8.00 | 6 |" in table
+  assert "| Fashion-MNIST MLP | SAM, ρ=0.2 | 70.00 | 70.00 | +0.00 | 6 |" in table
+  assert table.count("| SAM, ρ=") == 1  # The chosen radius's fresh seeds (n = 6) only.
+  assert "#### Over-training: validation accuracy at the end" in best_report.render(rows)
+
+
 def test_best_report_names_the_one_radius_nearest_tuned_sam_everywhere(tmp_path, monkeypatch):
   import best_radius  # pylint: disable=import-outside-toplevel
   import best_report  # pylint: disable=import-outside-toplevel
