@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 import cells
-import stats
 
 
 def variant(method: str, rho: float) -> str:
@@ -144,24 +143,10 @@ def _tune(methods, setting: str, dataset, shard, ahead=()) -> dict[str, float]:
   return tune(methods, setting, run)
 
 
-def _control(rows, setting: str, sam_rho: float) -> dict | None:
-  """SAM at its chosen radius − SGD, paired over the six seeds."""
-  return stats.paired(rows, dict(setting=setting, sparsity=0.9), variant("sam", sam_rho), "sgd")
-
-
-def _complete(diff: dict | None) -> bool:
-  return diff is not None and diff["n"] == len(cells.SEEDS)
-
-
-def control_judged(rows, setting: str, sam_rho: float) -> bool:
-  """Whether all six seeds of the positive control are in."""
-  return _complete(_control(rows, setting, sam_rho))
-
-
-def control_passes(rows, setting: str, sam_rho: float) -> bool:
-  """SAM at its chosen radius − SGD over the six seeds: interval above 0?"""
-  diff = _control(rows, setting, sam_rho)
-  return _complete(diff) and diff["low"] > 0
+def control_passes(rows, setting: str, sam_rho: float) -> bool | None:
+  """SAM at its chosen radius − SGD over the six seeds: interval above 0?
+  ``None`` while seeds are missing."""
+  return cells.control_passes(rows, setting, 0.9, sam=variant("sam", sam_rho))
 
 
 def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:

@@ -54,6 +54,8 @@ CONTRASTS = (
 #: SGD and the declared controls: not tuned (a control of :data:`cells.AT_SAM_RADIUS`
 #: runs at SAM's chosen radius).
 UNTUNED = ("sgd", *(c for controls in cells.TUNED_CONTROLS.values() for c in controls))
+#: Every final's name, in the tables' column (row) order.
+FINAL_NAMES = UNTUNED + tuple(cells.TUNED)
 
 
 def setting_label(setting: str) -> str:
@@ -135,6 +137,11 @@ def method_row(rows, setting: str, method: str) -> dict | None:
                      else None))
 
 
+def _named(name: str, variant: str) -> str:
+  """A final's label in the tables, with its radius where it has one."""
+  return LABEL[name] + (f", ρ={variant.rsplit('-rho', 1)[1]}" if "-rho" in variant else "")
+
+
 def final_table(rows) -> str:
   """One line per setting and method at its chosen radius (test set, six seeds)."""
   lines = ["| setting | method at chosen ρ | − SGD (pp) [95% CI], p, n | verdict | − SAM at "
@@ -148,7 +155,7 @@ def final_table(rows) -> str:
       share = "—" if r["share"] is None or method == "sam" else f"{100 * r['share']:.0f}%"
       control = None if method == "sam" else r["control"]
       lines.append(
-          f"| {setting_label(setting)} | {LABEL[method]}, ρ={r['variant'].rsplit('rho', 1)[1]} | "
+          f"| {setting_label(setting)} | {_named(method, r['variant'])} | "
           f"{stats.fmt_diff(r['gain'])} | {stats.verdict(r['gain'], control)} | "
           f"{stats.fmt_diff(r['to_sam'])} | "
           f"{stats.verdict(r['to_sam']) if r['to_sam'] else '—'} | {share} |")
@@ -157,16 +164,15 @@ def final_table(rows) -> str:
 
 def seeds_table(rows) -> str:
   """Every final seed's test accuracy (%): SGD, the controls, each method at its radius."""
-  names = UNTUNED + tuple(cells.TUNED)
-  lines = ["| setting | seed | " + " | ".join(LABEL[m] for m in names) + " |",
-           "|---|---|" + "---|" * len(names)]
+  lines = ["| setting | seed | " + " | ".join(LABEL[m] for m in FINAL_NAMES) + " |",
+           "|---|---|" + "---|" * len(FINAL_NAMES)]
   for setting in _tried(rows):
     chosen = finals(rows, setting)
     for seed in cells.SEEDS:
       acc = {r["variant"]: r["test_accuracy"] for r in rows
              if r["setting"] == setting and r["seed"] == seed}
       if acc:
-        cols = [acc.get(chosen.get(m)) for m in names]
+        cols = [acc.get(chosen.get(m)) for m in FINAL_NAMES]
         lines.append(f"| {setting_label(setting)} | {seed} | " + " | ".join(
             "—" if a is None else f"{100 * a:.2f}" for a in cols) + " |")
   return "\n".join(lines)
@@ -180,19 +186,17 @@ def overtraining_table(rows) -> str:
   fitting the noisy labels); the best is read on the same split, so it is an
   optimistic estimate of early stopping, descriptive only (it chooses nothing).
   """
-  names = UNTUNED + tuple(cells.TUNED)
   lines = ["| setting | method | final (%) | best during the run (%) | final − best (pp) | n |",
            "|---|---|---|---|---|---|"]
   for setting in _tried(rows):
     chosen = finals(rows, setting)
-    for name in [n for n in names if n in chosen]:
+    for name in [n for n in FINAL_NAMES if n in chosen]:
       runs = [r for r in rows if r["setting"] == setting and r["variant"] == chosen[name]
               and r["seed"] in cells.SEEDS and "best_validation_accuracy" in r]
       if runs:
         final = 100 * np.mean([r["validation_accuracy"] for r in runs])
         best = 100 * np.mean([r["best_validation_accuracy"] for r in runs])
-        rho = f", ρ={chosen[name].rsplit('-rho', 1)[1]}" if "-rho" in chosen[name] else ""
-        lines.append(f"| {setting_label(setting)} | {LABEL[name]}{rho} | "
+        lines.append(f"| {setting_label(setting)} | {_named(name, chosen[name])} | "
                      f"{final:.2f} | {best:.2f} | {final - best:+.2f} | {len(runs)} |")
   return "\n".join(lines)
 
@@ -341,10 +345,9 @@ def _header(rows, attempts, setting: str) -> str:
   had no positive control (so the protocol moved on), and whether its own has one."""
   notes = [f"after {setting_label(a)}: no positive control"
            for a in attempts[:attempts.index(setting)]]
-  if not _control_ok(rows, setting):
-    sam = best_radius.chosen_radius(rows, setting, "sam")
-    done = sam is not None and best_radius.control_judged(rows, setting, sam)
-    notes.append("no positive control" + ("" if done else " yet"))
+  control = _control(rows, setting)
+  if not control:
+    notes.append("no positive control" + ("" if control is False else " yet"))
   return setting_label(setting) + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -393,9 +396,15 @@ def summary(rows) -> str:
   return "\n".join(lines) + "\n\n" + recommendation(rows)
 
 
-def _control_ok(rows, setting: str) -> bool:
+def _control(rows, setting: str) -> bool | None:
+  """The setting's positive control at SAM's chosen radius: passes, fails, or
+  ``None`` while SAM's grid or its six seeds are incomplete."""
   rho = best_radius.chosen_radius(rows, setting, "sam")
-  return rho is not None and best_radius.control_passes(rows, setting, rho)
+  return None if rho is None else best_radius.control_passes(rows, setting, rho)
+
+
+def _control_ok(rows, setting: str) -> bool:
+  return _control(rows, setting) is True
 
 
 def figure(rows, path=FIGURE) -> None:

@@ -498,9 +498,10 @@ def read_rows(dataset: str = "fashion_mnist") -> list[dict[str, Any]]:
   return common.read_rows_any(path) if path.exists() else []
 
 
-def control_passes(rows, setting: str, sparsity: float) -> bool | None:
-  """SAM − SGD paired over :data:`SEEDS`: is the 95% interval above 0?"""
-  diff = stats.paired(rows, dict(setting=setting, sparsity=sparsity), "sam", "sgd")
+def control_passes(rows, setting: str, sparsity: float, sam: str = "sam") -> bool | None:
+  """SAM (variant ``sam``) − SGD paired over :data:`SEEDS`: is the 95% interval
+  above 0? ``None`` while seeds are missing."""
+  diff = stats.paired(rows, dict(setting=setting, sparsity=sparsity), sam, "sgd")
   return None if diff is None or diff["n"] < len(SEEDS) else diff["low"] > 0
 
 
