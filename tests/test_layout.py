@@ -50,3 +50,31 @@ def test_readme_layout_names_every_library_module():
   missing = [p.name for p in sorted((ROOT / "zosam_jax" / "_src").glob("*.py"))
              if p.stem != "__init__" and f"`{p.name}`" not in layout]
   assert not missing, f"README's layout paragraph does not mention {missing}"
+
+
+def _local_imports(path, names):
+  """The sibling modules ``path`` imports at its top level (not inside functions)."""
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names if a.name in names)
+    elif isinstance(node, ast.ImportFrom) and node.module in names:
+      yield node.module
+
+
+@pytest.mark.parametrize("folder", ["experiments", "benchmarks"])
+def test_scripts_import_no_circle(folder):
+  paths = {p.stem: p for p in (ROOT / folder).glob("*.py")}
+  graph = {name: set(_local_imports(path, paths)) for name, path in paths.items()}
+  done, on_path = set(), []
+
+  def visit(name):
+    assert name not in on_path, f"{folder}: import circle {' -> '.join(on_path + [name])}"
+    if name not in done:
+      on_path.append(name)
+      for other in sorted(graph[name]):
+        visit(other)
+      on_path.pop()
+      done.add(name)
+
+  for name in sorted(graph):
+    visit(name)
