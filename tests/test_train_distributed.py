@@ -83,12 +83,15 @@ def test_sparse_batchnorm_runs_on_two_processes_like_on_two_devices(tmp_path, op
   chex.assert_trees_all_close(a.batch_stats, b.batch_stats, rtol=1e-4, atol=1e-5)
 
 
-def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
-  results = finish(launch(tmp_path / "two"))
+@pytest.mark.parametrize("schedule", [(), ("--ascent-start", "12", "--ascent-every", "2")],
+                         ids=["every-step", "scheduled"])
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path, schedule):
+  flags = [*FLAGS, *schedule]
+  results = finish(launch(tmp_path / "two", flags))
   assert [code for code, _ in results] == [0, 0], results[0][1][-2000:]
   assert "| final_test_accuracy |" in results[0][1]  # Process 0 reports ...
   assert "| final_test_accuracy |" not in results[1][1]  # ... and only it.
-  _one_process_two_devices(tmp_path / "one", FLAGS)
+  _one_process_two_devices(tmp_path / "one", flags)
   two, single = _records(tmp_path / "two"), _records(tmp_path / "one")
   # Training: the same numbers. Evaluation sums its batches in another order:
   # test losses to 1e-6, the same accuracies.

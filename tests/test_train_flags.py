@@ -1,4 +1,7 @@
-"""Flags for data-parallel training (`--devices`) and dense first/last layers."""
+"""Flags for data-parallel training (`--devices`), dense first/last layers, the
+ascent options and their schedule."""
+
+import json
 
 import chex
 import numpy as np
@@ -6,7 +9,9 @@ import jax
 import optax
 import pytest
 
+from zosam_jax.train import TrainConfig
 from zosam_jax.train import cli
+from zosam_jax.train import optim
 from zosam_jax.train import load_train_state
 from zosam_jax.train import run_dataset
 
@@ -104,6 +109,11 @@ def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
     (["--no-augment"], "--no-augment only applies to the CIFAR datasets"),
     (["--dataset", "cifar10", "--no-augment", "--crop-pad", "2"],
      "drop it with --no-augment"),
+    (["--ascent-start", "0.5", "--optimizer", "sgd"], "--ascent-start only applies"),
+    (["--ascent-every", "2", "--optimizer", "looksam"], "--ascent-every only applies"),
+    (["--ascent-start", "2.5"], "--ascent-start must be a fraction of the run in (0, 1)"),
+    (["--ascent-start", "-1"], "--ascent-start must be a fraction of the run in (0, 1)"),
+    (["--ascent-every", "0"], "--ascent-every must be a positive integer"),
 ])
 def test_new_flags_reject_bad_values_naming_the_flag(tmp_path, capsys, flags, message):
   assert _exit_code(flags + ["--workdir", str(tmp_path)]) == 2
@@ -139,3 +149,26 @@ def test_label_noise_flips_the_same_training_labels_for_every_seed_and_not_the_t
   np.testing.assert_array_equal(runs[0].y_test, clean.y_test)
   assert set(np.unique(runs[0].y_train)) == set(range(10))
   assert "40% of the training labels" in runs[0].note
+
+
+@pytest.mark.parametrize(("flags", "on_steps"), [
+    (["--ascent-start", "0.75"], 5),          # The last quarter of 20 steps.
+    (["--ascent-start", "12", "--ascent-every", "3"], 3),   # Steps 12, 15, 18.
+    (["--ascent-every", "4"], 5),
+])
+def test_the_ascent_schedule_is_spent_as_flagged_and_counted_in_the_summary(
+    tmp_path, flags, on_steps):
+  argv = ["--optimizer", "sam", "--steps", "20", "--batch-size", "32", "--no-progress",
+          "--log-every", "1", "--eval-every", "20", "--workdir", str(tmp_path)] + flags
+  assert cli.main(argv) == 0
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  # An off step evaluates no perturbed point: its sharpness is exactly 0.
+  perturbed = [r["step"] - 1 for r in records if r["split"] == "train" and r["sharpness"]]
+  cfg = TrainConfig(optimizer="sam", steps=20, **{
+      "ascent_start": float(flags[1]) if flags[0] == "--ascent-start" else None,
+      "ascent_every": int(flags[-1]) if "--ascent-every" in flags else None})
+  expected = [t for t in range(20) if optim.step_flags(cfg, t, 20)["ascent"]]
+  assert perturbed == expected and len(expected) == on_steps
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert (summary["backward_passes"], summary["forward_passes"]) == (
+      20 + on_steps, 20 + on_steps)

@@ -58,6 +58,22 @@ def test_interrupt_before_the_first_checkpoint_keeps_it_and_prints_the_command(
   chex.assert_trees_all_close(resumed.params, full.params, rtol=1e-6, atol=1e-7)
 
 
+def test_a_run_resumed_across_the_ascent_switch_equals_an_uninterrupted_one(
+    tmp_path, capsys, monkeypatch):
+  argv = FLAGS + ["--optimizer", "sam", "--ascent-start", "0.5", "--ascent-every", "2"]
+  undo = _interrupt_at(monkeypatch, 9)  # Off steps until 15, then every other one on.
+  assert cli.main(argv + ["--workdir", str(tmp_path / "int")]) == 130
+  command = _printed_command(capsys.readouterr().err)
+  assert command[command.index("--ascent-start") + 1] == "0.5"
+  undo()
+  assert cli.main(command) == 0
+  assert cli.main(argv + ["--workdir", str(tmp_path / "full")]) == 0
+  resumed, full = (load_train_state(tmp_path / d)[0] for d in ("int", "full"))
+  chex.assert_trees_all_equal(resumed.params, full.params)
+  summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("int", "full")]
+  assert summaries[0]["backward_passes"] == summaries[1]["backward_passes"] == 30 + 8
+
+
 def test_resuming_a_finished_run_leaves_its_files_as_they_were(tmp_path, capsys):
   argv = FLAGS + ["--workdir", str(tmp_path)]
   assert cli.main(argv) == 0

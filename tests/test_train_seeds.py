@@ -49,11 +49,13 @@ def _close(a, b, tolerance):
 
 # SGD on RigL: the plain step, its mask updates under the shared count.
 SGD_RIGL = ZO_SET.replace(optimizer="sgd", zo_prior="none", sparse_method="rigl")
+# SAM on RigL in the late phase, every other step: both compiled steps, mapped.
+SAM_LATE = SGD_RIGL.replace(optimizer="sam", ascent_start=0.5, ascent_every=2)
 
 
 @pytest.mark.parametrize("cfg", [
-    ZO_SET, SGD_RIGL, pytest.param(SAM_RIGL_BN, marks=pytest.mark.slow)],
-    ids=["zosam-prior-set", "sgd-rigl", "sam-rigl-bn"])
+    ZO_SET, SGD_RIGL, SAM_LATE, pytest.param(SAM_RIGL_BN, marks=pytest.mark.slow)],
+    ids=["zosam-prior-set", "sgd-rigl", "sam-late-rigl", "sam-rigl-bn"])
 def test_each_seed_of_a_program_is_its_single_seed_run(tmp_path, cfg):
   seeds = (3, 5) if cfg is SAM_RIGL_BN else (0, 1, 2)
   program = train_seeds(cfg.replace(seeds=seeds), tmp_path / "program")

@@ -17,6 +17,8 @@ from zosam_jax._src.prior import prior_guided_gradient
 from zosam_jax._src.prior import output_layer
 from zosam_jax._src.prior import prior_with_exact_leaves
 from zosam_jax._src.sam import sam
+from zosam_jax._src.schedule import ascent_on
+from zosam_jax._src.schedule import ascent_steps
 from zosam_jax._src.sharding import can_ravel
 from zosam_jax._src.sharding import data_sharding
 from zosam_jax._src.sharding import fsdp_sharding
@@ -30,6 +32,8 @@ __version__ = "0.1.0"
 __all__ = (
     "MASKS_FROM_BASE_STATE",
     "adaptive_perturbation",
+    "ascent_on",
+    "ascent_steps",
     "ascent_forward_passes",
     "can_ravel",
     "data_sharding",

@@ -29,6 +29,8 @@ def msam(
     has_aux: bool = False,
     aux_like: Any = None,
     axis_name: Optional[str] = None,
+    ascent_start: Optional[int] = None,
+    ascent_every: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Momentum-SAM: SAM's step with :math:`\epsilon` along the negative momentum.
 
@@ -49,6 +51,15 @@ def msam(
     has_aux: whether ``value_fn`` returns ``(loss, aux)``, as in ``zo_sam``.
     aux_like: the structure of the aux for the initial state, as in ``zo_sam``.
     axis_name: the data axis to average over inside ``shard_map``/``pmap``.
+    ascent_start: the first step that takes the sharpness-aware step; the
+      steps before it are ``base_tx`` alone on the gradient at θ (one backward
+      pass: SAM in the late phase only). ``None``: from the first step.
+    ascent_every: the sharpness-aware step on every k-th step from
+      ``ascent_start``, ``base_tx`` alone between. With either,
+      ``update(..., ascent=True/False)`` (a Python bool) picks the step at
+      trace time (one compiled step each, an off step at the base optimizer's
+      cost); without it ``jax.lax.cond`` picks it from ``state.count``
+      (:func:`ascent_on`; docs/zo_sam.md "When to perturb").
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, called as
@@ -83,4 +94,5 @@ def msam(
 
   return sharpness.sharpness_aware(
       "msam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux, aux_like, axis_name,
-      prior="momentum", draws=False)
+      prior="momentum", draws=False, ascent_start=ascent_start,
+      ascent_every=ascent_every)

@@ -19,6 +19,8 @@ def sam(
     has_aux: bool = False,
     aux_like: Any = None,
     axis_name: Optional[str] = None,
+    ascent_start: Optional[int] = None,
+    ascent_every: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Sharpness-Aware Minimization with two backward passes (the reference).
 
@@ -43,6 +45,15 @@ def sam(
       :func:`zo_sam`.
     axis_name: the data axis to average over inside ``shard_map``/``pmap``,
       as in :func:`zo_sam`.
+    ascent_start: the first step that takes the sharpness-aware step; the
+      steps before it are ``base_tx`` alone on the gradient at θ (one backward
+      pass: SAM in the late phase only). ``None``: from the first step.
+    ascent_every: the sharpness-aware step on every k-th step from
+      ``ascent_start``, ``base_tx`` alone between. With either,
+      ``update(..., ascent=True/False)`` (a Python bool) picks the step at
+      trace time (one compiled step each, an off step at the base optimizer's
+      cost); without it ``jax.lax.cond`` picks it from ``state.count``
+      (:func:`ascent_on`; docs/zo_sam.md "When to perturb").
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, called as
@@ -72,4 +83,5 @@ def sam(
 
   return sharpness_aware("sam", base_tx, rho, mask_fn, 0, ascent_fn, has_aux,
                           aux_like, axis_name, adaptive=adaptive,
-                          adaptive_eta=adaptive_eta, draws=False)
+                          adaptive_eta=adaptive_eta, draws=False,
+                          ascent_start=ascent_start, ascent_every=ascent_every)

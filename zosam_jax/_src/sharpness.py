@@ -20,6 +20,7 @@ from zosam_jax._src import estimators
 from zosam_jax._src import masking
 from zosam_jax._src import perturbation
 from zosam_jax._src import prior as prior_lib
+from zosam_jax._src import schedule
 from zosam_jax._src import sharding
 
 # Called with the loss on the current minibatch, the params, the mask (or None),
@@ -60,8 +61,9 @@ class ZOSAMState(NamedTuple):
       step's random direction; the exact ascent gradient after a
       ``refresh_every`` step), in the params' dtypes and sharding; for
       :func:`looksam`, the reused component :math:`g_v`; ``None`` otherwise.
-    count: int32, the number of steps taken, with ``refresh_every`` and for
-      :func:`looksam` (which step is exact); ``None`` otherwise.
+    count: int32, the number of steps taken, with ``refresh_every``, an
+      ascent schedule (``ascent_start``/``ascent_every``) and for
+      :func:`looksam` (which step is exact or on); ``None`` otherwise.
   """
 
   key: jax.Array
@@ -219,6 +221,8 @@ def sharpness_aware(
     refresh_every: Optional[int] = None,
     draws: bool = True,
     first_prior: Optional[_FirstPrior] = None,
+    ascent_start: Any = None,
+    ascent_every: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The step shared by ZO-SAM, SAM and MSAM, given how to get the ascent direction.
 
@@ -228,37 +232,28 @@ def sharpness_aware(
   :func:`zosam_jax._src.prior.radius_scale`. With ``draws=False`` the
   ``ascent_fn`` draws nothing: it gets ``None`` for a key and the state's key
   stays (splitting it cost XLA:CPU's step of the small CNN about 10%,
-  ``benchmarks/README.md``); ``first_prior`` is :func:`initial_state`'s.
+  ``benchmarks/README.md``); ``first_prior`` is :func:`initial_state`'s. With
+  ``ascent_start``/``ascent_every`` the steps off the schedule
+  (:func:`zosam_jax._src.schedule.ascent_on`) are ``base_tx`` alone on the
+  gradient at θ (:func:`_base_only`).
   """
   check_common(has_aux, aux_like, base_tx, rho, mask_fn)
   checks.check_adaptive(adaptive, adaptive_eta)
+  schedule.check_schedule(ascent_start, ascent_every)
+  scheduled = ascent_start is not None or ascent_every is not None
   key = base.canonicalize_key(key)
   base_tx = optax.with_extra_args_support(base_tx)
   masks_in_base_state = isinstance(mask_fn, str)
 
   def init_fn(params: base.Params) -> ZOSAMState:
     return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
-                         counted=refresh_every is not None, first_prior=first_prior)
+                         counted=refresh_every is not None or scheduled,
+                         first_prior=first_prior)
 
   ascent = functools.partial(_ascent, ascent_fn, prior, refresh_every, radius_cap, rho,
                              axis_name)
 
-  def update_fn(
-      updates: base.Updates,
-      state: ZOSAMState,
-      params: Optional[base.Params] = None,
-      *,
-      value_fn: Optional[base.ValueFn] = None,
-      zo_value_fn: Optional[base.ValueFn] = None,
-      exact: Optional[bool] = None,
-      **extra_args: Any,
-  ) -> tuple[base.Updates, ZOSAMState]:
-    # The incoming updates are not used: the gradient is taken at θ + ε below.
-    del updates
-    checks.check_exact(name, exact, refresh_every)
-    ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
-                                                  has_aux, axis_name)
-    mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
+  def on_step(state, params, value_fn, ascent_loss, loss_dtype, mask, exact, extra_args):
     next_key, step_key = jax.random.split(state.key) if draws else (state.key, None)
     direction, loss, radius, refresh = ascent(ascent_loss, params, mask, state,
                                               step_key, loss_dtype, exact)
@@ -281,7 +276,57 @@ def sharpness_aware(
         prior=_next_prior(prior, refresh_every, refresh, direction, grads),
         count=None if state.count is None else state.count + 1)
 
+  def off_step(state, params, value_fn, mask, extra_args):
+    return _base_only(name, base_tx, state, params, value_fn, mask, masks_in_base_state,
+                      prior, has_aux, axis_name, extra_args)
+
+  def update_fn(
+      updates: base.Updates,
+      state: ZOSAMState,
+      params: Optional[base.Params] = None,
+      *,
+      value_fn: Optional[base.ValueFn] = None,
+      zo_value_fn: Optional[base.ValueFn] = None,
+      exact: Optional[bool] = None,
+      ascent: Optional[bool] = None,
+      **extra_args: Any,
+  ) -> tuple[base.Updates, ZOSAMState]:
+    # The incoming updates are not used: the gradient is taken at θ + ε below.
+    del updates
+    checks.check_exact(name, exact, refresh_every)
+    schedule.check_flag(name, ascent, scheduled)
+    ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
+                                                  has_aux, axis_name)
+    mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
+    on = lambda: on_step(state, params, value_fn, ascent_loss, loss_dtype, mask, exact,
+                         extra_args)
+    off = lambda: off_step(state, params, value_fn, mask, extra_args)
+    if not scheduled or ascent is True:
+      return on()
+    if ascent is False:
+      return off()
+    return jax.lax.cond(
+        schedule.ascent_on(state.count, start=ascent_start, every=ascent_every), on, off)
+
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _base_only(name, base_tx, state, params, value_fn, mask, masks_in_base_state, prior,
+               has_aux, axis_name, extra_args) -> tuple[base.Updates, ZOSAMState]:
+  """A step off the ascent schedule: ``base_tx`` on the gradient at θ (one
+  backward pass), the key kept, ε = 0 (``perturbed_loss`` is the loss at θ);
+  the prior, where kept, becomes that gradient."""
+  value, grads = sharding.mean_value_and_grad(value_fn, params, axis_name, has_aux)
+  loss, aux = value if has_aux else (value, None)
+  checks.check_reduced(name, axis_name, loss=loss)
+  new_updates, base_tx_state, grads = base_step(
+      base_tx, grads, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
+  loss = jnp.asarray(loss, jnp.float32)
+  zero = jnp.zeros((), jnp.float32)
+  return new_updates, ZOSAMState(
+      key=state.key, base_tx_state=base_tx_state, loss=loss, perturbed_loss=loss,
+      ascent_norm=zero, perturbation_norm=zero, aux=aux,
+      prior=grads if prior == "gradient" else None, count=state.count + 1)
 
 
 def _next_prior(prior: Optional[str], refresh_every: Optional[int], refresh: jax.Array,

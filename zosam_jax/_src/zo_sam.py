@@ -45,6 +45,8 @@ def zo_sam(
     has_aux: bool = False,
     aux_like: Any = None,
     axis_name: Optional[str] = None,
+    ascent_start: Optional[int] = None,
+    ascent_every: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Zero-Order Sharpness-Aware Minimization (ZO-SAM).
 
@@ -87,6 +89,15 @@ def zo_sam(
       ``state.aux`` (:func:`pop_aux`).
     aux_like: the aux's structure, for a state of fixed structure.
     axis_name: the data axis (``shard_map``/``pmap``) averaged over.
+    ascent_start: the first step that takes the sharpness-aware step; the
+      steps before it are ``base_tx`` alone on the gradient at θ (one backward
+      pass: SAM in the late phase only). ``None``: from the first step.
+    ascent_every: the sharpness-aware step on every k-th step from
+      ``ascent_start``, ``base_tx`` alone between. With either,
+      ``update(..., ascent=True/False)`` (a Python bool) picks the step at
+      trace time (one compiled step each, an off step at the base optimizer's
+      cost); without it ``jax.lax.cond`` picks it from ``state.count``
+      (:func:`ascent_on`; docs/zo_sam.md "When to perturb").
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, the outermost
@@ -121,7 +132,8 @@ def zo_sam(
   return sharpness_aware("zo_sam", base_tx, rho, mask_fn, key, ascent_fn, has_aux, aux_like,
                           axis_name, prior=prior, adaptive=adaptive, adaptive_eta=adaptive_eta,
                           radius_cap=radius_cap, refresh_every=refresh_every, draws=probe,
-                          first_prior=_first_direction(probe, exact_leaves, distribution, ravel))
+                          first_prior=_first_direction(probe, exact_leaves, distribution, ravel),
+                          ascent_start=ascent_start, ascent_every=ascent_every)
 
 
 class _AscentOptions(NamedTuple):

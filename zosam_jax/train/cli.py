@@ -91,6 +91,11 @@ _HELP = {
     "ascent_batch_fraction": "SAM: fraction of the minibatch (its first examples) "
                              "whose gradient gives the ascent direction "
                              "(m-sharpness; the update uses the whole minibatch)",
+    "ascent_start": "SAM/ZO-SAM/MSAM: the sharpness-aware step only from this point "
+                    "on (a fraction of the run in (0, 1), e.g. 0.75 for the last "
+                    "quarter, or a step); before it SGD's step alone",
+    "ascent_every": "SAM/ZO-SAM/MSAM: the sharpness-aware step every K-th step (from "
+                    "--ascent-start), SGD's step alone in between",
     "chunk_size": "ZO-SAM: at most this many perturbed forward passes at once",
     "lr": "peak learning rate",
     "momentum": "SGD momentum (0 for none)",
@@ -187,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
       kwargs["choices"] = _CHOICES[name]
     elif name in ("steps", "warmup_steps", "stop_after", "chunk_size",
                   "train_subset", "validation_subset", "image_size", "num_processes",
-                  "process_id", "crop_pad", "refresh_every"):
+                  "process_id", "crop_pad", "refresh_every", "ascent_every"):
       kwargs["type"] = int
-    elif name == "radius_cap":
+    elif name in ("radius_cap", "ascent_start"):
       kwargs["type"] = float
     elif name == "epochs":
       kwargs["type"] = float

@@ -58,6 +58,18 @@ def evaluates_loss_at_theta(cfg: "TrainConfig") -> bool:
   return cfg.optimizer not in ("sgd", "msam")
 
 
+def ascent_schedule(cfg: "TrainConfig", num_steps: int) -> dict[str, int | None]:
+  """The run's ascent schedule as the transformations take it:
+  ``{"ascent_start": step or None, "ascent_every": k or None}``.
+  ``--ascent-start`` below 1 is a fraction of the run's steps (rounded to a
+  step), from 1 on a step."""
+  start = cfg.ascent_start
+  if start is not None and start < 1:
+    start = round(start * num_steps)
+  return {"ascent_start": None if start is None else int(start),
+          "ascent_every": cfg.ascent_every}
+
+
 #: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
 DEFAULT_STEPS = 400
 
@@ -98,6 +110,8 @@ class TrainConfig:
   adaptive: bool = False
   zo_batch_fraction: float = 1.0
   ascent_batch_fraction: float = 1.0
+  ascent_start: float | None = None
+  ascent_every: int | None = None
   chunk_size: int | None = None
   lr: float = 0.1
   momentum: float = 0.9

@@ -28,6 +28,7 @@ from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import distributed
 from zosam_jax.train import lock as lock_lib
+from zosam_jax.train import optim
 from zosam_jax.train import program as program_lib
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
@@ -139,6 +140,7 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
   """
   cfg, steady, steps_done = run.cfg, [0.0, 0], run.start_step
   window_start, first_window, postfix = time.perf_counter(), True, {}
+  compiled = set()  # The step variants run so far (a window compiling one is not steady).
   bar = tqdm(total=run.num_steps, initial=run.start_step, desc=cfg.optimizer,
              disable=not (cfg.progress and distributed.is_main()), dynamic_ncols=True,
              mininterval=0.5)
@@ -149,8 +151,11 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
         # would lose a log point's record); the same step in every process.
         if s > run.start_step and stop.requested(s):
           raise _Stop
-        run.state = run.train_step(run.state, *run.inputs(s),
-                                   **program_lib.exact_step(run.cfg, s))
+        flags = optim.step_flags(run.cfg, s, run.num_steps)
+        if tuple(flags.items()) not in compiled:
+          compiled.add(tuple(flags.items()))
+          first_window = True
+        run.state = run.train_step(run.state, *run.inputs(s), **flags)
         steps_done = step = s + 1
         do_eval = step % cfg.eval_every == 0 or step == run.num_steps
         periodic = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0

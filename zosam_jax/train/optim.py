@@ -23,6 +23,9 @@ import zosam_jax
 from zosam_jax.train import config as config_lib
 from zosam_jax.train.config import TrainConfig
 
+#: The optimizers that take an ascent schedule (``--ascent-start``, ``--ascent-every``).
+SCHEDULED = ("sam", "zosam", "msam")
+
 
 def learning_rate_schedule(cfg: TrainConfig, num_steps: int) -> optax.Schedule:
   """The learning rate as a function of the step.
@@ -120,9 +123,10 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   tx: Any = sparse_wrapper(cfg, base_optimizer(cfg, schedule), num_steps, cfg.seed,
                            snip_loss_fn)
   mask_fn = None if cfg.sparse_method == "dense" else zosam_jax.MASKS_FROM_BASE_STATE
+  when = config_lib.ascent_schedule(cfg, num_steps)
   if cfg.optimizer == "sam":
     tx = zosam_jax.sam(tx, rho=cfg.rho, mask_fn=mask_fn, adaptive=cfg.adaptive,
-                       has_aux=True)
+                       has_aux=True, **when)
   elif cfg.optimizer == "zosam":
     tx = zosam_jax.zo_sam(
         tx, rho=cfg.rho, num_dirs=cfg.num_dirs, mask_fn=mask_fn,
@@ -135,10 +139,41 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
         adaptive=cfg.adaptive, chunk_size=cfg.chunk_size,
         # Pinned (the library's default depends on the backend): the same
         # directions from the same seed as every committed run of the program.
-        ravel=True, has_aux=True)
+        ravel=True, has_aux=True, **when)
   elif cfg.optimizer == "msam":
-    tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True)
+    tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True, **when)
   elif cfg.optimizer == "looksam":
     tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=config_lib.exact_period(cfg),
                            alpha=cfg.looksam_alpha, has_aux=True)
   return tx, schedule
+
+
+def step_flags(cfg: TrainConfig, step: int, num_steps: int) -> dict[str, bool]:
+  """The static flags of the run's step ``step``: ``exact`` for an optimizer
+  with a periodic exact step, ``ascent`` for one with an ascent schedule
+  (chosen here, one compiled step per branch: XLA:CPU runs convolutions'
+  gradients inside ``jax.lax.cond`` several times slower, and an off step
+  then costs SGD's); nothing otherwise."""
+  flags = {}
+  every = config_lib.exact_period(cfg)
+  if every is not None:
+    flags["exact"] = step % every == 0
+  when = config_lib.ascent_schedule(cfg, num_steps)
+  if cfg.optimizer in SCHEDULED and any(v is not None for v in when.values()):
+    flags["ascent"] = zosam_jax.ascent_on(step, start=when["ascent_start"],
+                                          every=when["ascent_every"])
+  return flags
+
+
+def run_passes(cfg: TrainConfig, steps: int, num_steps: int) -> tuple[int, int]:
+  """``(backward, forward)`` passes spent by steps ``0 .. steps - 1`` of a
+  run of ``num_steps``: :func:`zosam_jax.step_passes` per step on the ascent
+  schedule, SGD's one and one per step off it."""
+  backward, forward = zosam_jax.step_passes(
+      cfg.optimizer, cfg.num_dirs, cfg.estimator, cfg.zo_prior, config_lib.exact_period(cfg),
+      cfg.zo_probe, cfg.zo_exact_head)
+  on = steps
+  if cfg.optimizer in SCHEDULED:
+    on = zosam_jax.ascent_steps(steps, **{k[len("ascent_"):]: v for k, v in
+                                          config_lib.ascent_schedule(cfg, num_steps).items()})
+  return round(on * backward + steps - on), round(on * forward + steps - on)

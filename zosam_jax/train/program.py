@@ -29,6 +29,7 @@ from zosam_jax.train import distributed
 from zosam_jax.train import evaluation
 from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import models
+from zosam_jax.train import optim
 from zosam_jax.train import pipeline
 from zosam_jax.train import prepare
 from zosam_jax.train import report
@@ -191,7 +192,7 @@ def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
           batch_sharding=batch_sharding,
           state_axes=axes),
       donate_argnums=() if jax.default_backend() == "cpu" else (0,),
-      static_argnames="exact")
+      static_argnames=("exact", "ascent"))
 
 
 def set_up(cfg: config_lib.TrainConfig, workdir: Path,
@@ -264,14 +265,6 @@ def _announce(line: str) -> None:
     print(line, flush=True)
 
 
-def exact_step(cfg: config_lib.TrainConfig, step: int) -> dict[str, bool]:
-  """``{"exact": ...}`` for an optimizer with a periodic exact step (chosen here,
-  one compiled step per branch: XLA:CPU runs convolutions' gradients inside
-  ``jax.lax.cond`` several times slower), else nothing."""
-  every = config_lib.exact_period(cfg)
-  return {} if every is None else {"exact": step % every == 0}
-
-
 def for_timing(cfg: config_lib.TrainConfig, workdir: Path,
                dataset: data_lib.Dataset | None = None) -> Program:
   """:func:`set_up` in a scratch ``workdir`` with its checkpointers closed and
@@ -290,7 +283,7 @@ def step_seconds(run: Program, steps: int, start: int = 0) -> float:
   times = []
   for s in range(start, start + steps):
     begin = time.perf_counter()
-    run.state = run.train_step(run.state, *run.inputs(s), **exact_step(run.cfg, s))
+    run.state = run.train_step(run.state, *run.inputs(s), **optim.step_flags(run.cfg, s, run.num_steps))
     jax.block_until_ready(run.state)
     times.append(time.perf_counter() - begin)
   return statistics.median(times)
@@ -325,6 +318,8 @@ def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
       "final_train_accuracy": trains[-1]["accuracy"] if trains else None,
       "train_seconds": round(run.train_seconds, 3),
       "seconds_per_step": step_time,
+      **dict(zip(("backward_passes", "forward_passes"),
+                 optim.run_passes(cfg, steps, run.num_steps))),
       "steps_per_second": 1.0 / step_time if step_time else None,
       "num_params": run.num_params,
       "weight_sparsity": evaluation.weight_sparsity(run.member_state(i).params),

@@ -163,13 +163,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       batch)``. ``None``: one seed.
 
   Returns:
-    ``step(state, x_all, y_all, indices, exact=None) -> state``; ``exact``
-    (static) chooses a periodic exact step (:func:`zosam_jax.zo_sam`'s
-    ``refresh_every``, LookSAM) at trace time.
+    ``step(state, x_all, y_all, indices, exact=None, ascent=None) -> state``;
+    ``exact`` (static) chooses a periodic exact step (:func:`zosam_jax.zo_sam`'s
+    ``refresh_every``, LookSAM) at trace time, ``ascent`` (static) an on or off
+    step of an ascent schedule (:func:`zosam_jax.train.optim.step_flags`).
   """
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
-  def one_seed(state: TrainState, key, x_all, y_all, indices, exact) -> TrainState:
+  def one_seed(state: TrainState, key, x_all, y_all, indices, flags) -> TrainState:
     key = jax.random.fold_in(
         key, state.step if repeat_batches == 1 else state.step // repeat_batches)
     images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
@@ -184,7 +185,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       sharpness = jnp.zeros((), jnp.float32)
     else:
-      extra = {} if exact is None else {"exact": exact}
+      extra = {k: v for k, v in flags.items() if v is not None}
       if optimizer in ("zosam", "sam") and ascent_fraction < 1.0:
         size = max(1, round(ascent_fraction * images.shape[0]))
         extra["zo_value_fn"] = make_loss_fn(model, state.batch_stats,
@@ -199,15 +200,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     metrics = state.metrics.add(state.step + 1, loss, logits, labels, sharpness)
     return TrainState(state.step + 1, params, batch_stats, opt_state, metrics)
 
-  def step(state: TrainState, x_all, y_all, indices, exact=None) -> TrainState:
+  def step(state: TrainState, x_all, y_all, indices, exact=None, ascent=None) -> TrainState:
+    flags = {"exact": exact, "ascent": ascent}
     if state_axes is None:
-      return one_seed(state, augment_key, x_all, y_all, indices, exact)
+      return one_seed(state, augment_key, x_all, y_all, indices, flags)
     if indices is None:  # Each seed's batch given, ``(K, B, ...)`` (several processes).
       return jax.vmap(
-          lambda s, k, x, y: one_seed(s, k, x, y, None, exact),
+          lambda s, k, x, y: one_seed(s, k, x, y, None, flags),
           in_axes=(state_axes, 0, 0, 0), out_axes=state_axes)(state, augment_key, x_all, y_all)
     return jax.vmap(
-        lambda s, k, i: one_seed(s, k, x_all, y_all, i, exact),
+        lambda s, k, i: one_seed(s, k, x_all, y_all, i, flags),
         in_axes=(state_axes, 0, 0), out_axes=state_axes)(state, augment_key, indices)
 
   return step

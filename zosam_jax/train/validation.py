@@ -193,7 +193,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
   if cfg.momentum >= 1:
     raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum!r}")
   for name in ("steps", "warmup_steps", "checkpoint_every", "stop_after",
-               "chunk_size", "seed", "refresh_every", "repeat_batches"):
+               "chunk_size", "seed", "refresh_every", "repeat_batches", "ascent_every"):
     value = getattr(cfg, name)
     allow_zero = name in ("warmup_steps", "checkpoint_every", "seed")
     if value is None and name not in ("checkpoint_every", "seed"):
@@ -208,6 +208,11 @@ def _check_ranges(cfg: TrainConfig) -> None:
   _positive(cfg, "epochs", allow_none=True)
   if cfg.steps is not None and cfg.epochs is not None:
     raise ConfigError("--steps and --epochs are mutually exclusive; give one")
+  start = cfg.ascent_start
+  if start is not None and (isinstance(start, bool) or not isinstance(start, (int, float))
+                            or not (0 < start < 1 or (start >= 1 and start == int(start)))):
+    raise ConfigError("--ascent-start must be a fraction of the run in (0, 1) (0.75: the "
+                      f"last quarter) or a step >= 1 (an integer), got {start!r}")
   for name in ("zo_batch_fraction", "ascent_batch_fraction"):
     if not 0.0 < getattr(cfg, name) <= 1.0:
       raise ConfigError(f"{flag(name)} must be in (0, 1], got {getattr(cfg, name)!r}")
@@ -226,6 +231,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
                                      "zo_exact_head")},
     "refresh_every": ("zosam", "looksam"), "looksam_alpha": ("looksam",),
     "ascent_batch_fraction": ("sam",),
+    **{name: ("sam", "zosam", "msam") for name in ("ascent_start", "ascent_every")},
     "rho": SAM_LIKE, "adaptive": ("sam", "zosam"),
 }
 
