@@ -51,16 +51,17 @@ def first_grid(setting: str, method: str) -> list[tuple[str, float, str, int]]:
 def radii(rows, setting: str, method: str) -> tuple[float, ...]:
   """The method's grid: :data:`cells.RADII`, and while its best radius is the
   smallest (largest) of the grid, half (twice) that one too, at most
-  :data:`cells.EDGE_STEPS` each way. Stops at the first radius still running."""
+  :func:`cells.edge_steps` each way. Stops at the first radius still running."""
   out = list(cells.RADII)
+  down, up = cells.edge_steps(method)
   while True:
     means = validation_means(rows, setting, method, out)
     if any(v is None for v in means.values()):
       return tuple(out)
     best = _best(means)
-    if best == out[0] and out.index(cells.RADII[0]) < cells.EDGE_STEPS:
+    if best == out[0] and out.index(cells.RADII[0]) < down:
       out.insert(0, out[0] / 2)
-    elif best == out[-1] and len(out) - 1 - out.index(cells.RADII[-1]) < cells.EDGE_STEPS:
+    elif best == out[-1] and len(out) - 1 - out.index(cells.RADII[-1]) < up:
       out.append(out[-1] * 2)
     else:
       return tuple(out)
@@ -172,9 +173,12 @@ def run_setting(attempts: tuple[str, ...], shard=(0, 1)) -> str | None:
   return None
 
 
-def run(shard=(0, 1)) -> list[str | None]:
-  """Every setting of :data:`cells.BEST_ATTEMPTS`, in order."""
-  return [run_setting(attempts, shard) for attempts in cells.BEST_ATTEMPTS]
+def run(shard=(0, 1), setting: str | None = None) -> list[str | None]:
+  """Every setting of :data:`cells.BEST_ATTEMPTS`, in order; or only the one
+  whose attempts include ``setting`` (the settings' protocols are independent:
+  no choice in one reads another's rows)."""
+  return [run_setting(attempts, shard) for attempts in cells.BEST_ATTEMPTS
+          if setting is None or setting in attempts]
 
 
 def chosen(rows) -> list[dict[str, Any]]:

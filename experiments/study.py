@@ -9,6 +9,7 @@ the rows, so it continues where it stopped.
   python experiments/study.py controls --variants zosam-prior   # some of them
   python experiments/study.py ascents    # LookSAM, MSAM, the prior's radius and refresh, at 90 % (issue 25)
   python experiments/study.py best       # every method at its radius chosen on validation (issue 34)
+  python experiments/study.py best --setting mlp-10k-val   # one setting's protocol only
   python experiments/study.py grid --dataset cifar10   # ResNet-20: control, RigL 90%, SNIP 90%, 98%
   python experiments/study.py robustness --dataset cifar10   # cells lacking it
   python experiments/study.py grid --shard 0/2 & python experiments/study.py grid --shard 1/2
@@ -82,7 +83,8 @@ def main() -> None:
   args = p.parse_args()
   _check(p, args)
   if args.what == "best":  # Loads each setting's dataset itself.
-    print("positive controls passed in", best_radius.run(args.shard), flush=True)
+    print("positive controls passed in", best_radius.run(args.shard, args.setting),
+          flush=True)
     return
   from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
 
