@@ -1,6 +1,7 @@
 """Tests of the dataset loaders and the on-device input pipeline."""
 
 import json
+import pathlib
 import pickle
 import tarfile
 
@@ -56,6 +57,55 @@ def test_cifar10_pickles_are_read_as_nhwc_uint8(tmp_path):
   np.testing.assert_array_equal(ds.x_train[3, 0, 1], raw[[1, 1024 + 1, 2048 + 1]])
   np.testing.assert_array_equal(ds.y_train[:8], [(1 + j) % 10 for j in range(8)])
   np.testing.assert_allclose(ds.mean / 255, [0.4914, 0.4822, 0.4465])
+
+
+class _Payload:
+  """A pickle whose ``__reduce__`` would call a function when unpickled: here
+  one that creates a file (what a crafted data file could do)."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+class _Other:
+  """An object of a class no CIFAR archive holds."""
+
+
+@pytest.mark.parametrize("content", ["reduce", "instance", "object_array", "not_a_dict"])
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path, capsys, content):
+  folder = make_cifar10(tmp_path)
+  marker = tmp_path / "ran"
+  labels = list(range(8))
+  crafted = {
+      "reduce": {b"data": _fake_images(8, 1), b"labels": labels, b"x": _Payload(marker)},
+      "instance": {b"data": _fake_images(8, 1), b"labels": labels, b"x": _Other()},
+      "object_array": {b"data": _fake_images(8, 1), b"labels": np.array(labels, object)},
+      "not_a_dict": [_fake_images(8, 1), labels],
+  }[content]
+  _pickle(folder / "data_batch_3", crafted)
+  with pytest.raises(data.DataNotFoundError, match="data_batch_3 holds .*was not read"
+                     if content != "not_a_dict" else "data_batch_3 holds a list"):
+    data.load_dataset("cifar10", tmp_path, download=False)
+  assert not marker.exists()
+  # The program: one line naming the file, a non-zero exit, nothing run.
+  code = cli.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download",
+                   "--steps", "2", "--no-progress", "--workdir", str(tmp_path / "run")])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 1 and len(err) == 1 and "data_batch_3" in err[0] and not marker.exists()
+
+
+def test_a_cifar_batch_pickled_with_every_protocol_still_loads(tmp_path):
+  folder = make_cifar10(tmp_path)
+  for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+    with open(folder / "data_batch_2", "wb") as f:
+      pickle.dump({b"data": _fake_images(8, 2), b"labels": np.arange(8),
+                   b"batch_label": b"training batch 2 of 5",
+                   b"filenames": [b"a.png"] * 8}, f, protocol=protocol)
+    ds = data.load_dataset("cifar10", tmp_path, download=False)
+    np.testing.assert_array_equal(ds.y_train[8:16], np.arange(8))
 
 
 def make_cifar10_archive(root, monkeypatch, truncate=False):

@@ -40,9 +40,67 @@ CIFAR10_NPZ_SHA256 = {
 }
 
 
+#: The only globals a CIFAR python archive refers to: NumPy's array
+#: reconstruction (NumPy 1's and 2's module names, pickle protocols 2-5), and
+#: how Python 3 writes bytes at protocol 2 (``_codecs.encode`` of a str).
+_ARRAY_GLOBALS = frozenset({
+    (module, name) for prefix in ("numpy.core", "numpy._core")
+    for module, name in ((f"{prefix}.multiarray", "_reconstruct"),
+                         (f"{prefix}.multiarray", "scalar"),
+                         (f"{prefix}.numeric", "_frombuffer"))
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+_PLAIN = (dict, list, tuple, bytes, str, int, float, bool, type(None))
+
+
+class UnsafeDataError(DataNotFoundError):
+  """A data file holds something a data set never holds (it is not read)."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+  """Unpickles dicts, lists, bytes, numbers and NumPy arrays only: every
+  other global (a function ``__reduce__`` would call, a class) is refused
+  before anything is built."""
+
+  def find_class(self, module: str, name: str):
+    if (module, name) not in _ARRAY_GLOBALS:
+      raise UnsafeDataError(f"{module}.{name}")
+    return super().find_class(module, name)
+
+
+def _check_plain(value, path: Path) -> None:
+  """Only what the archives hold: no object arrays or instances of classes."""
+  if isinstance(value, np.ndarray):
+    if value.dtype.hasobject:
+      raise UnsafeDataError("an array of Python objects")
+  elif not isinstance(value, _PLAIN) and not (
+      isinstance(value, np.generic) and not isinstance(value, np.object_)):
+    raise UnsafeDataError(f"an object of type {type(value).__name__}")
+  children = (value.items() if isinstance(value, dict)
+              else value if isinstance(value, (list, tuple)) else ())
+  for child in children:
+    _check_plain(child, path)
+
+
 def _unpickle(path: Path) -> dict:
-  with open(path, "rb") as f:
-    return pickle.load(f, encoding="bytes")
+  """A CIFAR batch file, read without running anything it could hold.
+
+  Raises:
+    UnsafeDataError: it refers to anything but NumPy's array reconstruction,
+      or holds anything but dicts, lists, bytes, numbers and plain arrays.
+  """
+  try:
+    with open(path, "rb") as f:
+      batch = _PlainUnpickler(f, encoding="bytes").load()
+    _check_plain(batch, path)
+  except UnsafeDataError as e:
+    raise UnsafeDataError(
+        f"{path} holds {e}, which no CIFAR archive holds: it was not read (unpickling "
+        "it could run code). Delete the folder it is in and run again to extract the "
+        "md5-checked official archive (or pass --data-dir with a trusted copy)") from None
+  if not isinstance(batch, dict):
+    raise UnsafeDataError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch "
+                          "(a dict); delete the folder it is in and run again")
+  return batch
 
 
 def _images(batch: dict) -> np.ndarray:
@@ -70,6 +128,8 @@ def read_cifar_pickles(folder: Path, name: str) -> tuple[np.ndarray, ...]:
     try:
       batch = _unpickle(folder / file)
       batches.append((_images(batch), np.asarray(batch[key], np.int32)))
+    except UnsafeDataError:
+      raise
     except DAMAGED as e:
       raise damaged(folder / file, e, f"delete the folder {folder} and run again "
                      "(it is extracted again from the archive, or downloaded)") from None
