@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import cifar10_c  # noqa: E402
 import common  # noqa: E402
+import zosam_jax.train  # noqa: E402
 from zosam_jax.train import lock  # noqa: E402
 
 
@@ -402,6 +403,8 @@ def _fake_cell(monkeypatch, tmp_path, accuracy):
                 test_accuracy=accuracy(variant, seed, "test"),
                 validation_accuracy=accuracy(variant, seed, "validation"))
   monkeypatch.setattr(cells, "run_cell", fake_run_cell)
+  # The protocol loads each setting's data for its cells; these cells are fakes.
+  monkeypatch.setattr(zosam_jax.train, "load_dataset", lambda *a, **k: None)
   return ran
 
 

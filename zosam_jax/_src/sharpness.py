@@ -242,43 +242,15 @@ def sharpness_aware(
   schedule.check_schedule(ascent_start, ascent_every)
   scheduled = ascent_start is not None or ascent_every is not None
   key = base.canonicalize_key(key)
-  base_tx = optax.with_extra_args_support(base_tx)
-  masks_in_base_state = isinstance(mask_fn, str)
+  opts = _StepOptions(
+      name, optax.with_extra_args_support(base_tx), has_aux, axis_name, prior,
+      refresh_every, adaptive, adaptive_eta, draws, isinstance(mask_fn, str),
+      functools.partial(_ascent, ascent_fn, prior, refresh_every, radius_cap, rho, axis_name))
 
   def init_fn(params: base.Params) -> ZOSAMState:
-    return initial_state(name, base_tx, params, key, mask_fn, aux_like, prior,
+    return initial_state(name, opts.base_tx, params, key, mask_fn, aux_like, prior,
                          counted=refresh_every is not None or scheduled,
                          first_prior=first_prior)
-
-  ascent = functools.partial(_ascent, ascent_fn, prior, refresh_every, radius_cap, rho,
-                             axis_name)
-
-  def on_step(state, params, value_fn, ascent_loss, loss_dtype, mask, exact, extra_args):
-    next_key, step_key = jax.random.split(state.key) if draws else (state.key, None)
-    direction, loss, radius, refresh = ascent(ascent_loss, params, mask, state,
-                                              step_key, loss_dtype, exact)
-    epsilon, perturbation_norm = perturbation.perturbation(
-        params, direction, radius, adaptive, adaptive_eta)
-    value, grads = sharding.mean_value_and_grad(
-        value_fn, estimators.perturb(params, epsilon, 1.0), axis_name, has_aux)
-    perturbed_loss, aux = value if has_aux else (value, None)
-    checks.check_reduced(name, axis_name, loss=loss, perturbed_loss=perturbed_loss)
-    new_updates, base_tx_state, grads = base_step(
-        base_tx, grads, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
-    return new_updates, ZOSAMState(
-        key=next_key,
-        base_tx_state=base_tx_state,
-        loss=jnp.asarray(loss, jnp.float32),
-        perturbed_loss=jnp.asarray(perturbed_loss, jnp.float32),
-        ascent_norm=optax.tree.norm(direction).astype(jnp.float32),
-        perturbation_norm=perturbation_norm.astype(jnp.float32),
-        aux=aux,
-        prior=_next_prior(prior, refresh_every, refresh, direction, grads),
-        count=None if state.count is None else state.count + 1)
-
-  def off_step(state, params, value_fn, mask, extra_args):
-    return _base_only(name, base_tx, state, params, value_fn, mask, masks_in_base_state,
-                      prior, has_aux, axis_name, extra_args)
 
   def update_fn(
       updates: base.Updates,
@@ -298,9 +270,9 @@ def sharpness_aware(
     ascent_loss, loss_dtype = checked_ascent_loss(name, value_fn, zo_value_fn, params,
                                                   has_aux, axis_name)
     mask = masking.resolve_mask(mask_fn, params, state.base_tx_state)
-    on = lambda: on_step(state, params, value_fn, ascent_loss, loss_dtype, mask, exact,
-                         extra_args)
-    off = lambda: off_step(state, params, value_fn, mask, extra_args)
+    on = lambda: _sharpness_aware_step(opts, state, params, value_fn, ascent_loss,
+                                       loss_dtype, mask, exact, extra_args)
+    off = lambda: _base_only_step(opts, state, params, value_fn, mask, extra_args)
     if not scheduled or ascent is True:
       return on()
     if ascent is False:
@@ -311,22 +283,68 @@ def sharpness_aware(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _base_only(name, base_tx, state, params, value_fn, mask, masks_in_base_state, prior,
-               has_aux, axis_name, extra_args) -> tuple[base.Updates, ZOSAMState]:
-  """A step off the ascent schedule: ``base_tx`` on the gradient at θ (one
-  backward pass), the key kept, ε = 0 (``perturbed_loss`` is the loss at θ);
-  the prior, where kept, becomes that gradient."""
-  value, grads = sharding.mean_value_and_grad(value_fn, params, axis_name, has_aux)
-  loss, aux = value if has_aux else (value, None)
-  checks.check_reduced(name, axis_name, loss=loss)
+class _StepOptions(NamedTuple):
+  """What :func:`sharpness_aware` fixes at construction, for its two steps."""
+  name: str
+  base_tx: optax.GradientTransformationExtraArgs
+  has_aux: bool
+  axis_name: Optional[str]
+  prior: Optional[str]
+  refresh_every: Optional[int]
+  adaptive: bool
+  adaptive_eta: Any
+  draws: bool
+  masks_in_base_state: bool
+  ascent: Callable[..., Any]  # :func:`_ascent` with the first six arguments bound.
+
+
+def _sharpness_aware_step(opts: _StepOptions, state: ZOSAMState, params, value_fn,
+                          ascent_loss, loss_dtype, mask, exact, extra_args
+                          ) -> tuple[base.Updates, ZOSAMState]:
+  """A step on the ascent schedule: the ascent, ε, the gradient at θ + ε, the
+  base optimizer on it."""
+  next_key, step_key = jax.random.split(state.key) if opts.draws else (state.key, None)
+  direction, loss, radius, refresh = opts.ascent(ascent_loss, params, mask, state,
+                                                 step_key, loss_dtype, exact)
+  epsilon, perturbation_norm = perturbation.perturbation(
+      params, direction, radius, opts.adaptive, opts.adaptive_eta)
+  value, grads = sharding.mean_value_and_grad(
+      value_fn, estimators.perturb(params, epsilon, 1.0), opts.axis_name, opts.has_aux)
+  perturbed_loss, aux = value if opts.has_aux else (value, None)
+  checks.check_reduced(opts.name, opts.axis_name, loss=loss, perturbed_loss=perturbed_loss)
   new_updates, base_tx_state, grads = base_step(
-      base_tx, grads, state.base_tx_state, params, mask, masks_in_base_state, extra_args)
+      opts.base_tx, grads, state.base_tx_state, params, mask, opts.masks_in_base_state,
+      extra_args)
+  return new_updates, ZOSAMState(
+      key=next_key,
+      base_tx_state=base_tx_state,
+      loss=jnp.asarray(loss, jnp.float32),
+      perturbed_loss=jnp.asarray(perturbed_loss, jnp.float32),
+      ascent_norm=optax.tree.norm(direction).astype(jnp.float32),
+      perturbation_norm=perturbation_norm.astype(jnp.float32),
+      aux=aux,
+      prior=_next_prior(opts.prior, opts.refresh_every, refresh, direction, grads),
+      count=None if state.count is None else state.count + 1)
+
+
+def _base_only_step(opts: _StepOptions, state: ZOSAMState, params, value_fn, mask,
+                    extra_args) -> tuple[base.Updates, ZOSAMState]:
+  """A step off the ascent schedule: the base optimizer on the gradient at θ
+  (one backward pass), the key kept, ε = 0 (``perturbed_loss`` is the loss at
+  θ); the prior, where kept, becomes that gradient."""
+  value, grads = sharding.mean_value_and_grad(value_fn, params, opts.axis_name,
+                                              opts.has_aux)
+  loss, aux = value if opts.has_aux else (value, None)
+  checks.check_reduced(opts.name, opts.axis_name, loss=loss)
+  new_updates, base_tx_state, grads = base_step(
+      opts.base_tx, grads, state.base_tx_state, params, mask, opts.masks_in_base_state,
+      extra_args)
   loss = jnp.asarray(loss, jnp.float32)
   zero = jnp.zeros((), jnp.float32)
   return new_updates, ZOSAMState(
       key=state.key, base_tx_state=base_tx_state, loss=loss, perturbed_loss=loss,
       ascent_norm=zero, perturbation_norm=zero, aux=aux,
-      prior=grads if prior == "gradient" else None, count=state.count + 1)
+      prior=grads if opts.prior == "gradient" else None, count=state.count + 1)
 
 
 def _next_prior(prior: Optional[str], refresh_every: Optional[int], refresh: jax.Array,

@@ -68,10 +68,8 @@ def zo_sam(
     smoothing: the finite-difference step δ.
     estimator: ``"central"`` (2m forward passes), ``"forward"`` (m + 1),
       ``"jvp"``, ``"random"`` (a control); ``None``: by dtype.
-    distribution: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``; ``None``:
-      by backend.
-    prior: ``None``, ``"gradient"`` or ``"momentum"``: two more forward
-      passes along the previous gradient or the momentum trace.
+    distribution: ``"gaussian"``, ``"rademacher"``, ``"sphere"``; ``None``: by backend.
+    prior: ``"gradient"``/``"momentum"``: two forward passes along the last gradient/trace.
     radius_cap: with ``prior="gradient"``, the cap :math:`c_{\max} \ge 1` of
       the radius compensating the prior's cosine; ``None``: the radius is ρ.
     refresh_every: with ``prior="gradient"``, an exact ascent every k-th step.
@@ -81,23 +79,14 @@ def zo_sam(
     exact_leaves: with ``probe=False``, bools per leaf (or ``params ->`` them, e.g.
       :func:`output_layer`): ε along the current gradient there (one forward pass).
     adaptive: adaptive SAM (ASAM) ε; ``adaptive_eta`` its η.
-    adaptive_eta: the η of ``adaptive``.
     chunk_size: at most this many perturbed forward passes at once.
-    ravel: one raveled float32 vector (``True``) or leaf by leaf (``False``);
-      ``None``: by backend and sharding.
-    has_aux: ``value_fn`` returns ``(loss, aux)``; the aux at θ+ε goes to
-      ``state.aux`` (:func:`pop_aux`).
-    aux_like: the aux's structure, for a state of fixed structure.
+    ravel: one raveled float32 vector or leaf by leaf; ``None``: by backend, sharding.
+    has_aux: ``value_fn`` returns ``(loss, aux)``, the aux at θ+ε in ``state.aux``;
+      ``aux_like``: its structure, for a state of fixed structure.
     axis_name: the data axis (``shard_map``/``pmap``) averaged over.
-    ascent_start: the first step that takes the sharpness-aware step; the
-      steps before it are ``base_tx`` alone on the gradient at θ (one backward
-      pass: SAM in the late phase only). ``None``: from the first step.
-    ascent_every: the sharpness-aware step on every k-th step from
-      ``ascent_start``, ``base_tx`` alone between. With either,
-      ``update(..., ascent=True/False)`` (a Python bool) picks the step at
-      trace time (one compiled step each, an off step at the base optimizer's
-      cost); without it ``jax.lax.cond`` picks it from ``state.count``
-      (:func:`ascent_on`; docs/zo_sam.md "When to perturb").
+    ascent_start: the first step that takes the sharpness-aware step, ``base_tx``
+      alone on the gradient at θ before it; ``ascent_every``: every k-th step
+      from there. ``update(..., ascent=bool)`` picks the step statically.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, the outermost

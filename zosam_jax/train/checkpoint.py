@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -262,3 +263,15 @@ def _unfinished(directory: str, step: int | None = None) -> list[str]:
   return [os.path.join(directory, name) for name in os.listdir(directory)
           if ".orbax-checkpoint-tmp" in name
           and (step is None or name.startswith(f"{step}.orbax-checkpoint-tmp"))]
+
+
+def last_checkpoint(workdir: Path) -> str:
+  """``the last good checkpoint is step N in DIR``: the newest finished
+  checkpoint under ``workdir`` (or its seeds' folders), for messages."""
+  found = [(int(d.name), d.parent) for c in [workdir, *workdir.glob("*")]
+           if (c / "checkpoints").is_dir() for d in (c / "checkpoints").iterdir()
+           if d.name.isdigit()]
+  if not found:
+    return "no checkpoint was written"
+  step, where = max(found)
+  return f"the last good checkpoint is step {step} in {where}"

@@ -18,12 +18,14 @@ import argparse
 import dataclasses
 import errno
 import os
+import re
 import sys
 from pathlib import Path
 
 import jax
 from collections.abc import Sequence
 
+from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import compare
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
@@ -33,6 +35,7 @@ from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import loop
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
+from zosam_jax.train import supervise
 from zosam_jax.train import workdir as workdir_lib
 
 _HELP = {
@@ -230,17 +233,6 @@ _IO_HINTS = ((errno.ENOSPC, "RESOURCE_EXHAUSTED", "no space left on the device: 
              (errno.ENOENT, "NOT_FOUND", "the folder vanished while the run wrote to it"))
 
 
-def _last_checkpoint(workdir: Path) -> str:
-  """``step N in DIR`` of the newest finished checkpoint under ``workdir``."""
-  found = [(int(d.name), d.parent) for c in [workdir, *workdir.glob("*")]
-           if (c / "checkpoints").is_dir() for d in (c / "checkpoints").iterdir()
-           if d.name.isdigit()]
-  if not found:
-    return "no checkpoint was written"
-  step, where = max(found)
-  return f"the last good checkpoint is step {step} in {where}"
-
-
 def io_error_message(error: OSError, cfg: config_lib.TrainConfig) -> str:
   """One message for an I/O error: the path, what failed, what to do, the last
   good checkpoint and the command that continues the run."""
@@ -248,7 +240,7 @@ def io_error_message(error: OSError, cfg: config_lib.TrainConfig) -> str:
   hint = next((h for code, word, h in _IO_HINTS
                if error.errno == code or word.lower() in text.lower()), "check the folder")
   what = text if error.filename is None else f"{error.strerror}: {error.filename}"
-  return (f"{what}\n  {hint}; {_last_checkpoint(Path(cfg.workdir))}. Once fixed, continue "
+  return (f"{what}\n  {hint}; {checkpoint_lib.last_checkpoint(Path(cfg.workdir))}. Once fixed, continue "
           f"with:\n  {config_lib.command_line(cfg, resume=True)}")
 
 
@@ -262,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     The exit status (see the module docstring).
   """
   cfg = parse_config(argv)
+  if distributed.is_distributed(cfg) and not supervise.is_child():
+    # The training runs in a watched child, so a dead peer is told plainly.
+    return supervise.run(sys.argv[1:] if argv is None else list(argv), cfg)
   try:
     return _run(cfg)
   except Exception as e:  # pylint: disable=broad-except
@@ -295,8 +290,10 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
   if isinstance(error, OSError):
     return 4, io_error_message(error, cfg)
   if distributed.is_distributed(cfg) and isinstance(error, jax.errors.JaxRuntimeError):
+    # JAX repeats its prefix once per nested dispatch: once is enough.
+    reason = re.sub(r"(Error dispatching computation: )+", r"\1", files.one_line(error))
     return 1, (f"process {cfg.process_id}: an exchange with the other processes failed "
-               f"({files.one_line(error)}); another process failed or was started "
+               f"({reason}); another process failed or was started "
                "differently: see its output")
   raise error
 

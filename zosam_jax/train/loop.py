@@ -32,6 +32,7 @@ from zosam_jax.train import optim
 from zosam_jax.train import program as program_lib
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
+from zosam_jax.train import supervise
 from zosam_jax.train import steps as steps_lib
 from zosam_jax.train import workdir as workdir_lib
 
@@ -166,6 +167,7 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
         if not (do_log or do_ckpt):
           continue
         _check_finite(run, step)  # Also waits for the device: the timing is real.
+        supervise.report_step(step)
         elapsed = time.perf_counter() - window_start
         run.train_seconds += elapsed
         if not first_window:

@@ -55,8 +55,16 @@ def cache_dir() -> Path:
   return Path(os.environ.get("ZOSAM_DATA", Path.home() / ".cache" / "zosam_jax"))
 
 
+#: Set to 1 to hide the ``shared/data`` folders from the loaders: the program
+#: then sees what a user's fresh clone sees (CI runs the default tests so).
+NO_SHARED_DATA = "ZOSAM_NO_SHARED_DATA"
+
+
 def shared_data_dirs() -> list[Path]:
-  """Candidate ``shared/data`` folders next to the repository checkout."""
+  """Candidate ``shared/data`` folders next to the repository checkout (none
+  with ``$ZOSAM_NO_SHARED_DATA=1``)."""
+  if os.environ.get(NO_SHARED_DATA, "") not in ("", "0"):
+    return []
   here = Path(__file__).resolve()
   return [Path.cwd().parent / "shared" / "data", here.parents[4] / "shared" / "data"]
 
