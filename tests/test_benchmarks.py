@@ -107,3 +107,31 @@ def test_draw_cost_times_hand_written_steps_equal_to_the_library_s(tmp_path, mon
                            x, y)
   for a, b in zip(jax.tree.leaves(lib_params), jax.tree.leaves(hand_params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_benchmark_times_whole_runs_against_sgd(tmp_path, capsys):
+  main = runpy.run_path(str(SCRIPT.parent / "schedule_cost.py"))["main"]
+  out = tmp_path / "schedule.json"
+  main(["--models", "cnn_digits", "--options", "sam-ascent8-late25,sam-ascent8-late25@cond",
+        "--steps", "8", "--rounds", "1", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert [row["option"] for row in rows] == [
+      "sgd", "sam-ascent8-late25", "sam-ascent8-late25@cond"]
+  assert rows[0]["ratio_to_sgd"] == 1.0 and all(row["ms_per_step"] > 0 for row in rows)
+  assert "| cnn_digits | sam-ascent8-late25@cond |" in capsys.readouterr().out
+
+
+def test_a_whole_run_compiles_every_step_variant_before_it_is_timed(tmp_path):
+  from zosam_jax.train import TrainConfig  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import program  # pylint: disable=import-outside-toplevel
+  cfg = TrainConfig(optimizer="sam", steps=6, ascent_start=4, batch_size=32, progress=False)
+  run = program.for_timing(cfg, tmp_path / "run")
+  calls = []
+  step = run.train_step
+  run.train_step = lambda *a, **flags: calls.append(flags) or step(*a, **flags)
+  assert program.run_seconds(run) > 0
+  assert calls[:2] == [{"ascent": False}, {"ascent": True}]  # Both compiled first ...
+  assert calls[2:] == [{"ascent": s >= 4} for s in range(6)]  # ... then the run.
+  calls.clear()
+  program.run_seconds(run, static=False)
+  assert calls == [{}] * 7  # lax.cond: one step variant, the schedule inside it.
