@@ -53,12 +53,28 @@ MARGIN, COST_LIMIT, COST_SETTING = 0.005, 0.7, "cnn-10k-noise40"
 def cost_ratio(setting: str, sparsity: float, a: str, b: str) -> float | None:
   """``a``'s benchmarked step time ÷ ``b``'s on the setting's model, from the
   first of :data:`COSTS` that times both (None: not timed)."""
+  if a not in COST_METHOD or b not in COST_METHOD:
+    return None  # Issue 48's options: timed over whole runs (schedule_report).
   for path in (p for p in COSTS if p.exists()):
     ms = {r["method"]: r["ms_per_step"] for r in json.loads(path.read_text())["rows"]
           if r["model"] == COST_MODEL[setting] and r["sparsity"] == sparsity}
     if COST_METHOD[a] in ms and COST_METHOD[b] in ms:
       return ms[COST_METHOD[a]] / ms[COST_METHOD[b]]
   return None
+
+
+#: Whole-run step times (issue 48: every step of a schedule, on and off).
+WHOLE_RUN_COSTS = common.REPO / "benchmarks" / "results" / "schedule_cost_cpu.json"
+
+
+def whole_run_cost(method: str, model: str) -> float | None:
+  """``method``'s whole-run step time ÷ SGD's on ``model`` (``cnn``, ``mlp``:
+  the study's Fashion models), from ``benchmarks/schedule_cost.py``; ``None``
+  where it was not timed."""
+  if not WHOLE_RUN_COSTS.exists():
+    return None
+  return next((r["ratio_to_sgd"] for r in json.loads(WHOLE_RUN_COSTS.read_text())["rows"]
+               if r["model"] == model and r["option"] == method), None)
 
 
 def variant_row(rows, setting: str, sparsity: float, variant: str) -> dict | None:

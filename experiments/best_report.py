@@ -27,7 +27,17 @@ LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
          "zosam-prior-noprobe-repeat2": "prior, probe=False, each minibatch twice",
          "sam-ascent8": "SAM, ascent on ⅛ of the minibatch (not ZO)",
          "sgd": "SGD", "sgd-repeat2": "SGD, each minibatch twice",
-         "sam-repeat2": "SAM at its ρ, each minibatch twice"}
+         "sam-repeat2": "SAM at its ρ, each minibatch twice",
+         "sam-ascent8-late25": "SAM, ⅛ ascent, last 25% of steps",
+         "sam-ascent8-late10": "SAM, ⅛ ascent, last 10% of steps",
+         "sam-late25": "SAM, last 25% of steps",
+         "sam-ascent8-every4": "SAM, ⅛ ascent, every 4th step",
+         "zosam-prior-noprobe-head-late25": "prior, probe=False, output layer exact, "
+                                            "last 25%",
+         "msam": "MSAM (grid grown to ρ 12.8)"}
+#: Issue 34's methods (its goal and recommendation judge these; issue 48's have
+#: their own, :mod:`schedule_report`).
+ISSUE34 = tuple(m for m in cells.TUNED if m not in cells.SCHEDULED)
 #: The goal, declared in the issue: gain over SGD at least 90% of SAM's and
 #: ZO − SAM's 95% interval above −0.5 pp on every setting, at most 0.6 × SAM's
 #: step time on this CPU's small CNN.
@@ -258,7 +268,7 @@ def _goal(rows, method: str) -> tuple[list[str], list[str], float | None]:
 def goal(rows) -> str:
   """The goal's verdict per ZO method, generated: met, not met (by how much), or not judged."""
   lines = []
-  for method in [m for m in cells.TUNED if m != "sam"]:
+  for method in [m for m in ISSUE34 if m != "sam"]:
     far, missing, cost = _goal(rows, method)
     cost_text = "not timed" if cost is None else f"{cost:.2f} × SAM's step time"
     if far:
@@ -282,14 +292,14 @@ def recommendation(rows) -> str:
              if _judged(rows, a) is None]
   lines = [f"- Judged on {', '.join(map(setting_label, judged))}"
            + (f" (not yet: {', '.join(waiting)})" if waiting else "") + "."]
-  per = {m: [_complete_row(rows, s, m) for s in judged] for m in cells.TUNED}
+  per = {m: [_complete_row(rows, s, m) for s in judged] for m in ISSUE34}
   radii = lambda m: ", ".join(f"{r['variant'].rsplit('rho', 1)[1]} ({setting_label(s)})"
                               for s, r in zip(judged, per[m]))
   if not all(per["sam"]):
     return "\n".join(lines + ["- SAM's finals are not all in yet."])
   lines.append(f"- The accuracy reference, SAM: ρ = {radii('sam')}.")
-  zo = [m for m in cells.TUNED if m != "sam" and all(r and r["share"] is not None
-                                                      for r in per[m])]
+  zo = [m for m in ISSUE34 if m != "sam" and all(r and r["share"] is not None
+                                                  for r in per[m])]
   cost = {m: ascents_report.cost_ratio(COST_SETTING, 0.9, m, "sam") for m in zo}
   for title, pool in (
       (f"Within the goal's cost (≤ {COST_LIMIT} × SAM's step time)",
@@ -385,7 +395,7 @@ def summary(rows) -> str:
   heads = [_header(rows, attempts, s) for attempts, s in zip(cells.BEST_ATTEMPTS, settings)]
   lines = ["| method | step time ÷ SAM's | " + " | ".join(heads) + " | goal |",
            "|---|---|" + "---|" * (len(settings) + 1)]
-  for method in cells.TUNED:
+  for method in ISSUE34:
     cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sam")
     far, missing, _ = _goal(rows, method) if method != "sam" else ([], [], None)
     verdict = ("the reference" if method == "sam" else "not met" if far
@@ -407,6 +417,14 @@ def _control_ok(rows, setting: str) -> bool:
   return _control(rows, setting) is True
 
 
+def _figure_cost(method: str) -> float | None:
+  """The figure's x: the whole-run step time ÷ SGD's on the Fashion CNN (issue
+  48's benchmark), else the benchmarked step's (the same for a method without
+  a schedule: every step of its run is alike)."""
+  cost = ascents_report.whole_run_cost(method, "cnn")
+  return ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sgd") if cost is None else cost
+
+
 def figure(rows, path=FIGURE) -> None:
   """Gain over SGD (paired mean, 95% CI) against step time ÷ SGD, each method
   at its chosen radius (one colour and marker per method, its ρ beside it; n
@@ -424,7 +442,7 @@ def figure(rows, path=FIGURE) -> None:
     legend["SGD"] = ax.plot([1], [0], "ks")[0]
     for i, method in enumerate(cells.TUNED):
       r = method_row(rows, setting, method)
-      cost = ascents_report.cost_ratio(COST_SETTING, 0.9, method, "sgd")
+      cost = _figure_cost(method)
       if r is None or r["gain"] is None or cost is None:
         continue
       g = r["gain"]
@@ -434,15 +452,15 @@ def figure(rows, path=FIGURE) -> None:
           fmt="os^vDPXh"[i % 8], color=f"C{i}", capsize=3)
       ax.annotate(f"ρ={r['variant'].rsplit('rho', 1)[1]}", (cost, 100 * g["mean"]),
                   textcoords="offset points", xytext=(6, -3), fontsize=7, color=f"C{i}")
-    sam, sam_cost = method_row(rows, setting, "sam"), ascents_report.cost_ratio(
-        COST_SETTING, 0.9, "sam", "sgd")
+    sam, sam_cost = method_row(rows, setting, "sam"), _figure_cost("sam")
     if sam and sam["gain"] and sam_cost and _control_ok(rows, setting):
       legend[f"goal: ≥ {100 * SHARE:.0f}% of SAM's gain"] = ax.axhline(
           SHARE * 100 * sam["gain"]["mean"], color="0.4", ls="--", lw=0.8)
       legend[f"goal: ≤ {COST_LIMIT} × SAM's step time"] = ax.axvline(
           COST_LIMIT * sam_cost, color="0.4", ls=":", lw=0.8)
     ax.set_title(f"{setting_label(setting)}, RigL 90%: each at its chosen ρ", fontsize=9)
-    ax.set_xlabel("step time ÷ SGD's (Fashion CNN, benchmarks/step_cost.py, this CPU)")
+    ax.set_xlabel("whole-run step time ÷ SGD's (Fashion CNN, benchmarks/schedule_cost.py; "
+                  "step_cost.py where not timed there; this CPU)")
     ax.set_ylabel("test accuracy − SGD (pp), paired mean, 95% CI")
   fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8)
   fig.tight_layout(rect=(0, 0.14, 1, 1))

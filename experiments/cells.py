@@ -295,6 +295,9 @@ TUNED.update({
 #: along the descent, not the ascent).
 TUNED["msam"] = dict(optimizer="msam")
 EDGE_STEPS_UP = {"msam": 5}
+#: Issue 48's methods, in declared order (:mod:`schedule_report` judges them).
+SCHEDULED = ("sam-ascent8-late25", "sam-ascent8-late10", "sam-late25", "sam-ascent8-every4",
+             "zosam-prior-noprobe-head-late25", "msam")
 
 
 def edge_steps(method: str) -> tuple[int, int]:

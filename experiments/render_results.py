@@ -5,7 +5,8 @@ that it was not produced), ``{{study fashion_mnist}}``
 by the tables and verdicts of the study's rows (:mod:`study_report`; for
 CIFAR-10 with the corruption robustness of :mod:`study_robustness`), ``{{ascents}}``
 by the ascent variants' gains and costs (:mod:`ascents_report`), ``{{best}}``
-by the best-against-best section (:mod:`best_report`). The README's block
+by the best-against-best section (:mod:`best_report`), ``{{schedule}}`` by
+issue 48's goal and what to use by cost (:mod:`schedule_report`). The README's block
 between :data:`README_BEGIN` and :data:`README_END` is rendered too, from the
 same rows (:func:`best_report.summary`). Reads committed files only.
 
@@ -20,6 +21,7 @@ import ascents_report
 import best_report
 import common
 import cells
+import schedule_report
 import study_report
 import study_robustness
 
@@ -50,6 +52,7 @@ def render() -> str:
   text = re.sub(r"\{\{study (\S+)\}\}", lambda m: study_section(m.group(1)), text)
   text = text.replace("{{ascents}}", ascents_report.render(cells.read_rows("fashion_mnist")))
   text = text.replace("{{best}}", best_report.render(best_report.all_rows()))
+  text = text.replace("{{schedule}}", schedule_report.render(best_report.all_rows()))
   return text
 
 

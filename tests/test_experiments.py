@@ -642,3 +642,41 @@ def test_best_radius_shards_split_the_three_selection_seeds_evenly():
   todo = best_radius.first_grid("mlp-10k-val", "sam")
   shares = [sum(cells.shard_of(c, todo, 2) == i for c in todo) for i in (0, 1)]
   assert shares == [len(todo) // 2] * 2
+
+
+def test_schedule_report_judges_whole_run_cost_and_says_what_to_use_by_cost(
+    tmp_path, monkeypatch):
+  import ascents_report  # pylint: disable=import-outside-toplevel
+  import best_radius  # pylint: disable=import-outside-toplevel
+  import cells  # pylint: disable=import-outside-toplevel
+  import schedule_report  # pylint: disable=import-outside-toplevel
+  gains = {"sam": 0.10, "sam-ascent8": 0.095, "sam-ascent8-late25": 0.096,
+           "sam-ascent8-every4": 0.099, "msam": 0.03, "sam-late25": 0.10}
+  def accuracy(variant, seed, split):
+    if variant.startswith("sgd"):
+      return 0.5
+    method, rho = variant.rsplit("-rho", 1)
+    if split == "validation":
+      return 0.7 - abs(float(rho) - 0.1)
+    return 0.5 + gains.get(method, 0.05) + 0.001 * (seed % 3)
+  _fake_cell(monkeypatch, tmp_path, accuracy)
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",),))
+  best_radius.run_setting(("mlp-10k-val",))
+  rows = cells.read_rows("fashion_mnist")
+  cost = {"sam": 1.9, "sam-ascent8": 1.18, "sam-ascent8-late25": 1.04,
+          "sam-ascent8-every4": 1.06, "msam": 1.0}
+  monkeypatch.setattr(ascents_report, "whole_run_cost", lambda m, model: cost.get(m))
+  assert schedule_report.verdict(rows, "sam-ascent8-late25") == "**met** (1.040 × SGD)"
+  assert schedule_report.verdict(rows, "sam-ascent8-every4").startswith(
+      "**not met**: 1.060 × SGD's whole-run step time (goal ≤ 1.05)")
+  assert "Fashion-MNIST MLP: 31% of SAM's gain; Fashion-MNIST MLP: − SAM -7.00" in (
+      schedule_report.verdict(rows, "msam"))
+  assert schedule_report.verdict(rows, "sam-late25") == "not judged yet (not timed)"
+  use = schedule_report.what_to_use(rows).splitlines()
+  assert use[0].startswith("- about SGD's (≤ 1.02 ×): MSAM (grid grown to ρ 12.8), ρ = 0.1")
+  assert use[1].startswith("- about 1.05 ×: SAM, ⅛ ascent, last 25% of steps, ρ = 0.1 (the "
+                           "settings in order), 1.040 × SGD, keeps 96% of SAM's gain")
+  assert use[2].startswith("- about 1.2 ×: SAM, ⅛ ascent, every 4th step")
+  assert use[3].startswith("- SAM's (about 2 ×): SAM, ρ = 0.1") and "the reference" in use[3]
+  assert "| SAM, ⅛ ascent, last 25% of steps | 1.040, 1.040 | ρ 0.1: 96% of its gain" in (
+      schedule_report.table(rows))
