@@ -3,11 +3,14 @@
 For each model and option: the mean wall-clock seconds per step of a whole run
 of the training program (``zosam_jax.train.program.run_seconds``: every step
 of the schedule, on and off, dispatched as ``zosam-train`` dispatches them;
-every step variant compiled before the timed run; evaluation excluded), divided
-by SGD's measured in the same round. Rounds interleave the options, so machine
-load moves them alike; the table gives the median ratio over rounds. The run is
-shortened (``--steps``) with the schedule's fractions kept (the last 25% of 300
-steps: steps 225-299); its RigL mask updates every 100 steps are included.
+every step variant compiled before anything is timed; evaluation excluded),
+divided by SGD's. The run is timed in windows of ``--window`` steps, the
+options interleaved window by window (SGD's window 0, each option's window 0,
+SGD's window 1, ...), so that machine load moves them alike; each window's time
+is the median over ``--rounds`` rounds, and an option's whole run the sum of its
+windows. The run is shortened (``--steps``) with the schedule's fractions kept
+(the last 25% of 300 steps: steps 225-299); its RigL mask updates every 100
+steps are included.
 
 Usage::
 
@@ -66,20 +69,27 @@ OPTIONS: dict[str, dict[str, Any]] = {
 COND = "@cond"
 
 
-def measure(cfg: TrainConfig, options: list[str], rounds: int) -> list[dict]:
-  """One row per option: its whole-run ms/step and ×SGD (medians over rounds)."""
+def measure(cfg: TrainConfig, options: list[str], rounds: int, window: int) -> list[dict]:
+  """One row per option: its whole-run ms/step and ×SGD (windows interleaved,
+  each window's median over rounds)."""
+  windows = [range(a, min(a + window, cfg.steps)) for a in range(0, cfg.steps, window)]
   with tempfile.TemporaryDirectory() as tmp:
     runs = {name: program.for_timing(cfg.replace(**OPTIONS[name.removesuffix(COND)]),
                                      Path(tmp, name))
             for name in ["sgd", *options]}
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    static = {name: not name.endswith(COND) for name in runs}
+    for name, run in runs.items():  # Every step variant compiled first.
+      program.run_seconds(run, static[name], range(0))
+    times = {name: [[] for _ in windows] for name in runs}
     for _ in range(rounds):
-      for name, run in runs.items():
-        seconds[name].append(program.run_seconds(run, static=not name.endswith(COND)))
-  ratios = {name: [t / s for t, s in zip(seconds[name], seconds["sgd"])] for name in runs}
-  return [{"option": name, "ms_per_step": 1e3 * statistics.median(seconds[name]),
-           "ratio_to_sgd": statistics.median(ratios[name]),
-           "ratios_to_sgd": ratios[name]} for name in runs]
+      for i, steps in enumerate(windows):
+        for name, run in runs.items():
+          times[name][i].append(program.run_seconds(run, static[name], steps, warm=False))
+  total = {name: sum(statistics.median(t) for t in times[name]) for name in runs}
+  return [{"option": name, "ms_per_step": 1e3 * total[name] / cfg.steps,
+           "ratio_to_sgd": total[name] / total["sgd"],
+           "window_medians_ms": [1e3 * statistics.median(t) for t in times[name]]}
+          for name in runs]
 
 
 def main(argv=None) -> None:
@@ -91,6 +101,7 @@ def main(argv=None) -> None:
                            "(SGD is always measured)")
   parser.add_argument("--steps", type=int, default=300, help="steps of the timed run")
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--window", type=int, default=25, help="steps per timed window")
   parser.add_argument("--out", default="benchmarks/results/schedule_cost_cpu.json")
   args = parser.parse_args(argv)
   options = [o for o in args.options.split(",") if o != "sgd"]
@@ -100,11 +111,12 @@ def main(argv=None) -> None:
     parser.error(f"unknown option or model {unknown}: see --help")
   out = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
          "machine": platform.machine(), "cpus": os.cpu_count(), "steps": args.steps,
-         "rounds": args.rounds, "command": " ".join(sys.argv), "rows": []}
+         "rounds": args.rounds, "window": args.window, "command": " ".join(sys.argv),
+         "rows": []}
   print("| model | option | ms/step (whole run) | ×SGD |\n|---|---|---|---|")
   for model in args.models.split(","):
     cfg = MODELS[model].replace(steps=args.steps, sparse_update_every=min(100, args.steps))
-    for row in measure(cfg, options, args.rounds):
+    for row in measure(cfg, options, args.rounds, args.window):
       out["rows"].append(dict(row, model=model))
       print(f"| {model} | {row['option']} | {row['ms_per_step']:.1f} | "
             f"{row['ratio_to_sgd']:.3f} |", flush=True)

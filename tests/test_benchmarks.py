@@ -113,7 +113,7 @@ def test_schedule_benchmark_times_whole_runs_against_sgd(tmp_path, capsys):
   main = runpy.run_path(str(SCRIPT.parent / "schedule_cost.py"))["main"]
   out = tmp_path / "schedule.json"
   main(["--models", "cnn_digits", "--options", "sam-ascent8-late25,sam-ascent8-late25@cond",
-        "--steps", "8", "--rounds", "1", "--out", str(out)])
+        "--steps", "8", "--rounds", "1", "--window", "3", "--out", str(out)])
   rows = json.loads(out.read_text())["rows"]
   assert [row["option"] for row in rows] == [
       "sgd", "sam-ascent8-late25", "sam-ascent8-late25@cond"]
@@ -135,3 +135,6 @@ def test_a_whole_run_compiles_every_step_variant_before_it_is_timed(tmp_path):
   calls.clear()
   program.run_seconds(run, static=False)
   assert calls == [{}] * 7  # lax.cond: one step variant, the schedule inside it.
+  calls.clear()
+  program.run_seconds(run, steps=range(3, 5), warm=False)  # A window, already compiled.
+  assert calls == [{"ascent": False}, {"ascent": True}]

@@ -289,23 +289,26 @@ def step_seconds(run: Program, steps: int, start: int = 0) -> float:
   return statistics.median(times)
 
 
-def run_seconds(run: Program, static: bool = True) -> float:
-  """Mean wall-clock seconds per step over a whole run (every step of its
-  ascent schedule, on and off, dispatched back to back as the loop does and
-  synchronised at the end; evaluation excluded; every step variant compiled
-  and run once first). ``run.state`` carried on. The cost a long run pays:
-  benchmarks and the study's figure use it. ``static=False``: the schedule's
-  step chosen inside the one compiled step by ``jax.lax.cond`` instead."""
+def run_seconds(run: Program, static: bool = True, steps: range | None = None,
+                warm: bool = True) -> float:
+  """Wall-clock seconds of steps ``steps`` of the run (all of them by default:
+  every step of its ascent schedule, on and off), dispatched back to back as
+  the loop does and synchronised at the end; evaluation excluded. ``warm``:
+  every step variant compiled and run once first. ``run.state`` carried on.
+  The cost a long run pays: benchmarks and the study's figure use it.
+  ``static=False``: the schedule's step chosen inside the one compiled step by
+  ``jax.lax.cond`` instead."""
   flags = [{k: v for k, v in optim.step_flags(run.cfg, s, run.num_steps).items()
             if static or k != "ascent"} for s in range(run.num_steps)]
-  for variant in dict.fromkeys(tuple(f.items()) for f in flags):  # Compile each.
-    run.state = run.train_step(run.state, *run.inputs(0), **dict(variant))
-  jax.block_until_ready(run.state)
+  if warm:
+    for variant in dict.fromkeys(tuple(f.items()) for f in flags):  # Compile each.
+      run.state = run.train_step(run.state, *run.inputs(0), **dict(variant))
+    jax.block_until_ready(run.state)
   begin = time.perf_counter()
-  for s in range(run.num_steps):
+  for s in range(run.num_steps) if steps is None else steps:
     run.state = run.train_step(run.state, *run.inputs(s), **flags[s])
   jax.block_until_ready(run.state)
-  return (time.perf_counter() - begin) / run.num_steps
+  return time.perf_counter() - begin
 
 
 def save(run: Program, step: int) -> None:
