@@ -13,7 +13,7 @@ from zosam_jax.train import TrainConfig
 from zosam_jax.train import cli
 from zosam_jax.train import load_train_state
 from zosam_jax.train import parse_seeds
-from zosam_jax.train import pipeline
+from zosam_jax.train import data
 from zosam_jax.train import train_and_evaluate
 from zosam_jax.train import train_seeds
 from zosam_jax.train import seeds as seeds_lib
@@ -85,15 +85,15 @@ def test_each_seed_has_the_usual_files_and_its_own_config(tmp_path):
 
 
 def _interrupt_at(monkeypatch, step):
-  original = pipeline.BatchOrder.indices
+  original = data.BatchOrder.indices
 
   def indices(self, s):
     if s == step:
       raise KeyboardInterrupt
     return original(self, s)
 
-  monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
-  return lambda: monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
+  monkeypatch.setattr(data.BatchOrder, "indices", indices)
+  return lambda: monkeypatch.setattr(data.BatchOrder, "indices", original)
 
 
 def test_an_interrupted_program_resumes_every_seed(tmp_path, capsys, monkeypatch):
