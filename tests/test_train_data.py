@@ -456,7 +456,7 @@ def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch,
   make_cifar10(tmp_path / "data")
   pads = []
   crop = steps_lib.random_crop_flip
-  monkeypatch.setattr(pipeline, "random_crop_flip",
+  monkeypatch.setattr(steps_lib, "random_crop_flip",
                       lambda key, x, p: pads.append(p) or crop(key, x, p))
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
           "--optimizer", "sgd", "--batch-size", "16", "--steps", "1", "--no-progress",
@@ -467,7 +467,7 @@ def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch,
 
 def test_no_augment_trains_on_the_stored_cifar_images(tmp_path, monkeypatch):
   make_cifar10(tmp_path / "data")
-  monkeypatch.setattr(pipeline, "random_crop_flip",
+  monkeypatch.setattr(steps_lib, "random_crop_flip",
                       lambda key, x, p: pytest.fail("--no-augment crops nothing"))
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
           "--optimizer", "sgd", "--batch-size", "16", "--steps", "2", "--no-progress",
