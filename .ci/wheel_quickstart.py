@@ -1,17 +1,28 @@
 """Runs README's quickstart (the first python block after "## Quickstart").
 
 Called by .ci/run from a fresh virtual environment outside the checkout, where
-zosam_jax is installed from the built wheel: what a Colab user gets.
+zosam_jax is installed from the built wheel without extras: what a Colab user
+gets. Importing it loads none of the training program's dependencies, and
+``zosam-train`` there says in one line what to install.
 """
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import zosam_jax
+import zosam_jax.sparse
+
+TRAIN_EXTRA = ("orbax", "sklearn", "matplotlib", "tqdm")
+loaded = [m for m in TRAIN_EXTRA if m in sys.modules]
+assert not loaded, f"importing zosam_jax loaded the trainer's dependencies {loaded}"
 
 readme = Path(sys.argv[1]).read_text()
 block = re.search(r"## Quickstart.*?```python\n(.*?)```", readme, re.S).group(1)
 assert "site-packages" in zosam_jax.__file__, zosam_jax.__file__  # Not the checkout.
 exec(compile(block, "README.md quickstart", "exec"), {"__name__": "__main__"})
-print("quickstart from the wheel: OK")
+script = Path(sys.executable).with_name("zosam-train")
+done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300, check=False)
+assert done.returncode == 1 and "pip install 'zosam_jax[train]'" in done.stderr, done.stderr
+print("quickstart from the wheel without extras: OK")

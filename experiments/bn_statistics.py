@@ -21,7 +21,7 @@ import argparse
 
 import jax
 
-from zosam_jax.train import make_eval_step, pipeline, steps
+from zosam_jax.train import make_eval_step, steps
 
 import analysis
 import common
@@ -37,7 +37,7 @@ def reestimate(run: analysis.Run, pad: int | None, num_batches: int, batch_size:
 
   @jax.jit
   def update(batch_stats, x_all, y_all, indices, key):
-    images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, run.ds.mean,
+    images, labels = steps.prepare_batch(key, x_all, y_all, indices, run.ds.mean,
                                             run.ds.std, pad is not None, pad or 0)
     _, (_, new) = steps.make_loss_fn(run.model, batch_stats, images, labels)(run.params)
     return new
@@ -53,7 +53,7 @@ def row(workdir: str, num_batches: int) -> dict[str, float]:
   """Test accuracy of one run with its stored and its re-estimated statistics."""
   run = analysis.load_run(str(common.REPO / workdir))
   eval_step = jax.jit(make_eval_step(run.model, run.ds.mean, run.ds.std))
-  pad = pipeline.scaled_crop_pad(run.ds.x_train.shape[1], run.cfg.crop_pad)
+  pad = steps.scaled_crop_pad(run.ds.x_train.shape[1], run.cfg.crop_pad)
 
   def accuracy(batch_stats):
     return analysis.accuracy(eval_step, run.params, batch_stats, run.ds.x_test,

@@ -358,7 +358,7 @@ BEST_SETTINGS = frozenset(s for attempts in BEST_ATTEMPTS for s in attempts)
 
 
 #: Where a process claims a cell before it runs it: one lock
-#: (:class:`zosam_jax.train.lock.RunLock`) per cell, under its id.
+#: (:class:`zosam_jax.train.workdir.RunLock`) per cell, under its id.
 CLAIMS = common.REPO / "runs" / "study" / ".claims"
 #: This file as this process read it (:func:`check_declarations_unchanged`).
 _DECLARED = Path(__file__).read_bytes()
@@ -483,7 +483,7 @@ def run_free_cell(cell, done: dict[str, dict[str, Any]], dataset=None, then=None
   Returns:
     Whether this process ran it.
   """
-  from zosam_jax.train import lock  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import workdir as lock  # pylint: disable=import-outside-toplevel
 
   key = cell_id(*cell)
   if key in done:

@@ -143,12 +143,12 @@ def format_plan(p: dict[str, Any]) -> str:
 def _planned(dataset, tiny: bool, root: Path) -> dict[str, Any]:
   """The saved plan of an interrupted protocol, else a new one (measured)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from zosam_jax.train import config  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import data  # pylint: disable=import-outside-toplevel
   path = root / "runs" / "study" / SETTING / "plan.json"
   if path.is_file() and not tiny:
     return json.loads(path.read_text())
   sgd = program_config("sgd", 1, tiny)
-  steps_per_epoch = config.steps_per_epoch(dataset.x_train.shape[0] - sgd.validation_subset,
+  steps_per_epoch = data.steps_per_epoch(dataset.x_train.shape[0] - sgd.validation_subset,
                                            sgd.batch_size)
   p = plan({m: measure(m, dataset, tiny) for m in METHODS}, steps_per_epoch,
            jax.default_backend())

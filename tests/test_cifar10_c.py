@@ -179,7 +179,7 @@ def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, mon
   import bn_statistics  # pylint: disable=import-outside-toplevel
   from tests.test_train_data import make_cifar10  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import (TrainConfig, evaluate_checkpoint,  # pylint: disable=import-outside-toplevel
-                               make_eval_step, pipeline, train_and_evaluate)
+                               make_eval_step, normalize, train_and_evaluate)
   monkeypatch.setenv("ZOSAM_DATA", str(tmp_path / "cache"))
   make_cifar10(tmp_path / "data")
   cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), download=False,
@@ -198,7 +198,7 @@ def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, mon
   # Statistics re-estimated from the whole (unaugmented) training set, batch after
   # batch, are that set's batch statistics: inference then equals training mode.
   stats = bn_statistics.reestimate(run, None, 200, batch_size=run.ds.x_train.shape[0])
-  images = pipeline.normalize(run.ds.x_train, run.ds.mean, run.ds.std)
+  images = normalize(run.ds.x_train, run.ds.mean, run.ds.std)
   train_mode, _ = run.model.apply({"params": run.params, "batch_stats": run.batch_stats},
                                   images, train=True, mutable=["batch_stats"])
   inference = run.model.apply({"params": run.params, "batch_stats": stats}, images,

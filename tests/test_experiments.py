@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import cifar10_c  # noqa: E402
 import common  # noqa: E402
 import zosam_jax.train  # noqa: E402
-from zosam_jax.train import lock  # noqa: E402
+from zosam_jax.train import workdir as lock  # noqa: E402
 
 
 def test_results_md_is_rendered_from_committed_files_byte_for_byte():

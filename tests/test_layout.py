@@ -78,3 +78,71 @@ def test_scripts_import_no_circle(folder):
 
   for name in sorted(graph):
     visit(name)
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = list(path.relative_to(ROOT).with_suffix("").parts)
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+PACKAGE = {_module_name(p): p for p in MODULES}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  """The modules of ``zosam_jax`` that ``path`` imports anywhere (functions and
+  ``if TYPE_CHECKING:`` blocks included: a circle there is a circle held open)."""
+  found = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      found.update(a.name for a in node.names if a.name in PACKAGE)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      for a in node.names:
+        name = f"{node.module}.{a.name}"
+        found.add(name if name in PACKAGE else node.module)
+  return {m for m in found if m in PACKAGE} - {_module_name(path)}
+
+
+def test_no_import_circle_anywhere_in_the_package():
+  graph = {name: _imports(path) for name, path in PACKAGE.items()}
+  done, on_path = set(), []
+
+  def visit(name):
+    assert name not in on_path, f"import circle {' -> '.join(on_path + [name])}"
+    if name not in done:
+      on_path.append(name)
+      for other in sorted(graph[name]):
+        visit(other)
+      on_path.pop()
+      done.add(name)
+
+  for name in sorted(graph):
+    visit(name)
+
+
+def train_levels() -> dict[str, int]:
+  """Each module of ``zosam_jax/train`` (the ``data`` package as one) and its
+  level: 1 + the longest chain of train modules it imports."""
+  prefix = "zosam_jax.train."
+  node = lambda m: m[len(prefix):].split(".")[0]
+  graph: dict[str, set[str]] = {}
+  for name, path in PACKAGE.items():
+    if name.startswith(prefix):
+      graph.setdefault(node(name), set()).update(
+          node(m) for m in _imports(path) if m.startswith(prefix) and node(m) != node(name))
+  levels: dict[str, int] = {}
+
+  def level(name):
+    if name not in levels:
+      levels[name] = 1 + max((level(m) for m in graph[name]), default=0)
+    return levels[name]
+
+  for name in graph:
+    level(name)
+  return levels
+
+
+def test_the_training_program_has_at_most_six_import_levels():
+  levels = train_levels()
+  assert levels["__main__"] == max(levels.values()) <= 6, sorted(
+      levels.items(), key=lambda kv: kv[1])
+  assert levels["config"] == 1  # A leaf: it imports nothing of the trainer.

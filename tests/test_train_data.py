@@ -1,4 +1,4 @@
-"""Tests of the dataset loaders and the on-device input pipeline."""
+"""Tests of the dataset loaders and the on-device batch preparation."""
 
 import json
 import pathlib
@@ -15,7 +15,8 @@ from zosam_jax.train import cli
 from zosam_jax.train import config
 from zosam_jax.train import data
 from zosam_jax.train import load_train_state
-from zosam_jax.train import pipeline
+from zosam_jax.train import program
+from zosam_jax.train import steps as steps_lib
 from zosam_jax.train import steps
 from zosam_jax.train.models import get_model
 
@@ -175,24 +176,24 @@ def test_digits_split_is_deterministic_and_stratified():
 
 
 def test_epoch_permutation_is_a_pure_function_of_seed_and_epoch():
-  p = pipeline.epoch_permutation(3, 7, 100)
-  np.testing.assert_array_equal(p, pipeline.epoch_permutation(3, 7, 100))
+  p = data.epoch_permutation(3, 7, 100)
+  np.testing.assert_array_equal(p, data.epoch_permutation(3, 7, 100))
   np.testing.assert_array_equal(np.sort(p), np.arange(100))
-  assert not np.array_equal(p, pipeline.epoch_permutation(3, 8, 100))
-  assert not np.array_equal(p, pipeline.epoch_permutation(4, 7, 100))
+  assert not np.array_equal(p, data.epoch_permutation(3, 8, 100))
+  assert not np.array_equal(p, data.epoch_permutation(4, 7, 100))
 
 
 def test_batch_order_visits_each_example_once_per_epoch():
-  order = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  order = data.BatchOrder(seed=0, num_examples=50, batch_size=10)
   epoch = np.concatenate([order.indices(s) for s in range(5)])
   np.testing.assert_array_equal(np.sort(epoch), np.arange(50))
-  fresh = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  fresh = data.BatchOrder(seed=0, num_examples=50, batch_size=10)
   np.testing.assert_array_equal(fresh.indices(7), order.indices(7))
 
 
 def test_repeated_batches_take_each_minibatch_for_k_consecutive_steps():
-  once = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10)
-  thrice = pipeline.BatchOrder(seed=0, num_examples=50, batch_size=10, repeat=3)
+  once = data.BatchOrder(seed=0, num_examples=50, batch_size=10)
+  thrice = data.BatchOrder(seed=0, num_examples=50, batch_size=10, repeat=3)
   for step in range(40):  # Two epochs and more.
     np.testing.assert_array_equal(thrice.indices(step), once.indices(step // 3))
   assert thrice.steps_per_epoch == 15
@@ -223,14 +224,14 @@ def test_repeated_batches_repeat_their_augmentation(repeat):
 
 
 def test_repeated_batches_scale_the_epochs_steps(tmp_path):
-  assert config.total_steps(config.TrainConfig(epochs=2, batch_size=10), 50) == 10
-  assert config.total_steps(config.TrainConfig(epochs=2, batch_size=10,
+  assert program.total_steps(config.TrainConfig(epochs=2, batch_size=10), 50) == 10
+  assert program.total_steps(config.TrainConfig(epochs=2, batch_size=10,
                                                repeat_batches=2), 50) == 20
 
 
 def test_random_crop_flip_cuts_windows_of_the_padded_image(key):
   images = jnp.arange(2 * 6 * 6 * 1, dtype=jnp.float32).reshape(2, 6, 6, 1) + 1
-  out = np.asarray(jax.jit(pipeline.random_crop_flip, static_argnums=2)(
+  out = np.asarray(jax.jit(steps_lib.random_crop_flip, static_argnums=2)(
       key, images, 2))
   padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
   for i in range(2):
@@ -241,7 +242,7 @@ def test_random_crop_flip_cuts_windows_of_the_padded_image(key):
 
 def test_normalize_uses_per_channel_statistics():
   x = jnp.full((1, 2, 2, 3), 10, jnp.uint8)
-  out = pipeline.normalize(x, jnp.array([10.0, 0.0, 5.0]), jnp.array([1.0, 2.0, 5.0]))
+  out = steps_lib.normalize(x, jnp.array([10.0, 0.0, 5.0]), jnp.array([1.0, 2.0, 5.0]))
   np.testing.assert_allclose(out[0, 0, 0], [0.0, 5.0, 1.0])
 
 
@@ -454,8 +455,8 @@ def test_image_size_average_pools_cifar_and_names_bad_sizes(tmp_path, capsys):
 def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch, flags, pad):
   make_cifar10(tmp_path / "data")
   pads = []
-  crop = pipeline.random_crop_flip
-  monkeypatch.setattr(pipeline, "random_crop_flip",
+  crop = steps_lib.random_crop_flip
+  monkeypatch.setattr(steps_lib, "random_crop_flip",
                       lambda key, x, p: pads.append(p) or crop(key, x, p))
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
           "--optimizer", "sgd", "--batch-size", "16", "--steps", "1", "--no-progress",
@@ -466,7 +467,7 @@ def test_crop_padding_scales_with_image_size_unless_given(tmp_path, monkeypatch,
 
 def test_no_augment_trains_on_the_stored_cifar_images(tmp_path, monkeypatch):
   make_cifar10(tmp_path / "data")
-  monkeypatch.setattr(pipeline, "random_crop_flip",
+  monkeypatch.setattr(steps_lib, "random_crop_flip",
                       lambda key, x, p: pytest.fail("--no-augment crops nothing"))
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp",
           "--optimizer", "sgd", "--batch-size", "16", "--steps", "2", "--no-progress",

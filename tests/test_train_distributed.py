@@ -20,7 +20,7 @@ import pytest
 from zosam_jax.train import cli
 from zosam_jax.train import distributed
 from zosam_jax.train import load_train_state
-from zosam_jax.train import pipeline
+from zosam_jax.train import data
 
 FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every", "5",
          "--checkpoint-every", "10", "--optimizer", "zosam", "--zo-prior", "gradient",
@@ -149,15 +149,15 @@ def test_sigterm_in_one_process_checkpoints_and_resume_is_bit_identical(tmp_path
                                                                        monkeypatch,
                                                                        stop_step):
   """One process: SIGTERM (a preemption notice) stops after the step, like Ctrl-C."""
-  original = pipeline.BatchOrder.indices
+  original = data.BatchOrder.indices
   def indices(self, s):
     if s == stop_step - 1:  # During the step that ends at ``stop_step``.
       os.kill(os.getpid(), signal.SIGTERM)
     return original(self, s)
-  monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
+  monkeypatch.setattr(data.BatchOrder, "indices", indices)
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run")]) == 143
   assert load_train_state(tmp_path / "run")[1]["step"] == stop_step
-  monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
+  monkeypatch.setattr(data.BatchOrder, "indices", original)
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "run"), "--resume"]) == 0
   assert cli.main(FLAGS + ["--workdir", str(tmp_path / "full")]) == 0
   assert _records(tmp_path / "run") == _records(tmp_path / "full")

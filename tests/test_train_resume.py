@@ -8,7 +8,7 @@ import pytest
 
 from zosam_jax.train import cli
 from zosam_jax.train import load_train_state
-from zosam_jax.train import pipeline
+from zosam_jax.train import data
 
 FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every", "5",
          "--checkpoint-every", "20", "--batch-size", "64", "--no-progress"]
@@ -24,7 +24,7 @@ def _exit_code(argv):
 def _interrupt_at(monkeypatch, step, occurrence=1):
   """Ctrl-C when the loop asks for the minibatch of ``step`` (zero-based), the
   ``occurrence``-th time (a comparison trains its members one after another)."""
-  original = pipeline.BatchOrder.indices
+  original = data.BatchOrder.indices
   seen = []
 
   def indices(self, s):
@@ -34,8 +34,8 @@ def _interrupt_at(monkeypatch, step, occurrence=1):
         raise KeyboardInterrupt
     return original(self, s)
 
-  monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
-  return lambda: monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
+  monkeypatch.setattr(data.BatchOrder, "indices", indices)
+  return lambda: monkeypatch.setattr(data.BatchOrder, "indices", original)
 
 
 def _printed_command(err):

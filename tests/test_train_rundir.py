@@ -14,7 +14,7 @@ import pytest
 from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import cli
 from zosam_jax.train import load_train_state
-from zosam_jax.train import lock as lock_lib
+from zosam_jax.train import workdir as lock_lib
 from zosam_jax.train import report
 
 FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every", "5",

@@ -13,9 +13,10 @@ from zosam_jax.train import TrainConfig
 from zosam_jax.train import cli
 from zosam_jax.train import load_train_state
 from zosam_jax.train import parse_seeds
-from zosam_jax.train import pipeline
+from zosam_jax.train import data
 from zosam_jax.train import train_and_evaluate
 from zosam_jax.train import train_seeds
+from zosam_jax.train import validate
 from zosam_jax.train import seeds as seeds_lib
 
 FLAGS = ["--model", "mlp", "--steps", "30", "--eval-every", "10", "--log-every", "5",
@@ -85,15 +86,15 @@ def test_each_seed_has_the_usual_files_and_its_own_config(tmp_path):
 
 
 def _interrupt_at(monkeypatch, step):
-  original = pipeline.BatchOrder.indices
+  original = data.BatchOrder.indices
 
   def indices(self, s):
     if s == step:
       raise KeyboardInterrupt
     return original(self, s)
 
-  monkeypatch.setattr(pipeline.BatchOrder, "indices", indices)
-  return lambda: monkeypatch.setattr(pipeline.BatchOrder, "indices", original)
+  monkeypatch.setattr(data.BatchOrder, "indices", indices)
+  return lambda: monkeypatch.setattr(data.BatchOrder, "indices", original)
 
 
 def test_an_interrupted_program_resumes_every_seed(tmp_path, capsys, monkeypatch):
@@ -167,7 +168,7 @@ def test_the_python_entry_points_say_which_to_call(tmp_path):
   with pytest.raises(ConfigError, match="needs config.seeds"):
     train_seeds(ZO_SET, tmp_path)
   with pytest.raises(ConfigError, match="more than once"):
-    ZO_SET.replace(seeds=(1, 1))
+    validate(ZO_SET.replace(seeds=(1, 1)))  # replace copies; the programs validate.
 
 
 def test_shared_step_counters_stay_unmapped():

@@ -14,30 +14,30 @@ The pieces are usable on their own by benchmarks and experiments:
 :func:`make_train_step`.
 """
 
-from zosam_jax.train.compare import run_comparison
+from zosam_jax.train.checkpoint import checkpoint_steps
 from zosam_jax.train.config import ConfigError
 from zosam_jax.train.config import TrainConfig
-from zosam_jax.train.config import validate
 from zosam_jax.train.data import Dataset
 from zosam_jax.train.data import DataNotFoundError
 from zosam_jax.train.data import load_dataset
-from zosam_jax.train.evaluation import checkpoint_steps
-from zosam_jax.train.evaluation import evaluate_checkpoint
-from zosam_jax.train.evaluation import load_train_state
-from zosam_jax.train.loop import Interrupted
-from zosam_jax.train.loop import NonFiniteLossError
-from zosam_jax.train.loop import train_and_evaluate
-from zosam_jax.train.loop import train_seeds
+from zosam_jax.train.files import ResumeError
 from zosam_jax.train.models import get_model
 from zosam_jax.train.optim import build_optimizer
-from zosam_jax.train.pipeline import normalize
-from zosam_jax.train.pipeline import random_crop_flip
-from zosam_jax.train.prepare import run_dataset
+from zosam_jax.train.program import load_train_state
+from zosam_jax.train.program import run_dataset
 from zosam_jax.train.seeds import parse_seeds
 from zosam_jax.train.steps import TrainState
 from zosam_jax.train.steps import make_eval_step
 from zosam_jax.train.steps import make_train_step
-from zosam_jax.train.workdir import ResumeError
+from zosam_jax.train.steps import normalize
+from zosam_jax.train.steps import random_crop_flip
+from zosam_jax.train.train import Interrupted
+from zosam_jax.train.train import NonFiniteLossError
+from zosam_jax.train.train import evaluate_checkpoint
+from zosam_jax.train.train import run_comparison
+from zosam_jax.train.train import train_and_evaluate
+from zosam_jax.train.train import train_seeds
+from zosam_jax.train.validation import validate
 
 __all__ = (
     "ConfigError",

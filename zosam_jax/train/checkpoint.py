@@ -9,7 +9,7 @@ the nested NamedTuples keeps the format independent of how Orbax handles
 their raw ``uint32`` data and re-wrapped with the template's implementation.
 
 The data order needs nothing stored: it is a pure function of ``(seed,
-epoch)`` (see :mod:`zosam_jax.train.pipeline`); the metadata records the seed,
+epoch)`` (see :mod:`zosam_jax.train.data.order`); the metadata records the seed,
 the epoch and the step for inspection.
 
 A checkpoint that cannot be read (a file truncated by a crash or a full disk)
@@ -263,6 +263,71 @@ def _unfinished(directory: str, step: int | None = None) -> list[str]:
   return [os.path.join(directory, name) for name in os.listdir(directory)
           if ".orbax-checkpoint-tmp" in name
           and (step is None or name.startswith(f"{step}.orbax-checkpoint-tmp"))]
+
+
+def resume_point(resume: bool, ckpts: list[Checkpointer], states: list[Any]
+                 ) -> tuple[int, list[Any], float]:
+  """The step a run continues from, the seeds' states there and the training
+  seconds so far: step 0 and ``states``, or with ``resume`` the newest
+  checkpoint every seed has and can read. An unreadable one is reported in
+  one line and set aside (``checkpoints.damaged/``), and the next one tried."""
+  damaged = []
+  while resume:
+    kept = [set(c.all_steps()) for c in ckpts]
+    common = set.intersection(*kept)
+    if not common and (any(kept) or damaged):
+      have = ", ".join(f"{c.directory}: {sorted(k) or 'none'}" for c, k in zip(ckpts, kept))
+      raise files.ResumeError(
+          f"--resume: the seeds' folders share no checkpoint step that can be read ({have}"
+          + (f"; set aside as damaged: {', '.join(damaged)}" if damaged else "")
+          + "); pass --overwrite to start the run again")
+    if not common:
+      break
+    step = max(common)
+    try:
+      restored = [c.restore(s, step) for c, s in zip(ckpts, states)]
+    except DamagedCheckpointError as e:
+      bad = next(c for c in ckpts if c.directory == e.directory)
+      damaged.append(bad.set_aside(step))
+      warn_damaged(e, damaged[-1])
+      continue
+    return step, [state for state, _ in restored], restored[0][1]["train_seconds"]
+  return 0, states, 0.0
+
+
+def checkpoint_steps(workdir: str | Path) -> list[int]:
+  """The steps of the checkpoints kept in a run's folder, oldest first.
+
+  Args:
+    workdir: the run's folder (with ``checkpoints/``).
+
+  Returns:
+    The steps, e.g. ``[200, 400]``; ``[]`` without checkpoints.
+  """
+  ckpt = Checkpointer(Path(workdir) / "checkpoints")
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def restore_from(folder: Path, template: Any, step: int | None = None
+                 ) -> tuple[Any, dict[str, Any]]:
+  """A run's checkpoint at ``step`` (the newest readable one when ``None``; an
+  unreadable one is reported and left in place), as ``(state, meta)``."""
+  ckpt = Checkpointer(folder / "checkpoints")
+  try:
+    return (ckpt.restore_newest(template, move_aside=False) if step is None
+            else ckpt.restore(template, step))
+  finally:
+    ckpt.close()
+
+
+def save_all(ckpts: list[Checkpointer], step: int, states: list[Any],
+             metas: list[dict[str, Any]]) -> None:
+  """Each seed's state at ``step`` into its folder's checkpoints."""
+  for ckpt, state, meta in zip(ckpts, states, metas):
+    ckpt.save(step, state, meta)
 
 
 def last_checkpoint(workdir: Path) -> str:

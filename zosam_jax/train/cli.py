@@ -26,16 +26,15 @@ import jax
 from collections.abc import Sequence
 
 from zosam_jax.train import checkpoint as checkpoint_lib
-from zosam_jax.train import compare
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import distributed
 from zosam_jax.train import files
-from zosam_jax.train import lock as lock_lib
-from zosam_jax.train import loop
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
 from zosam_jax.train import supervise
+from zosam_jax.train import train as train_lib
+from zosam_jax.train import validation
 from zosam_jax.train import workdir as workdir_lib
 
 _HELP = {
@@ -217,7 +216,7 @@ def parse_config(argv: Sequence[str] | None = None) -> config_lib.TrainConfig:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    return config_lib.validate(config_lib.TrainConfig(**vars(args)))
+    return validation.validate(config_lib.TrainConfig(**vars(args)))
   except config_lib.ConfigError as e:
     parser.error(str(e))
     raise  # Unreachable: parser.error exits.
@@ -265,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code, message = _failure(e, cfg)
     print(f"zosam-train: error: {message}", file=sys.stderr)
     return code
-  except loop.Interrupted as e:
+  except train_lib.Interrupted as e:
     how = ("interrupted" if e.signal_name == "SIGINT" else f"stopped by {e.signal_name}"
            + (" (one of the run's processes; all stopped at this step)"
               if distributed.is_distributed(cfg) else ""))
@@ -279,12 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
   """The exit status and message of an error the program expects; others re-raised."""
-  if isinstance(error, loop.NonFiniteLossError):
+  if isinstance(error, train_lib.NonFiniteLossError):
     return 3, str(error)
   if isinstance(error, config_lib.ConfigError):  # Checks that need the machine.
     return 2, str(error)
   if isinstance(error, (data_lib.DataNotFoundError, FileExistsError, workdir_lib.ResumeError,
-                        files.DamagedFileError, lock_lib.FolderInUseError,
+                        files.DamagedFileError, workdir_lib.FolderInUseError,
                         distributed.DistributedError)):
     return 1, str(error)
   if isinstance(error, OSError):
@@ -301,13 +300,13 @@ def _failure(error: Exception, cfg: config_lib.TrainConfig) -> tuple[int, str]:
 def _run(cfg: config_lib.TrainConfig) -> int:
   distributed.initialize(cfg)  # Before anything else touches JAX.
   if cfg.compare:
-    result = compare.run_comparison(cfg)
+    result = train_lib.run_comparison(cfg)
     table, wrote = result["table"], "comparison.md, comparison.json, comparison.png"
   elif cfg.seeds:
-    table = report.seeds_table(loop.train_seeds(cfg))
+    table = report.seeds_table(train_lib.train_seeds(cfg))
     wrote = "seed<N>/metrics.jsonl, summary.json, curves.png, checkpoints/ for each seed"
   else:
-    table = report.summary_table(loop.train_and_evaluate(cfg))
+    table = report.summary_table(train_lib.train_and_evaluate(cfg))
     wrote = "metrics.jsonl, summary.json, curves.png, checkpoints/"
   if distributed.is_main():  # Process 0 reports for a multi-process run.
     print("\n" + table)

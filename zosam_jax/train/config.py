@@ -2,72 +2,47 @@
 
 Every field of :class:`TrainConfig` is a command-line flag of ``zosam-train``
 with the underscores written as dashes (``num_dirs`` is ``--num-dirs``), so a
-validation error can always name the flag the user typed.
+validation error can always name the flag the user typed. A leaf: it imports
+nothing of the trainer; the rules of a config are
+:mod:`zosam_jax.train.validation`'s, the behaviour it selects its users'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 from typing import Any
 
-from zosam_jax.train import files
-from zosam_jax.train.choices import OPTIMIZERS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import SAM_LIKE  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import ESTIMATORS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import ZO_DISTRIBUTIONS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import SPARSE_METHODS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import SPARSE_DISTRIBUTIONS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import SPARSE_INITS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import ZO_PRIORS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import SCHEDULES  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import CIFAR10_TEST_SETS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import DATASETS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import MODELS  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import ConfigError  # noqa: F401  (the config's API)
-from zosam_jax.train.choices import flag  # noqa: F401  (the config's API)
-from zosam_jax.train.validation import APPLIES_TO  # noqa: F401  (the config's API)
-from zosam_jax.train.validation import validate
+#: Each choice flag's values.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam", "msam", "looksam")
+#: The optimizers that take ``--rho`` (all but SGD).
+SAM_LIKE: tuple[str, ...] = OPTIMIZERS[1:]
+ESTIMATORS: tuple[str, ...] = ("central", "forward", "jvp", "random")
+ZO_DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
+SPARSE_METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl", "gmp")
+SPARSE_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")
+SPARSE_INITS: tuple[str, ...] = ("random", "snip", "magnitude")
+ZO_PRIORS: tuple[str, ...] = ("none", "gradient", "momentum")
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+CIFAR10_TEST_SETS: tuple[str, ...] = ("lossless_1k", "jpeg_10k")
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "fashion_mnist", "cifar10",
+                             "cifar100")
+MODELS: tuple[str, ...] = (
+    "mlp", "cnn", "resnet20", "resnet32", "resnet56",
+    "vgg11", "vgg16", "vgg19", "vit",
+)
+
+
+class ConfigError(ValueError):
+  """An invalid flag value or an impossible combination of flags."""
+
+
+def flag(name: str) -> str:
+  """Returns the command-line spelling of a config field, e.g. ``--num-dirs``."""
+  return "--" + name.replace("_", "-")
+
 
 #: LookSAM's period without ``--refresh-every`` (the authors' k).
 LOOKSAM_EVERY = 5
-
-
-def exact_period(cfg: "TrainConfig") -> int | None:
-  """The period of the run's exact steps (ZO-SAM's refresh, LookSAM), or None."""
-  if cfg.optimizer == "looksam":
-    return cfg.refresh_every or LOOKSAM_EVERY
-  return cfg.refresh_every if cfg.optimizer == "zosam" else None
-
-
-def ascent_fraction(cfg: "TrainConfig") -> float:
-  """The fraction of the minibatch (its first examples) the ascent sees:
-  ``--zo-batch-fraction`` for ZO-SAM's forward passes, ``--ascent-batch-fraction``
-  for SAM's first gradient, the whole minibatch otherwise."""
-  return {"zosam": cfg.zo_batch_fraction, "sam": cfg.ascent_batch_fraction}.get(
-      cfg.optimizer, 1.0)
-
-
-def evaluates_loss_at_theta(cfg: "TrainConfig") -> bool:
-  """Whether a step evaluates the loss at θ besides θ+ε (so its sharpness
-  L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior (unless
-  its output layer takes the current gradient, whose forward pass gives it)."""
-  if cfg.optimizer == "zosam":
-    return cfg.zo_probe or cfg.zo_exact_head
-  return cfg.optimizer not in ("sgd", "msam")
-
-
-def ascent_schedule(cfg: "TrainConfig", num_steps: int) -> dict[str, int | None]:
-  """The run's ascent schedule as the transformations take it:
-  ``{"ascent_start": step or None, "ascent_every": k or None}``.
-  ``--ascent-start`` below 1 is a fraction of the run's steps (rounded to a
-  step), from 1 on a step."""
-  start = cfg.ascent_start
-  if start is not None and start < 1:
-    start = round(start * num_steps)
-  return {"ascent_start": None if start is None else int(start),
-          "ascent_every": cfg.ascent_every}
 
 
 #: Number of steps when neither ``--steps`` nor ``--epochs`` is given.
@@ -151,8 +126,9 @@ class TrainConfig:
   compare: tuple[str, ...] = ()
 
   def replace(self, **changes: Any) -> TrainConfig:
-    """Returns a copy with ``changes`` applied (and validated)."""
-    return validate(dataclasses.replace(self, **changes))
+    """Returns a copy with ``changes`` applied (not validated: the programs
+    validate at entry, :func:`zosam_jax.train.validation.validate`)."""
+    return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
     """Returns the config as a JSON-serialisable dict."""
@@ -165,20 +141,6 @@ def from_dict(saved: dict[str, Any]) -> TrainConfig:
   """The :class:`TrainConfig` of a saved ``config.json`` (lists back to tuples)."""
   return TrainConfig(**dict(saved, compare=tuple(saved.get("compare", ())),
                             seeds=tuple(saved.get("seeds", ()))))
-
-
-def read_saved(path: Path) -> dict[str, Any] | None:
-  """A run's saved ``config.json`` (or a comparison's ``compare.json``); None
-  when absent (:class:`~zosam_jax.train.files.DamagedFileError` when it
-  cannot be parsed). Fields added since it was written get the values its run used:
-  before ``--crop-pad``, CIFAR's crop padding was 4 pixels at every
-  ``--image-size``."""
-  saved = files.read_json(path)
-  if saved is None:
-    return None
-  if "crop_pad" not in saved and str(saved.get("dataset", "")).startswith("cifar"):
-    saved["crop_pad"] = 4
-  return saved
 
 
 #: Fields that may differ between a run and its ``--resume`` continuation.
@@ -224,57 +186,3 @@ def command_line(cfg: TrainConfig | dict[str, Any], *, resume: bool = False,
       parts.append(f"{flag(name)} {value}")
   parts.append(f"--workdir {fields.get('workdir', default['workdir'])}")
   return " ".join(parts + (["--resume"] if resume else []))
-
-
-def total_steps(cfg: TrainConfig, num_train_examples: int) -> int:
-  """Returns the number of optimizer steps of the run.
-
-  Args:
-    cfg: the configuration.
-    num_train_examples: size of the training set.
-
-  Returns:
-    ``cfg.steps``, or ``ceil(cfg.epochs * steps_per_epoch)`` when the run is
-    given in epochs, or :data:`DEFAULT_STEPS` when neither is set.
-  """
-  if cfg.steps is not None:
-    return cfg.steps
-  if cfg.epochs is not None:
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch(
-        num_train_examples, cfg.batch_size, cfg.repeat_batches)))
-  return DEFAULT_STEPS
-
-
-def steps_per_epoch(num_examples: int, batch_size: int, repeat: int = 1) -> int:
-  """Steps per epoch: ``num_examples // batch_size`` full minibatches (at least
-  one; the last partial batch is dropped), each used for ``repeat`` steps (the
-  rule of ``--epochs`` and of :class:`zosam_jax.train.pipeline.BatchOrder`)."""
-  return max(1, num_examples // batch_size) * repeat
-
-
-def num_devices(cfg: TrainConfig, available: int) -> int:
-  """The number of devices a run uses, checked against what is available.
-
-  Args:
-    cfg: the configuration.
-    available: ``jax.device_count()``.
-
-  Returns:
-    The device count of this process (all of them for ``--devices all``);
-    with ``--num-processes`` every process uses as many.
-
-  Raises:
-    ConfigError: if more devices are asked for than exist, or the batch size
-      does not split evenly over them.
-  """
-  n = available if cfg.devices == "all" else int(cfg.devices)
-  if n > available:
-    raise ConfigError(f"--devices {cfg.devices} asks for {n} devices, but"
-                      f" only {available} are available")
-  processes = cfg.num_processes or 1
-  if cfg.batch_size % (n * processes):
-    raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the"
-                      f" number of devices ({n * processes}, from --devices {cfg.devices}"
-                      + (f" in each of --num-processes {processes}" if processes > 1 else "")
-                      + ")")
-  return n

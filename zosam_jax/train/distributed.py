@@ -33,6 +33,8 @@ from typing import Any
 import jax
 import numpy as np
 
+import zosam_jax
+
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import files
 
@@ -101,6 +103,69 @@ def _wait_for_coordinator(address: str, seconds: float, cfg) -> None:
             f"s ({e.strerror or e}); start process 0 (the coordinator) with the same "
             "--coordinator, and check the address and that its port is open") from None
       time.sleep(0.2)
+
+
+def num_devices(cfg: config_lib.TrainConfig, available: int) -> int:
+  """The number of devices a run uses, checked against what is available.
+
+  Args:
+    cfg: the configuration.
+    available: ``jax.device_count()``.
+
+  Returns:
+    The device count of this process (all of them for ``--devices all``);
+    with ``--num-processes`` every process uses as many.
+
+  Raises:
+    ConfigError: if more devices are asked for than exist, or the batch size
+      does not split evenly over them.
+  """
+  n = available if cfg.devices == "all" else int(cfg.devices)
+  if n > available:
+    raise config_lib.ConfigError(f"--devices {cfg.devices} asks for {n} devices, but"
+                      f" only {available} are available")
+  processes = cfg.num_processes or 1
+  if cfg.batch_size % (n * processes):
+    raise config_lib.ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the"
+                      f" number of devices ({n * processes}, from --devices {cfg.devices}"
+                      + (f" in each of --num-processes {processes}" if processes > 1 else "")
+                      + ")")
+  return n
+
+
+def mesh(cfg: config_lib.TrainConfig) -> jax.sharding.Mesh | None:
+  """The data-parallel mesh: the first ``--devices`` devices of every process
+  (``None`` for one device in one process)."""
+  per_process = num_devices(cfg, jax.local_device_count())
+  if per_process == 1 and jax.process_count() == 1:
+    return None
+  devices = [d for p in range(jax.process_count()) for d in sorted(
+      (d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:per_process]]
+  return jax.sharding.Mesh(np.array(devices), ("data",))
+
+
+def place(state, mesh):
+  """The state replicated over the mesh (every process holds the same values)."""
+  if mesh is None:
+    return state
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if jax.process_count() == 1:
+    return jax.device_put(state, replicated)
+  return jax.tree.map(lambda x: replicate(x, replicated), state)
+
+
+def place_data(mesh, ds):
+  """The training set on the devices (replicated), unless several processes
+  share the run (then each step's batch is built from each process's rows);
+  the batch sharding."""
+  if mesh is None:
+    return jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
+  if jax.process_count() > 1:
+    return None, None, zosam_jax.data_sharding(mesh)  # (B, ...) split on dim 0.
+  # Data parallel: params, optimizer state and the (small) training set are
+  # replicated; each step's minibatch is split over the data axis.
+  x_all, y_all = place((ds.x_train, ds.y_train), mesh)
+  return x_all, y_all, zosam_jax.data_sharding(mesh)
 
 
 def field_hashes(cfg: config_lib.TrainConfig) -> np.ndarray:

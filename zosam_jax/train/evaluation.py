@@ -1,11 +1,9 @@
-"""The test and validation sets: evaluating a state, restoring and evaluating a checkpoint."""
+"""The test and validation sets: evaluating a state (every process its rows)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,12 +11,8 @@ import numpy as np
 
 import zosam_jax
 
-from zosam_jax.train import checkpoint as checkpoint_lib
-from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import distributed
-from zosam_jax.train import models
-from zosam_jax.train import prepare
 from zosam_jax.train import steps as steps_lib
 
 
@@ -94,81 +88,3 @@ def split_evaluators(model: Any, ds: data_lib.Dataset, eval_batch_size: int,
   the dataset holds one (``--validation-subset``)."""
   splits = ("test",) if ds.x_val is None else ("test", "validation")
   return {split: evaluator(model, ds, eval_batch_size, split, mesh) for split in splits}
-
-
-def weight_sparsity(params: Any) -> float:
-  """Fraction of exact zeros among the weights of rank >= 2 (kernels)."""
-  kernels = [distributed.host_value(p) for p in jax.tree.leaves(params) if np.ndim(p) >= 2]
-  total = sum(k.size for k in kernels)
-  return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0
-
-
-def checkpoint_steps(workdir: str | Path) -> list[int]:
-  """The steps of the checkpoints kept in a run's folder, oldest first.
-
-  Args:
-    workdir: the run's folder (with ``checkpoints/``).
-
-  Returns:
-    The steps, e.g. ``[200, 400]``; ``[]`` without checkpoints.
-  """
-  ckpt = checkpoint_lib.Checkpointer(Path(workdir) / "checkpoints")
-  try:
-    return sorted(ckpt.all_steps())
-  finally:
-    ckpt.close()
-
-
-def _saved_run(workdir: Path) -> tuple[config_lib.TrainConfig, data_lib.Dataset, Any]:
-  saved = config_lib.read_saved(workdir / "config.json")
-  if saved is None:
-    raise FileNotFoundError(f"{workdir / 'config.json'}: no run there")
-  cfg = config_lib.from_dict(saved)
-  ds = prepare.run_dataset(dataclasses.replace(cfg, download=False))
-  return cfg, ds, models.get_model(cfg.model, ds.num_classes)
-
-
-def _restore(workdir: Path, step: int | None):
-  cfg, ds, model = _saved_run(workdir)
-  template, _, _ = prepare.initial_state(
-      cfg, model, ds, config_lib.total_steps(cfg, ds.x_train.shape[0]))
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints")
-  try:  # The newest readable one (an unreadable one is reported, left in place).
-    state, meta = (ckpt.restore_newest(template, move_aside=False) if step is None
-                   else ckpt.restore(template, step))
-  finally:
-    ckpt.close()
-  return state, meta, cfg, ds, model
-
-
-def load_train_state(workdir: str | Path, step: int | None = None
-                     ) -> tuple[steps_lib.TrainState, dict[str, Any],
-                                config_lib.TrainConfig]:
-  """Restores a run's train state from its checkpoint.
-
-  Args:
-    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
-    step: the checkpoint; the newest readable one when ``None``.
-
-  Returns:
-    ``(state, meta, config)``: the :class:`~zosam_jax.train.steps.TrainState`,
-    the checkpoint's metadata and the run's configuration.
-  """
-  return _restore(Path(workdir), step)[:3]
-
-
-def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
-  """Restores a run's checkpoint and evaluates it on the test set.
-
-  Args:
-    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
-    step: the checkpoint; the newest readable one when ``None``.
-
-  Returns:
-    ``{"step", "loss", "accuracy", "params_finite"}``.
-  """
-  state, meta, cfg, ds, model = _restore(Path(workdir), step)
-  loss, accuracy = evaluator(model, ds, cfg.eval_batch_size)(state.params,
-                                                              state.batch_stats)
-  return {"step": meta["step"], "loss": loss, "accuracy": accuracy,
-          "params_finite": steps_lib.tree_is_finite(state.params)}

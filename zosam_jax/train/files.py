@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 
+class ResumeError(ValueError):
+  """``--resume`` that cannot continue: no run there, different flags, or no
+  checkpoint the seeds share and can read."""
+
+
 class DamagedFileError(ValueError):
   """A run-folder file that cannot be parsed.
 

@@ -1,4 +1,5 @@
-"""Builds the optimizer of a run: SGD, SAM or ZO-SAM, dense or sparse.
+"""The optimizer of a run (SGD, SAM or ZO-SAM, dense or sparse), what it selects
+(its exact and on/off steps, the passes they spend) and the state at step 0.
 
 The layers, from the inside out:
 
@@ -17,10 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 import zosam_jax
 from zosam_jax.train import config as config_lib
+from zosam_jax.train import data as data_lib
+from zosam_jax.train import steps as steps_lib
 from zosam_jax.train.config import TrainConfig
 
 #: The optimizers that take an ascent schedule (``--ascent-start``, ``--ascent-every``).
@@ -123,7 +128,7 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   tx: Any = sparse_wrapper(cfg, base_optimizer(cfg, schedule), num_steps, cfg.seed,
                            snip_loss_fn)
   mask_fn = None if cfg.sparse_method == "dense" else zosam_jax.MASKS_FROM_BASE_STATE
-  when = config_lib.ascent_schedule(cfg, num_steps)
+  when = ascent_schedule(cfg, num_steps)
   if cfg.optimizer == "sam":
     tx = zosam_jax.sam(tx, rho=cfg.rho, mask_fn=mask_fn, adaptive=cfg.adaptive,
                        has_aux=True, **when)
@@ -143,7 +148,7 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   elif cfg.optimizer == "msam":
     tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True, **when)
   elif cfg.optimizer == "looksam":
-    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=config_lib.exact_period(cfg),
+    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=exact_period(cfg),
                            alpha=cfg.looksam_alpha, has_aux=True)
   return tx, schedule
 
@@ -155,10 +160,10 @@ def step_flags(cfg: TrainConfig, step: int, num_steps: int) -> dict[str, bool]:
   gradients inside ``jax.lax.cond`` several times slower, and an off step
   then costs SGD's); nothing otherwise."""
   flags = {}
-  every = config_lib.exact_period(cfg)
+  every = exact_period(cfg)
   if every is not None:
     flags["exact"] = step % every == 0
-  when = config_lib.ascent_schedule(cfg, num_steps)
+  when = ascent_schedule(cfg, num_steps)
   if cfg.optimizer in SCHEDULED and any(v is not None for v in when.values()):
     flags["ascent"] = zosam_jax.ascent_on(step, start=when["ascent_start"],
                                           every=when["ascent_every"])
@@ -170,10 +175,86 @@ def run_passes(cfg: TrainConfig, steps: int, num_steps: int) -> tuple[int, int]:
   run of ``num_steps``: :func:`zosam_jax.step_passes` per step on the ascent
   schedule, SGD's one and one per step off it."""
   backward, forward = zosam_jax.step_passes(
-      cfg.optimizer, cfg.num_dirs, cfg.estimator, cfg.zo_prior, config_lib.exact_period(cfg),
+      cfg.optimizer, cfg.num_dirs, cfg.estimator, cfg.zo_prior, exact_period(cfg),
       cfg.zo_probe, cfg.zo_exact_head)
   on = steps
   if cfg.optimizer in SCHEDULED:
     on = zosam_jax.ascent_steps(steps, **{k[len("ascent_"):]: v for k, v in
-                                          config_lib.ascent_schedule(cfg, num_steps).items()})
+                                          ascent_schedule(cfg, num_steps).items()})
   return round(on * backward + steps - on), round(on * forward + steps - on)
+
+
+def exact_period(cfg: TrainConfig) -> int | None:
+  """The period of the run's exact steps (ZO-SAM's refresh, LookSAM), or None."""
+  if cfg.optimizer == "looksam":
+    return cfg.refresh_every or config_lib.LOOKSAM_EVERY
+  return cfg.refresh_every if cfg.optimizer == "zosam" else None
+
+
+def ascent_fraction(cfg: TrainConfig) -> float:
+  """The fraction of the minibatch (its first examples) the ascent sees:
+  ``--zo-batch-fraction`` for ZO-SAM's forward passes, ``--ascent-batch-fraction``
+  for SAM's first gradient, the whole minibatch otherwise."""
+  return {"zosam": cfg.zo_batch_fraction, "sam": cfg.ascent_batch_fraction}.get(
+      cfg.optimizer, 1.0)
+
+
+def evaluates_loss_at_theta(cfg: TrainConfig) -> bool:
+  """Whether a step evaluates the loss at θ besides θ+ε (so its sharpness
+  L(θ+ε) − L(θ) is known): not SGD, MSAM, or ZO-SAM's unprobed prior (unless
+  its output layer takes the current gradient, whose forward pass gives it)."""
+  if cfg.optimizer == "zosam":
+    return cfg.zo_probe or cfg.zo_exact_head
+  return cfg.optimizer not in ("sgd", "msam")
+
+
+def ascent_schedule(cfg: TrainConfig, num_steps: int) -> dict[str, int | None]:
+  """The run's ascent schedule as the transformations take it:
+  ``{"ascent_start": step or None, "ascent_every": k or None}``.
+  ``--ascent-start`` below 1 is a fraction of the run's steps (rounded to a
+  step), from 1 on a step."""
+  start = cfg.ascent_start
+  if start is not None and start < 1:
+    start = round(start * num_steps)
+  return {"ascent_start": None if start is None else int(start),
+          "ascent_every": cfg.ascent_every}
+
+
+def _snip_loss_fn(cfg, model, ds):
+  """``params -> loss`` on the run's first minibatch (for ``--sparse-init snip``)."""
+  if cfg.sparse_init != "snip":
+    return None
+  indices = data_lib.BatchOrder(cfg.seed, ds.x_train.shape[0], cfg.batch_size).indices(0)
+  images = steps_lib.normalize(jnp.asarray(ds.x_train[indices]), ds.mean, ds.std)
+  loss_fn = steps_lib.make_loss_fn(model, {}, images, jnp.asarray(ds.y_train[indices]))
+  return lambda params: loss_fn(params)[0]
+
+
+def initial_state(cfg: TrainConfig, model: Any, ds: data_lib.Dataset,
+                  num_steps: int
+                  ) -> tuple[steps_lib.TrainState, optax.GradientTransformation,
+                             optax.Schedule]:
+  """The run's optimizer and its state at step 0, from ``cfg.seed``.
+
+  The seed enters the initial weights (``fold_in(key(seed), 0)``), the
+  initial masks and ZO-SAM's key (both in ``tx.init``); ``tx.update`` does not
+  depend on it, so one seed's ``tx`` steps every seed's state.
+
+  Args:
+    cfg: the run's configuration.
+    model: the model.
+    ds: the run's dataset (its image shape; the first minibatch for SNIP).
+    num_steps: the run's total steps (schedules).
+
+  Returns:
+    ``(state, tx, schedule)``.
+  """
+  tx, schedule = build_optimizer(cfg, num_steps, _snip_loss_fn(cfg, model, ds))
+  example = np.zeros((1,) + ds.x_train.shape[1:], np.float32)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), 0)
+  return steps_lib.init_train_state(model, tx, example, key), tx, schedule
+
+
+def augment_key(cfg: TrainConfig) -> jax.Array:
+  """The run's augmentation key; step ``s`` uses ``fold_in(key, s)``."""
+  return jax.random.fold_in(jax.random.key(cfg.seed), 1)

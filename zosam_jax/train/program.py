@@ -1,17 +1,18 @@
-"""A training program's start and end: its seeds' folders, states, step, summaries.
+"""A training program set up from its config or restored from its folder.
 
 :func:`set_up` checks the flags against the machine, the data and each run's
 folder, builds (or restores from the checkpoints) the state of every seed,
 and jits the step: one seed's, or K seeds' mapped over a leading axis
-(:mod:`zosam_jax.train.seeds`). :mod:`zosam_jax.train.loop` drives it;
+(:mod:`zosam_jax.train.seeds`). :mod:`zosam_jax.train.train` drives it;
 :func:`save` checkpoints every seed, :func:`finish` writes each seed's
-``summary.json`` and ``curves.png``.
+``summary.json`` and ``curves.png``; :func:`restore` rebuilds a run from its folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -26,17 +27,12 @@ from zosam_jax.train import checkpoint as checkpoint_lib
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import distributed
-from zosam_jax.train import evaluation
-from zosam_jax.train import lock as lock_lib
 from zosam_jax.train import models
 from zosam_jax.train import optim
-from zosam_jax.train import pipeline
-from zosam_jax.train import prepare
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
 from zosam_jax.train import steps as steps_lib
 from zosam_jax.train import workdir as workdir_lib
-from zosam_jax.train.workdir import ResumeError
 
 
 @dataclasses.dataclass
@@ -47,7 +43,7 @@ class Member:
   workdir: Path
   ckpt: checkpoint_lib.Checkpointer
   writer: report.MetricsWriter
-  order: pipeline.BatchOrder
+  order: data_lib.BatchOrder
 
 
 @dataclasses.dataclass
@@ -67,11 +63,11 @@ class Program:
   start_step: int
   train_seconds: float
   train_step: Any
-  evaluators: dict[str, Any]
+  model: Any
   x_all: Any
   y_all: Any
   num_params: int
-  locks: lock_lib.Locks
+  locks: workdir_lib.Locks
   batch_sharding: Any = None
   mesh: Any = None
 
@@ -104,6 +100,69 @@ class Program:
                                       self.indices(step)), None)
 
 
+def run_dataset(cfg: config_lib.TrainConfig,
+                dataset: data_lib.Dataset | None = None) -> data_lib.Dataset:
+  """The data a run trains, validates and tests on: ``--dataset`` at
+  ``--image-size``, cut to ``--train-subset`` with ``--validation-subset``
+  held out, with ``--label-noise`` (training labels only).
+
+  Args:
+    cfg: the run's configuration.
+    dataset: the full dataset if already loaded (else loaded from ``cfg``).
+
+  Returns:
+    The :class:`~zosam_jax.train.data.Dataset` of the run (the same for every
+    ``--seed``: the subset and the noisy labels have their own fixed seeds).
+
+  Raises:
+    ConfigError: if ``--train-subset`` exceeds the training set or
+      ``--image-size`` does not divide the images.
+  """
+  ds = dataset if dataset is not None else data_lib.load_dataset(
+      cfg.dataset, cfg.data_dir, download=cfg.download, cifar10_test=cfg.cifar10_test)
+  try:
+    if cfg.image_size is not None:
+      ds = data_lib.average_pool(ds, cfg.image_size)
+    if cfg.train_subset is not None or cfg.validation_subset is not None:
+      ds = data_lib.stratified_subset(ds, cfg.train_subset,
+                                      validation=cfg.validation_subset)
+    ds = data_lib.noisy_labels(ds, cfg.label_noise)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+  return ds
+
+
+def check_against_data(cfg: config_lib.TrainConfig, num_train: int,
+                       num_steps: int) -> None:
+  """Flag values that only the data size can show to be impossible."""
+  if cfg.batch_size > num_train:
+    raise config_lib.ConfigError(
+        f"--batch-size {cfg.batch_size} exceeds the {num_train} training examples")
+  if cfg.warmup_steps is not None and cfg.warmup_steps >= num_steps:
+    raise config_lib.ConfigError(
+        f"--warmup-steps {cfg.warmup_steps} must be less than the run's {num_steps} "
+        "steps (the learning rate would never decay)")
+
+
+def total_steps(cfg: config_lib.TrainConfig, num_train_examples: int) -> int:
+  """Returns the number of optimizer steps of the run.
+
+  Args:
+    cfg: the configuration.
+    num_train_examples: size of the training set.
+
+  Returns:
+    ``cfg.steps``, or ``ceil(cfg.epochs * steps_per_epoch)`` when the run is
+    given in epochs, or :data:`~zosam_jax.train.config.DEFAULT_STEPS` when neither is set.
+  """
+  if cfg.steps is not None:
+    return cfg.steps
+  if cfg.epochs is not None:
+    return max(1, math.ceil(cfg.epochs * data_lib.steps_per_epoch(
+        num_train_examples, cfg.batch_size, cfg.repeat_batches)))
+  return config_lib.DEFAULT_STEPS
+
+
 def member_configs(cfg: config_lib.TrainConfig, workdir: Path
                     ) -> list[tuple[config_lib.TrainConfig, Path]]:
   """``(config, folder)`` of each seed's run: the run itself without
@@ -114,119 +173,38 @@ def member_configs(cfg: config_lib.TrainConfig, workdir: Path
            workdir / f"seed{s}") for s in cfg.seeds]
 
 
-def _resume_point(cfg: config_lib.TrainConfig, ckpts: list[checkpoint_lib.Checkpointer],
-                  states: list[Any]) -> tuple[int, list[Any], float]:
-  """The step the run continues from, the seeds' states there and the training
-  seconds so far: step 0 and ``states``, or with ``--resume`` the newest
-  checkpoint every seed has and can read. An unreadable one is reported in
-  one line and set aside (``checkpoints.damaged/``), and the next one tried."""
-  damaged = []
-  while cfg.resume:
-    kept = [set(c.all_steps()) for c in ckpts]
-    common = set.intersection(*kept)
-    if not common and (any(kept) or damaged):
-      have = ", ".join(f"{c.directory}: {sorted(k) or 'none'}" for c, k in zip(ckpts, kept))
-      raise ResumeError(
-          f"--resume: the seeds' folders share no checkpoint step that can be read ({have}"
-          + (f"; set aside as damaged: {', '.join(damaged)}" if damaged else "")
-          + "); pass --overwrite to start the run again")
-    if not common:
-      break
-    step = max(common)
-    try:
-      restored = [c.restore(s, step) for c, s in zip(ckpts, states)]
-    except checkpoint_lib.DamagedCheckpointError as e:
-      bad = next(c for c in ckpts if c.directory == e.directory)
-      damaged.append(bad.set_aside(step))
-      checkpoint_lib.warn_damaged(e, damaged[-1])
-      continue
-    return step, [state for state, _ in restored], restored[0][1]["train_seconds"]
-  return 0, states, 0.0
-
-
-def _mesh(cfg: config_lib.TrainConfig) -> jax.sharding.Mesh | None:
-  """The data-parallel mesh: the first ``--devices`` devices of every process
-  (``None`` for one device in one process)."""
-  per_process = config_lib.num_devices(cfg, jax.local_device_count())
-  if per_process == 1 and jax.process_count() == 1:
-    return None
-  devices = [d for p in range(jax.process_count()) for d in sorted(
-      (d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:per_process]]
-  return jax.sharding.Mesh(np.array(devices), ("data",))
-
-
-def place(state, mesh):
-  """The state replicated over the mesh (every process holds the same values)."""
-  if mesh is None:
-    return state
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  if jax.process_count() == 1:
-    return jax.device_put(state, replicated)
-  return jax.tree.map(lambda x: distributed.replicate(x, replicated), state)
-
-
-def _place_data(mesh, ds):
-  """The training set on the devices (replicated), unless several processes
-  share the run (then each step's batch is built from each process's rows);
-  the batch sharding."""
-  if mesh is None:
-    return jax.device_put(ds.x_train), jax.device_put(ds.y_train), None
-  if jax.process_count() > 1:
-    return None, None, zosam_jax.data_sharding(mesh)  # (B, ...) split on dim 0.
-  # Data parallel: params, optimizer state and the (small) training set are
-  # replicated; each step's minibatch is split over the data axis.
-  x_all, y_all = place((ds.x_train, ds.y_train), mesh)
-  return x_all, y_all, zosam_jax.data_sharding(mesh)
-
-
-def _jit_step(cfg, model, tx, ds, members, axes, batch_sharding):
-  """The jitted step of the program (one seed, or the K seeds mapped)."""
-  keys = [prepare.augment_key(m.cfg) for m in members]
-  return jax.jit(
-      steps_lib.make_train_step(
-          model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
-          augment=ds.augment and cfg.augment,
-          augment_key=keys[0] if axes is None else jnp.stack(keys),
-          crop_pad=pipeline.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
-          ascent_fraction=config_lib.ascent_fraction(cfg), repeat_batches=cfg.repeat_batches,
-          batch_sharding=batch_sharding,
-          state_axes=axes),
-      donate_argnums=() if jax.default_backend() == "cpu" else (0,),
-      static_argnames=("exact", "ascent"))
-
-
 def set_up(cfg: config_lib.TrainConfig, workdir: Path,
             dataset: data_lib.Dataset | None) -> Program:
   """Checks everything, then builds (or restores) the run; process 0 writes
   config.json (and holds the folders' locks)."""
-  mesh = _mesh(cfg)  # Checks the devices before any data or file.
+  mesh = distributed.mesh(cfg)  # Checks the devices before any data or file.
   distributed.check_same_config(cfg)
   member_cfgs = member_configs(cfg, workdir)
   for member_cfg, folder in member_cfgs:
     workdir_lib.check_workdir(member_cfg, folder)
-  ds = prepare.run_dataset(cfg, dataset)
+  ds = run_dataset(cfg, dataset)
   num_train = ds.x_train.shape[0]
-  num_steps = config_lib.total_steps(cfg, num_train)
-  prepare.check_against_data(cfg, num_train, num_steps)
+  num_steps = total_steps(cfg, num_train)
+  check_against_data(cfg, num_train, num_steps)
   model = models.get_model(cfg.model, ds.num_classes)
-  built = [prepare.initial_state(c, model, ds, num_steps) for c, _ in member_cfgs]
+  built = [optim.initial_state(c, model, ds, num_steps) for c, _ in member_cfgs]
   folders = [folder for _, folder in member_cfgs]
   # Every check passed: take the folders (one writer each), check them again
   # under the locks, and only then write.
-  locks = lock_lib.Locks(dict.fromkeys([workdir] + folders) if distributed.is_main()
+  locks = workdir_lib.Locks(dict.fromkeys([workdir] + folders) if distributed.is_main()
                          else ())
   try:  # Locks taken in _prepare_folders, released on any failure.
     _prepare_folders(member_cfgs, locks)
     ckpts = [checkpoint_lib.Checkpointer(f / "checkpoints") for f in folders]
-    start_step, states, train_seconds = _resume_point(
-        cfg, ckpts, [place(b[0], mesh) for b in built])
+    start_step, states, train_seconds = checkpoint_lib.resume_point(
+        cfg.resume, ckpts, [distributed.place(b[0], mesh) for b in built])
   except BaseException:
     locks.release()
     raise
   keep = start_step if cfg.resume else None
   members = [Member(c, f, ckpt, report.MetricsWriter(f / "metrics.jsonl", keep_until_step=keep,
                                                      to_file=distributed.is_main()),
-                    pipeline.BatchOrder(c.seed, num_train, cfg.batch_size, cfg.repeat_batches))
+                    data_lib.BatchOrder(c.seed, num_train, cfg.batch_size, cfg.repeat_batches))
              for (c, f), ckpt in zip(member_cfgs, ckpts)]
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(states[0].params))
   _announce(f"{ds.name}: {ds.note}; {num_train} train / {ds.x_test.shape[0]} test; "
@@ -237,16 +215,26 @@ def set_up(cfg: config_lib.TrainConfig, workdir: Path,
         + (f"; {jax.process_count()} processes" if jax.process_count() > 1 else ""))
   axes = seeds_lib.state_axes(states) if cfg.seeds else None
   state = states[0] if axes is None else seeds_lib.stack(states, axes)
-  x_all, y_all, batch_sharding = _place_data(mesh, ds)
+  x_all, y_all, batch_sharding = distributed.place_data(mesh, ds)
   tx, schedule = built[0][1], built[0][2]  # Any seed's update: the seed is in the state.
+  keys = [optim.augment_key(m.cfg) for m in members]
   return Program(cfg, members, axes, ds, num_steps, min(num_steps, cfg.stop_after or num_steps),
               schedule, state, start_step, train_seconds,
-              _jit_step(cfg, model, tx, ds, members, axes, batch_sharding),
-              evaluation.split_evaluators(model, ds, cfg.eval_batch_size, mesh), x_all,
+              jax.jit(steps_lib.make_train_step(
+                  model, tx, optimizer=cfg.optimizer, mean=ds.mean, std=ds.std,
+                  augment=ds.augment and cfg.augment,
+                  augment_key=keys[0] if axes is None else jnp.stack(keys),
+                  crop_pad=steps_lib.scaled_crop_pad(ds.x_train.shape[1], cfg.crop_pad),
+                  ascent_fraction=optim.ascent_fraction(cfg),
+                  repeat_batches=cfg.repeat_batches, batch_sharding=batch_sharding,
+                  state_axes=axes),
+                  donate_argnums=() if jax.default_backend() == "cpu" else (0,),
+                  static_argnames=("exact", "ascent")),
+              model, x_all,
               y_all, num_params, locks, batch_sharding, mesh)
 
 
-def _prepare_folders(member_cfgs, locks: lock_lib.Locks) -> None:
+def _prepare_folders(member_cfgs, locks: workdir_lib.Locks) -> None:
   """Under the locks, process 0 checks each folder again and writes its
   config, once every process has checked it (in :func:`set_up`); the others
   wait for that."""
@@ -312,11 +300,21 @@ def run_seconds(run: Program, static: bool = True, steps: range | None = None,
 
 
 def save(run: Program, step: int) -> None:
-  for i, m in enumerate(run.members):
-    m.ckpt.save(step, run.member_state(i), {
-        "train_seconds": run.train_seconds, "seed": m.cfg.seed,
+  """Checkpoints every seed at ``step`` (:func:`checkpoint_lib.save_all`)."""
+  checkpoint_lib.save_all(
+      [m.ckpt for m in run.members], step,
+      [run.member_state(i) for i in range(len(run.members))],
+      [{"train_seconds": run.train_seconds, "seed": m.cfg.seed,
         "epoch": m.order.epoch(step), "steps_per_epoch": m.order.steps_per_epoch,
-        "data_order": "numpy default_rng([0x5EED, seed, epoch]).permutation"})
+        "data_order": "numpy default_rng([0x5EED, seed, epoch]).permutation"}
+       for m in run.members])
+
+
+def weight_sparsity(params: Any) -> float:
+  """Fraction of exact zeros among the weights of rank >= 2 (kernels)."""
+  kernels = [distributed.host_value(p) for p in jax.tree.leaves(params) if np.ndim(p) >= 2]
+  total = sum(k.size for k in kernels)
+  return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0
 
 
 def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
@@ -344,7 +342,7 @@ def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
                  optim.run_passes(cfg, steps, run.num_steps))),
       "steps_per_second": 1.0 / step_time if step_time else None,
       "num_params": run.num_params,
-      "weight_sparsity": evaluation.weight_sparsity(run.member_state(i).params),
+      "weight_sparsity": weight_sparsity(run.member_state(i).params),
       "workdir": str(member.workdir),
   }
   if run.axes is not None:  # The timings above are the whole program's.
@@ -368,3 +366,38 @@ def finish(run: Program, steady: tuple[float, int]) -> list[dict[str, Any]]:
                        title=f"{cfg.model} on {cfg.dataset}, {cfg.optimizer}, {sparse}"
                        + (f", seed {m.cfg.seed}" if run.axes is not None else ""))
   return summaries
+
+
+def _saved_run(workdir: Path) -> tuple[config_lib.TrainConfig, data_lib.Dataset, Any]:
+  saved = workdir_lib.read_saved(workdir / "config.json")
+  if saved is None:
+    raise FileNotFoundError(f"{workdir / 'config.json'}: no run there")
+  cfg = config_lib.from_dict(saved)
+  ds = run_dataset(dataclasses.replace(cfg, download=False))
+  return cfg, ds, models.get_model(cfg.model, ds.num_classes)
+
+
+def restore(workdir: Path, step: int | None):
+  """A run restored from its folder: ``(state, meta, cfg, ds, model)`` at the
+  checkpoint ``step`` (the newest readable one when ``None``)."""
+  cfg, ds, model = _saved_run(workdir)
+  template, _, _ = optim.initial_state(
+      cfg, model, ds, total_steps(cfg, ds.x_train.shape[0]))
+  state, meta = checkpoint_lib.restore_from(workdir, template, step)
+  return state, meta, cfg, ds, model
+
+
+def load_train_state(workdir: str | Path, step: int | None = None
+                     ) -> tuple[steps_lib.TrainState, dict[str, Any],
+                                config_lib.TrainConfig]:
+  """Restores a run's train state from its checkpoint.
+
+  Args:
+    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
+    step: the checkpoint; the newest readable one when ``None``.
+
+  Returns:
+    ``(state, meta, config)``: the :class:`~zosam_jax.train.steps.TrainState`,
+    the checkpoint's metadata and the run's configuration.
+  """
+  return restore(Path(workdir), step)[:3]

@@ -1,4 +1,10 @@
-"""The jitted training and evaluation steps.
+"""The jitted training and evaluation steps, with the batch preparation they run.
+
+The training set lives on the device; each step receives only the indices of
+its minibatch (:class:`zosam_jax.train.data.BatchOrder`), gathers the
+examples, and crops, flips and normalises them inside the jitted step
+(:func:`prepare_batch`); the augmentation key of a step is a pure function of
+``(seed, step // repeat)``.
 
 A SAM or ZO-SAM step contains exactly one backward pass: the loss function
 returns ``(loss, (logits, new_batch_stats))`` and the transformation takes the
@@ -23,8 +29,83 @@ import numpy as np
 import optax
 
 import zosam_jax
-from zosam_jax.train import distributed
-from zosam_jax.train import pipeline
+
+
+def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
+  """The standard CIFAR augmentation: pad-and-crop plus horizontal flip.
+
+  Each image is zero-padded by ``pad`` pixels on each side, a random window of
+  the original size is cut out of it, and it is mirrored left-right with
+  probability 1/2. Runs on the accelerator, vectorised over the batch.
+
+  Args:
+    key: a PRNG key.
+    images: ``(B, H, W, C)`` images (any dtype; padding uses 0 as in
+      torchvision, i.e. black before normalisation).
+    pad: padding on each side.
+
+  Returns:
+    Augmented images with the shape and dtype of ``images``.
+  """
+  batch, height, width, _ = images.shape
+  crop_key, flip_key = jax.random.split(key)
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1)
+
+  def crop(image, offset):
+    return jax.lax.dynamic_slice(
+        image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+
+  cropped = jax.vmap(crop)(padded, offsets)
+  flip = jax.random.bernoulli(flip_key, 0.5, (batch, 1, 1, 1))
+  return jnp.where(flip, cropped[:, :, ::-1, :], cropped)
+
+
+def scaled_crop_pad(image_size: int, pad: int | None = None) -> int:
+  """The pad-and-crop padding for ``image_size``-pixel images.
+
+  The standard CIFAR augmentation pads 32-pixel images by 4 pixels; at another
+  resolution (``--image-size``) the same relative shift is ``4 * size / 32``
+  pixels (2 at 16x16), unless ``pad`` is given.
+
+  References:
+    He et al., *Deep Residual Learning for Image Recognition*, CVPR 2016, §4.2.
+  """
+  return round(4 * image_size / 32) if pad is None else pad
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+  """``(images - mean) / std`` per channel, in float32."""
+  shape = (1, 1, 1, images.shape[-1])
+  return (images.astype(jnp.float32) - jnp.reshape(mean, shape)) / jnp.reshape(
+      std, shape)
+
+
+def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
+                  indices: jax.Array, mean: jax.Array, std: jax.Array,
+                  augment: bool, pad: int = 4) -> tuple[jax.Array, jax.Array]:
+  """Gathers, augments and normalises one training minibatch (jit-friendly).
+
+  Args:
+    key: the step's augmentation key.
+    x_all: the whole training set on the device, or the minibatch itself
+      (``(B, H, W, C)``) when ``indices`` is ``None``.
+    y_all: its labels.
+    indices: ``(B,)`` indices of the minibatch, or ``None``.
+    mean: per-channel mean.
+    std: per-channel standard deviation.
+    augment: apply :func:`random_crop_flip` (a Python bool).
+    pad: its padding in pixels (a Python int).
+
+  Returns:
+    ``(images, labels)``: normalised float32 images and int32 labels.
+  """
+  images, labels = x_all, y_all  # Already the batch (several processes).
+  if indices is not None:
+    images, labels = jnp.take(x_all, indices, axis=0), jnp.take(y_all, indices, axis=0)
+  if augment:
+    images = random_crop_flip(key, images, pad)
+  return normalize(images, mean, std), labels
 
 
 class MetricSums(NamedTuple):
@@ -151,9 +232,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     crop_pad: padding of the crop (pixels on each side).
     ascent_fraction: fraction of the minibatch (its first examples) that
       finds the ascent direction: ZO-SAM's forward passes, SAM's first
-      gradient (:func:`zosam_jax.train.config.ascent_fraction`).
+      gradient (:func:`zosam_jax.train.optim.ascent_fraction`).
     repeat_batches: consecutive steps that use the same minibatch
-      (:class:`zosam_jax.train.pipeline.BatchOrder`): its augmentation too.
+      (:class:`zosam_jax.train.BatchOrder`): its augmentation too.
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
       ``zosam_jax.data_sharding(mesh)``) for data-parallel training; ``None``
       on one device.
@@ -173,7 +254,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   def one_seed(state: TrainState, key, x_all, y_all, indices, flags) -> TrainState:
     key = jax.random.fold_in(
         key, state.step if repeat_batches == 1 else state.step // repeat_batches)
-    images, labels = pipeline.prepare_batch(key, x_all, y_all, indices, mean,
+    images, labels = prepare_batch(key, x_all, y_all, indices, mean,
                                             std, augment, crop_pad)
     if batch_sharding is not None:
       images, labels = jax.lax.with_sharding_constraint((images, labels),
@@ -231,16 +312,10 @@ def make_eval_step(model: nn.Module, mean: np.ndarray, std: np.ndarray
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
-    logits = model.apply(variables, pipeline.normalize(x, mean, std), train=False)
+    logits = model.apply(variables, normalize(x, mean, std), train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), y)
     correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
     return jnp.sum(losses * weights), jnp.sum(correct * weights)
 
   return eval_step
-
-
-def tree_is_finite(tree: Any) -> bool:
-  """Whether every floating-point leaf of ``tree`` is finite (on the host)."""
-  return all(bool(np.isfinite(distributed.host_value(x).astype(np.float32)).all())
-             for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))

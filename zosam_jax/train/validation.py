@@ -1,28 +1,29 @@
-"""Validation of a :class:`~zosam_jax.train.config.TrainConfig`: every field and
-every combination of fields, each error naming the flag the user typed."""
+"""Every rule of a :class:`~zosam_jax.train.config.TrainConfig`: each field and
+each combination of fields, every error naming the flag the user typed; and
+the config of one optimizer of a comparison."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
-from zosam_jax.train.choices import CIFAR10_TEST_SETS
-from zosam_jax.train.choices import DATASETS
-from zosam_jax.train.choices import ConfigError
-from zosam_jax.train.choices import ESTIMATORS
-from zosam_jax.train.choices import MODELS
-from zosam_jax.train.choices import OPTIMIZERS
-from zosam_jax.train.choices import SAM_LIKE
-from zosam_jax.train.choices import SCHEDULES
-from zosam_jax.train.choices import SPARSE_DISTRIBUTIONS
-from zosam_jax.train.choices import SPARSE_INITS
-from zosam_jax.train.choices import SPARSE_METHODS
-from zosam_jax.train.choices import ZO_DISTRIBUTIONS
-from zosam_jax.train.choices import ZO_PRIORS
-from zosam_jax.train.choices import flag
+from zosam_jax.train.config import CIFAR10_TEST_SETS
+from zosam_jax.train.config import DATASETS
+from zosam_jax.train.config import ConfigError
+from zosam_jax.train.config import ESTIMATORS
+from zosam_jax.train.config import MODELS
+from zosam_jax.train.config import OPTIMIZERS
+from zosam_jax.train.config import SAM_LIKE
+from zosam_jax.train.config import SCHEDULES
+from zosam_jax.train.config import SPARSE_DISTRIBUTIONS
+from zosam_jax.train.config import SPARSE_INITS
+from zosam_jax.train.config import SPARSE_METHODS
+from zosam_jax.train.config import ZO_DISTRIBUTIONS
+from zosam_jax.train.config import ZO_PRIORS
+from zosam_jax.train.config import TrainConfig
+from zosam_jax.train.config import flag
 
-if TYPE_CHECKING:  # The type only: config imports this module.
-  from zosam_jax.train.config import TrainConfig
 
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
@@ -239,7 +240,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
 def _check_applies(cfg: TrainConfig) -> None:
   """A flag given to an optimizer it does not apply to is most likely a typo'd
   ``--optimizer`` (``--compare`` runs reset them per optimizer instead)."""
-  defaults = type(cfg)()  # The defaults, without importing the class.
+  defaults = TrainConfig()
   for name, optimizers in APPLIES_TO.items():
     if cfg.optimizer not in optimizers and getattr(cfg, name) != getattr(defaults, name):
       raise ConfigError(f"{flag(name)} only applies to --optimizer "
@@ -293,3 +294,13 @@ def _check_combinations(cfg: TrainConfig) -> None:
       cfg.stop_after > cfg.steps):
     raise ConfigError(
         f"--stop-after must be at most --steps ({cfg.steps}), got {cfg.stop_after}")
+
+
+def config_for(cfg: TrainConfig, optimizer: str) -> TrainConfig:
+  """``cfg`` for one optimizer of a ``--compare`` comparison: the flags that
+  do not apply to it (:data:`APPLIES_TO`) reset to their defaults; validated."""
+  defaults = TrainConfig()
+  changes: dict[str, Any] = {"optimizer": optimizer, "compare": ()}
+  changes.update({k: getattr(defaults, k) for k, applies in APPLIES_TO.items()
+                  if optimizer not in applies})
+  return validate(dataclasses.replace(cfg, **changes))

@@ -18,7 +18,7 @@
   cache directory, checked against its published md5.
 
 Images keep their storage dtype (``uint8`` for images); normalisation and
-augmentation happen on the accelerator, see :mod:`zosam_jax.train.pipeline`.
+augmentation happen on the accelerator, see :mod:`zosam_jax.train.steps`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from zosam_jax.train.data.fashion_mnist import fashion_mnist_dirs
 from zosam_jax.train.data.fashion_mnist import load_fashion_mnist
 from zosam_jax.train.data.fashion_mnist import read_idx
 from zosam_jax.train.data.offline import load_digits
+from zosam_jax.train.data.order import BatchOrder
+from zosam_jax.train.data.order import epoch_permutation
+from zosam_jax.train.data.order import steps_per_epoch
 from zosam_jax.train.data.offline import load_mnist1d
 from zosam_jax.train.data.transforms import average_pool
 from zosam_jax.train.data.transforms import noisy_labels

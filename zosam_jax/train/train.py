@@ -1,8 +1,14 @@
-"""The training loop: :func:`train_and_evaluate`, and :func:`train_seeds` for K
-seeds of one configuration in one program.
+"""Training: :func:`train_and_evaluate`, :func:`train_seeds` for K seeds of one
+configuration in one program, :func:`run_comparison` for several optimizers,
+:func:`evaluate_checkpoint`; the loop they share.
+
+Each reads top to bottom: set up or restore the program
+(:func:`zosam_jax.train.program.set_up`, which jits the step of
+:mod:`zosam_jax.train.steps`), the loop that logs, evaluates and checkpoints,
+then the summaries.
 
 The loop drives the jitted step from :mod:`zosam_jax.train.steps` with the
-minibatch indices of :class:`zosam_jax.train.pipeline.BatchOrder`, and at
+minibatch indices of :class:`zosam_jax.train.data.BatchOrder`, and at
 fixed step multiples (never at a point that depends on when the run was
 started) it logs the training metrics, evaluates, and checkpoints. Because
 every one of those points, the data order and all randomness are functions of
@@ -17,23 +23,29 @@ the program's.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from zosam_jax.train import config as config_lib
 from zosam_jax.train import data as data_lib
 from zosam_jax.train import distributed
-from zosam_jax.train import lock as lock_lib
+from zosam_jax.train import evaluation
 from zosam_jax.train import optim
 from zosam_jax.train import program as program_lib
 from zosam_jax.train import report
 from zosam_jax.train import seeds as seeds_lib
-from zosam_jax.train import supervise
 from zosam_jax.train import steps as steps_lib
+from zosam_jax.train import supervise
+from zosam_jax.train import validation
 from zosam_jax.train import workdir as workdir_lib
 
 
@@ -76,14 +88,15 @@ class _Stop(Exception):
 
 
 
-def _test_records(run: program_lib.Program, step: int) -> list[list[dict[str, Any]]]:
+def _test_records(run: program_lib.Program, evaluators: dict[str, Any], step: int
+                  ) -> list[list[dict[str, Any]]]:
   """Each seed's evaluation records at ``step``: the test set, then the
   validation split where the run holds one out."""
   records = []
   for i in range(len(run.members)):
     state = run.member_state(i)
     records.append([])
-    for split, evaluate in run.evaluators.items():
+    for split, evaluate in evaluators.items():
       loss, accuracy = evaluate(state.params, state.batch_stats)
       records[-1].append({"step": step, "split": split, "loss": loss,
                           "accuracy": accuracy,
@@ -93,12 +106,12 @@ def _test_records(run: program_lib.Program, step: int) -> list[list[dict[str, An
 
 def _check_finite(run: program_lib.Program, step: int) -> None:
   metrics = run.host_metrics()
-  if all(m.nonfinite_step < 0 for m in metrics) and steps_lib.tree_is_finite(
+  if all(m.nonfinite_step < 0 for m in metrics) and tree_is_finite(
       (run.state.params, run.state.batch_stats)):  # One pass over every seed.
     return
   for i, (m, member) in enumerate(zip(metrics, run.members)):
     state, bad_step = run.member_state(i), int(m.nonfinite_step)
-    if bad_step < 0 and not steps_lib.tree_is_finite((state.params, state.batch_stats)):
+    if bad_step < 0 and not tree_is_finite((state.params, state.batch_stats)):
       bad_step = step
     if bad_step >= 0:
       raise NonFiniteLossError(bad_step, member.ckpt.latest_step(), member.ckpt.directory)
@@ -116,11 +129,11 @@ def _train_records(run: program_lib.Program, step: int, elapsed: float) -> list[
               "learning_rate": float(run.schedule(step - 1)),
               "steps_per_second": round(int(m.count) / max(elapsed, 1e-9), 3),
               "train_seconds": round(run.train_seconds, 4)}
-    if config_lib.evaluates_loss_at_theta(run.cfg):
+    if optim.evaluates_loss_at_theta(run.cfg):
       record["sharpness"] = float(m.sharpness) / int(m.count)
     records.append(record)
   zeros = [steps_lib.MetricSums.zeros() for _ in run.members]
-  run.state = run.state._replace(metrics=program_lib.place(
+  run.state = run.state._replace(metrics=distributed.place(
       zeros[0] if run.axes is None else seeds_lib.stack(zeros, run.axes.metrics), run.mesh))
   return records
 
@@ -132,7 +145,7 @@ def _write(run: program_lib.Program, records: list[Any]) -> None:
       m.writer.write(r)
 
 
-def _train(run: program_lib.Program) -> tuple[float, int]:
+def _train(run: program_lib.Program, evaluators: dict[str, Any]) -> tuple[float, int]:
   """Runs steps ``start_step..stop`` with logging, evaluation and checkpoints.
 
   Returns:
@@ -179,7 +192,7 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
           postfix.update(loss=f"{records[0]['loss']:.3f}", acc=f"{records[0]['accuracy']:.3f}")
           first_window = False
         if do_eval:
-          results = _test_records(run, step)
+          results = _test_records(run, evaluators, step)
           _write(run, results)
           postfix["test_acc"] = f"{results[0][0]['accuracy']:.3f}"
         if do_ckpt:
@@ -200,10 +213,10 @@ def _train(run: program_lib.Program) -> tuple[float, int]:
 def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
                  dataset: data_lib.Dataset | None) -> list[dict[str, Any]]:
   """Set up (or restore), train, finish; one summary per seed. The folders'
-  locks are held from set-up to the end (:mod:`zosam_jax.train.lock`)."""
+  locks are held from set-up to the end (:mod:`zosam_jax.train.workdir`)."""
   folders = [folder for _, folder in program_lib.member_configs(cfg, workdir)]
   if distributed.is_main():  # Process 0 holds the folders of a multi-process run.
-    lock_lib.refuse_if_held([workdir] + folders)
+    workdir_lib.refuse_if_held([workdir] + folders)
   finished = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
   if cfg.resume and all(s and s.get("status") == "finished" for s in finished):
     for member_cfg, folder in program_lib.member_configs(cfg, workdir):
@@ -213,11 +226,12 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
     return finished
   run = program_lib.set_up(cfg, workdir, dataset)
   try:
-    steady = _train(run)
+    evaluators = evaluation.split_evaluators(run.model, run.ds, cfg.eval_batch_size, run.mesh)
+    steady = _train(run, evaluators)
     if int(run.state.step) == run.num_steps and not any(
         r["split"] == "test" and r["step"] == run.num_steps
         for r in run.members[0].writer.records()):
-      _write(run, _test_records(run, run.num_steps))
+      _write(run, _test_records(run, evaluators, run.num_steps))
     return program_lib.finish(run, steady)
   finally:
     for m in run.members:
@@ -264,7 +278,7 @@ def train_and_evaluate(config: config_lib.TrainConfig,
     >>> summary["steps"]
     10
   """
-  cfg = config_lib.validate(config)
+  cfg = validation.validate(config)
   if cfg.seeds:
     raise config_lib.ConfigError("--seeds trains several runs: call train_seeds(config) "
                                  "(one summary per seed), or drop seeds")
@@ -294,8 +308,73 @@ def train_seeds(config: config_lib.TrainConfig, workdir: str | Path | None = Non
     The errors of :func:`train_and_evaluate`; a non-finite loss in any seed
     stops the program (every seed keeps its last checkpoint).
   """
-  cfg = config_lib.validate(config)
+  cfg = validation.validate(config)
   if not cfg.seeds:
     raise config_lib.ConfigError("train_seeds needs config.seeds (e.g. --seeds 0-2)")
   return _run_program(cfg, Path(workdir if workdir is not None else cfg.workdir),
                       dataset)
+
+
+def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = None
+                   ) -> dict[str, Any]:
+  """Trains ``cfg`` once per optimizer in ``cfg.compare`` and compares them.
+
+  Args:
+    cfg: the configuration; ``cfg.compare`` lists the optimizers.
+    workdir: output folder (``cfg.workdir`` when ``None``).
+
+  Returns:
+    ``{"rows": [one summary row per optimizer], "table": markdown,
+    "summaries": {optimizer: summary}}``.
+  """
+  cfg = validation.validate(cfg)
+  workdir = Path(workdir if workdir is not None else cfg.workdir)
+  workdir_lib.refuse_if_held([workdir])
+  workdir_lib.check_compare_folder(cfg, workdir)
+  dataset = data_lib.load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                  cifar10_test=cfg.cifar10_test)
+  with workdir_lib.RunLock(workdir):  # One writer; checked again under the lock.
+    workdir_lib.check_compare_folder(cfg, workdir)
+    return _compare(cfg, workdir, dataset)
+
+
+def _compare(cfg: config_lib.TrainConfig, workdir: Path, dataset: data_lib.Dataset
+             ) -> dict[str, Any]:
+  """Trains each optimizer of the comparison in turn; writes the table."""
+  (workdir / "compare.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+  summaries, runs = {}, {}
+  for name in cfg.compare:
+    run_dir = workdir / name
+    member = validation.config_for(cfg, name)
+    if cfg.resume and not (run_dir / "config.json").exists():
+      member = dataclasses.replace(member, resume=False)  # Not started yet.
+    try:
+      summaries[name] = train_and_evaluate(member, run_dir, dataset=dataset)
+    except Interrupted as e:  # Continue the comparison, not one member.
+      raise Interrupted(e.step, config_lib.command_line(cfg, resume=True)) from None
+    runs[name] = report.read_metrics(run_dir / "metrics.jsonl")
+  result = report.write_comparison(summaries, runs, workdir)
+  return dict(result, summaries=summaries)
+
+
+def evaluate_checkpoint(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
+  """Restores a run's checkpoint and evaluates it on the test set.
+
+  Args:
+    workdir: the run's folder (with ``config.json`` and ``checkpoints/``).
+    step: the checkpoint; the newest readable one when ``None``.
+
+  Returns:
+    ``{"step", "loss", "accuracy", "params_finite"}``.
+  """
+  state, meta, cfg, ds, model = program_lib.restore(Path(workdir), step)
+  loss, accuracy = evaluation.evaluator(model, ds, cfg.eval_batch_size)(state.params,
+                                                              state.batch_stats)
+  return {"step": meta["step"], "loss": loss, "accuracy": accuracy,
+          "params_finite": tree_is_finite(state.params)}
+
+
+def tree_is_finite(tree: Any) -> bool:
+  """Whether every floating-point leaf of ``tree`` is finite (on the host)."""
+  return all(bool(np.isfinite(distributed.host_value(x).astype(np.float32)).all())
+             for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
