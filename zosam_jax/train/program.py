@@ -279,13 +279,10 @@ def step_seconds(run: Program, steps: int, start: int = 0) -> float:
 
 def run_seconds(run: Program, static: bool = True, steps: range | None = None,
                 warm: bool = True) -> float:
-  """Wall-clock seconds of steps ``steps`` of the run (all of them by default:
-  every step of its ascent schedule, on and off), dispatched back to back as
-  the loop does and synchronised at the end; evaluation excluded. ``warm``:
-  every step variant compiled and run once first. ``run.state`` carried on.
-  The cost a long run pays: benchmarks and the study's figure use it.
-  ``static=False``: the schedule's step chosen inside the one compiled step by
-  ``jax.lax.cond`` instead."""
+  """Wall-clock seconds of steps ``steps`` of the run (default: every step of
+  its ascent schedule), dispatched as the loop does, synchronised at the end;
+  ``warm``: every step variant compiled and run once first; ``static=False``:
+  the schedule's step chosen by ``jax.lax.cond`` instead (benchmarks)."""
   flags = [{k: v for k, v in optim.step_flags(run.cfg, s, run.num_steps).items()
             if static or k != "ascent"} for s in range(run.num_steps)]
   if warm:
