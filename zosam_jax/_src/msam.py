@@ -51,15 +51,8 @@ def msam(
     has_aux: whether ``value_fn`` returns ``(loss, aux)``, as in ``zo_sam``.
     aux_like: the structure of the aux for the initial state, as in ``zo_sam``.
     axis_name: the data axis to average over inside ``shard_map``/``pmap``.
-    ascent_start: the first step that takes the sharpness-aware step; the
-      steps before it are ``base_tx`` alone on the gradient at θ (one backward
-      pass: SAM in the late phase only). ``None``: from the first step.
-    ascent_every: the sharpness-aware step on every k-th step from
-      ``ascent_start``, ``base_tx`` alone between. With either,
-      ``update(..., ascent=True/False)`` (a Python bool) picks the step at
-      trace time (one compiled step each, an off step at the base optimizer's
-      cost); without it ``jax.lax.cond`` picks it from ``state.count``
-      (:func:`ascent_on`; docs/zo_sam.md "When to perturb").
+    ascent_start: the first step with the perturbation, as in :func:`zosam_jax.sam`.
+    ascent_every: the period of the steps with it, as in :func:`zosam_jax.sam`.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`, called as
