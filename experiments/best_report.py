@@ -387,7 +387,7 @@ def _summary_cell(rows, setting: str, method: str) -> str:
 
 
 def summary(rows) -> str:
-  """The README's table: per tuned method, its step time ÷ SAM's, its chosen
+  """The best-summary table of ``docs/choosing.md``: per tuned method, its step time ÷ SAM's, its chosen
   radius per setting with SAM's gain over SGD (SAM's row) or the share of it
   the method reaches and its difference to SAM (pp, paired, 95% interval),
   and the goal's verdict; then :func:`recommendation`."""
@@ -472,30 +472,30 @@ def figure(rows, path=FIGURE) -> None:
 def render(rows) -> str:
   """The section's markdown: grids, chosen radii, paired rows, seeds, goal."""
   return "\n\n".join([
-      "#### Every grid point: final validation accuracy (%), mean ± std over the "
+      "### Every grid point: final validation accuracy (%), mean ± std over the "
       f"selection seeds {', '.join(map(str, cells.SELECTION_SEEDS))} (chosen in bold)",
       grid_table(rows),
-      "#### At the chosen radii: test accuracy, paired by seed over the fresh seeds "
+      "### At the chosen radii: test accuracy, paired by seed over the fresh seeds "
       f"{', '.join(map(str, cells.SEEDS))}",
       final_table(rows),
-      "#### Declared contrasts, each tuned option at its chosen radius (test set, paired by "
+      "### Declared contrasts, each tuned option at its chosen radius (test set, paired by "
       "seed)",
       contrast_table(rows),
-      "#### Every seed: final test accuracy (%) at the chosen radii",
+      "### Every seed: final test accuracy (%) at the chosen radii",
       seeds_table(rows),
-      "#### Over-training: validation accuracy at the end and at each run's best "
+      "### Over-training: validation accuracy at the end and at each run's best "
       "evaluation, mean over the fresh seeds (the best is read on the same split: an "
       "optimistic estimate of early stopping, descriptive, choosing nothing)",
       overtraining_table(rows),
-      f"#### Goal (issue 34): gain over SGD ≥ {100 * SHARE:.0f}% of SAM's and ZO − SAM's 95% "
+      f"### Goal (issue 34): gain over SGD ≥ {100 * SHARE:.0f}% of SAM's and ZO − SAM's 95% "
       f"interval above −{100 * MARGIN:.1f} pp on every setting, at ≤ {COST_LIMIT} × SAM's "
       "step time on this CPU's Fashion CNN",
       goal(rows),
-      "#### What the numbers say to use (generated from the paired test rows above, each "
+      "### What the numbers say to use (generated from the paired test rows above, each "
       "method at the radius chosen on validation: the option with the largest smallest "
       "share of SAM's gain over the judged settings)",
       recommendation(rows),
-      "#### The stretch's radius that needs no tuning (generated from the validation grids "
+      "### The stretch's radius that needs no tuning (generated from the validation grids "
       "above, over the judged settings: per method, the one radius whose worst gap to tuned "
       "SAM's best validation mean is the smallest; 3 selection seeds, an estimate, not a "
       "paired test)",

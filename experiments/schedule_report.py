@@ -108,11 +108,11 @@ def what_to_use(rows) -> str:
 def render(rows) -> str:
   """RESULTS.md's section for issue 48."""
   return "\n\n".join([
-      f"#### Goal (issue 48): ≤ {COST_LIMIT} × SGD's whole-run step time on both models, "
+      f"### Goal (issue 48): ≤ {COST_LIMIT} × SGD's whole-run step time on both models, "
       f"≥ {100 * SHARE:.0f}% of SAM's gain over SGD and − SAM's 95% interval above "
       f"−{100 * MARGIN:.1f} pp on every setting (stretch: ≤ {STRETCH_COST} ×, or ≥ 100% at "
       f"≤ {COST_LIMIT} ×)",
       table(rows),
-      "#### What to use, by cost (generated: at each level the option whose smallest "
+      "### What to use, by cost (generated: at each level the option whose smallest "
       "share of SAM's gain over the judged settings is the largest)",
       what_to_use(rows)])

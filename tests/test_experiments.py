@@ -21,9 +21,11 @@ def test_results_md_is_rendered_from_committed_files_byte_for_byte():
   assert render_results.render() == (common.EXP / "RESULTS.md").read_text()
 
 
-def test_readme_best_summary_is_rendered_from_committed_rows():
+@pytest.mark.parametrize("index", range(2))
+def test_generated_blocks_are_rendered_from_committed_rows(index):
   import render_results  # pylint: disable=import-outside-toplevel
-  assert render_results.render_readme() == render_results.README.read_text()
+  block = render_results.BLOCKS[index]  # README's what to use, docs/choosing.md's summary
+  assert render_results.render_block(block) == block.path.read_text()
 
 
 def test_committed_rows_hold_no_absolute_paths():
@@ -524,7 +526,7 @@ def test_best_report_shows_how_far_each_final_ends_below_its_best_evaluation(tmp
   assert "| Fashion-MNIST MLP | SGD | 50.00 | 58.00 | -8.00 | 6 |" in table
   assert "| Fashion-MNIST MLP | SAM, ρ=0.2 | 70.00 | 70.00 | +0.00 | 6 |" in table
   assert table.count("| SAM, ρ=") == 1  # The chosen radius's fresh seeds (n = 6) only.
-  assert "#### Over-training: validation accuracy at the end" in best_report.render(rows)
+  assert "### Over-training: validation accuracy at the end" in best_report.render(rows)
 
 
 def test_best_report_names_the_one_radius_nearest_tuned_sam_everywhere(tmp_path, monkeypatch):

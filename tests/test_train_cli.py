@@ -11,6 +11,7 @@ from zosam_jax.train import cli
 from zosam_jax.train import evaluate_checkpoint
 from zosam_jax.train import load_train_state
 from zosam_jax.train import report
+from zosam_jax.train import validation
 
 # Short runs: 8x8 digits, the MLP, no progress bar.
 FAST = ["--model", "mlp", "--steps", "40", "--eval-every", "20", "--log-every", "10",
@@ -195,10 +196,47 @@ def test_help_lists_every_flag(capsys):
 
 
 @pytest.mark.slow
-def test_default_run_reaches_high_accuracy(tmp_path):
-  assert cli.main(["--workdir", str(tmp_path), "--no-progress"]) == 0
+def test_one_optimizer_run_reaches_high_accuracy(tmp_path):
+  assert cli.main(["--optimizer", "zosam", "--workdir", str(tmp_path), "--no-progress"]) == 0
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["final_test_accuracy"] > 0.9
+
+
+def test_no_flags_run_the_default_comparison(monkeypatch, capsys):
+  ran = []
+  monkeypatch.setattr(cli, "_run", lambda cfg: ran.append(cfg) or 0)
+  assert cli.main([]) == 0
+  [cfg] = ran
+  assert cfg.compare == ("sgd", "sam", "zosam", "zosam-prior-head")
+  assert (cfg.sparse_method, cfg.sparsity, cfg.dataset) == ("rigl", 0.9, "digits")
+  out = capsys.readouterr().out
+  assert "zosam-train --compare sgd,sam,zosam,zosam-prior-head" in out
+  assert "One optimizer: zosam-train --optimizer zosam" in out
+
+
+def test_a_preset_member_is_its_optimizer_with_its_flags():
+  cfg = cli.parse_config(["--compare", "sgd,zosam-prior-head", "--sparsity", "0.9",
+                          "--sparse-method", "rigl"])
+  head = validation.config_for(cfg, "zosam-prior-head")
+  assert (head.optimizer, head.zo_prior, head.num_dirs, head.zo_probe,
+          head.zo_exact_head) == ("zosam", "gradient", 0, False, True)
+  assert validation.config_for(cfg, "sgd").zo_prior == "none"
+
+
+@pytest.mark.slow
+def test_the_default_run_compares_four_sparse_runs(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  assert cli.main([]) == 0
+  out = capsys.readouterr().out
+  result = json.loads((tmp_path / "runs/default/comparison.json").read_text())
+  assert [r["optimizer"] for r in result["rows"]] == list(cli.DEFAULT_FLAGS[1].split(","))
+  for row in result["rows"]:
+    assert row["final_test_accuracy"] > 0.8 and row["relative_step_time"] > 0
+    assert row["weight_sparsity"] == pytest.approx(0.9, abs=0.01)
+  assert "relative_step_time |" in out  # the table, with step-time ratios
+  assert "Final weights of sgd, rigl at 90%" in out and "global" in out
+  assert (tmp_path / "runs/default/comparison.png").stat().st_size > 10_000
+  assert (tmp_path / "runs/default/zosam-prior-head/sparsity.md").exists()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sam", "zosam"])

@@ -152,7 +152,7 @@ def zo_gradient(
       control: the mean of the directions, coefficients 1).
     distribution: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
     chunk_size: at most this many perturbed losses at once in one
-      ``jax.vmap``; ``None`` by backend (:func:`resolve_chunk_size`).
+      ``jax.vmap``; ``None`` by backend (``resolve_chunk_size``).
     axis_name: the mapped axis over which loss values (or directional
       derivatives) are averaged with ``jax.lax.pmean``.
 

@@ -59,7 +59,7 @@ def ascent_on(count: Any, *, start: Any = None, every: Any = None) -> Any:
 
 def ascent_steps(num_steps: int, *, start: Optional[int] = None,
                  every: Optional[int] = None) -> int:
-  """The number of on steps among steps ``0 .. num_steps - 1`` of a schedule.
+  """The number of on steps among the first ``num_steps`` steps of a schedule.
 
   Args:
     num_steps: the steps of the run.

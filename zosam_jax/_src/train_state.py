@@ -25,8 +25,8 @@ def train_state_step(state: Any, value_fn: base.ValueFn, **extra_args: Any) -> A
     **extra_args: passed on to ``tx.update`` (e.g. ``zo_value_fn``).
 
   Returns:
-    The state after the step: ``step + 1``, updated ``params`` and
-    ``opt_state``.
+    The state after the step (``step + 1``, updated ``params`` and
+    ``opt_state``).
 
   Examples:
     >>> import jax.numpy as jnp, optax, zosam_jax

@@ -56,7 +56,7 @@ def zo_sam(
   L(\theta-\delta u_i)}{2\delta} u_i`, :math:`\epsilon = \rho \hat g /
   \|\hat g\|`, update :math:`M \odot \mathrm{base}(M \odot \nabla
   L(\theta+\epsilon))`. Every option is described at length in
-  ``docs/zo_sam.md``; README "Choosing the ascent direction" says which to use.
+  ``docs/zo_sam.md``; ``docs/choosing.md`` says which to use.
 
   Args:
     base_tx: the optax transformation given the gradient at θ+ε.

@@ -301,9 +301,11 @@ def rigl(
   inner optimizer's moments are reset wherever the mask changed.
 
   Args:
-    inner, end_step, sparsity, masks, drop_fraction, update_every, total_steps,
-    distribution, key, dense_fn, dense_first_layer, dense_last_layer: as in
-    :func:`set_sparse`; only the regrowth differs.
+    inner: the wrapped optimizer. It and every other argument (``end_step``,
+      ``sparsity``, ``masks``, ``drop_fraction``, ``update_every``,
+      ``total_steps``, ``distribution``, ``key``, ``dense_fn``,
+      ``dense_first_layer``, ``dense_last_layer``) as in :func:`set_sparse`;
+      only the regrowth differs.
 
   Returns:
     As :func:`set_sparse`: an :class:`optax.GradientTransformationExtraArgs`

@@ -222,6 +222,16 @@ def parse_config(argv: Sequence[str] | None = None) -> config_lib.TrainConfig:
     raise  # Unreachable: parser.error exits.
 
 
+#: ``zosam-train`` with no flags: what the library is for, on the bundled data.
+DEFAULT_FLAGS: tuple[str, ...] = (
+    "--compare", "sgd,sam,zosam,zosam-prior-head", "--sparsity", "0.9",
+    "--sparse-method", "rigl", "--workdir", "runs/default")
+DEFAULT_RUN_SUMMARY = (
+    "a small CNN on the bundled 8x8 digits, 90% sparse (RigL, ERK), trained with SGD, "
+    "SAM, the paper's ZO-SAM (m = 1) and the study's one-backward option (the unprobed "
+    "prior with the output layer exact); about a minute on 2 cores")
+
+
 #: What to do about an I/O error, by errno (TensorStore's words where it has no errno).
 _IO_HINTS = ((errno.ENOSPC, "RESOURCE_EXHAUSTED", "no space left on the device: free some "
               "space (or move --workdir)"),
@@ -252,10 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   Returns:
     The exit status (see the module docstring).
   """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv:
+    print(f"zosam-train with no flags: the default comparison, {DEFAULT_RUN_SUMMARY}:\n"
+          f"  zosam-train {' '.join(DEFAULT_FLAGS)}\n"
+          "One optimizer: zosam-train --optimizer zosam (or sgd, sam, msam, looksam).",
+          flush=True)
+    argv = list(DEFAULT_FLAGS)
   cfg = parse_config(argv)
   if distributed.is_distributed(cfg) and not supervise.is_child():
     # The training runs in a watched child, so a dead peer is told plainly.
-    return supervise.run(sys.argv[1:] if argv is None else list(argv), cfg)
+    return supervise.run(argv, cfg)
   try:
     return _run(cfg)
   except Exception as e:  # pylint: disable=broad-except
@@ -301,7 +318,8 @@ def _run(cfg: config_lib.TrainConfig) -> int:
   distributed.initialize(cfg)  # Before anything else touches JAX.
   if cfg.compare:
     result = train_lib.run_comparison(cfg)
-    table, wrote = result["table"], "comparison.md, comparison.json, comparison.png"
+    table = "\n\n".join(filter(None, (result["table"], result["sparsity"])))
+    wrote = "comparison.md, comparison.json, comparison.png"
   elif cfg.seeds:
     table = report.seeds_table(train_lib.train_seeds(cfg))
     wrote = "seed<N>/metrics.jsonl, summary.json, curves.png, checkpoints/ for each seed"

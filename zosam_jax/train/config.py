@@ -41,6 +41,16 @@ def flag(name: str) -> str:
   return "--" + name.replace("_", "-")
 
 
+#: Members of ``--compare`` besides the optimizers: an optimizer with some of
+#: its flags set. ``zosam-prior-head`` is the one-backward option the study's
+#: "what to use" names at about SGD's step time (issue 34: the unprobed prior
+#: along the last gradient, the output layer along the current one).
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "zosam-prior-head": ("zosam", {"zo_prior": "gradient", "num_dirs": 0,
+                                   "zo_probe": False, "zo_exact_head": True}),
+}
+
+
 #: LookSAM's period without ``--refresh-every`` (the authors' k).
 LOOKSAM_EVERY = 5
 
@@ -54,7 +64,7 @@ class TrainConfig:
   """Everything that defines a training run.
 
   Fields map one to one onto the flags of ``zosam-train`` (see
-  :func:`zosam_jax.train.cli.build_parser` for the help text of each).
+  ``zosam-train --help`` for the help text of each).
   """
 
   # Data and model.

@@ -5,7 +5,7 @@ folder, builds (or restores from the checkpoints) the state of every seed,
 and jits the step: one seed's, or K seeds' mapped over a leading axis
 (:mod:`zosam_jax.train.seeds`). :mod:`zosam_jax.train.train` drives it;
 :func:`save` checkpoints every seed, :func:`finish` writes each seed's
-``summary.json`` and ``curves.png``; :func:`restore` rebuilds a run from its folder.
+summary, curves and sparsity; :func:`restore` rebuilds a run from its folder.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def run_dataset(cfg: config_lib.TrainConfig,
     dataset: the full dataset if already loaded (else loaded from ``cfg``).
 
   Returns:
-    The :class:`~zosam_jax.train.data.Dataset` of the run (the same for every
+    The :class:`~zosam_jax.train.Dataset` of the run (the same for every
     ``--seed``: the subset and the noisy labels have their own fixed seeds).
 
   Raises:
@@ -307,14 +307,7 @@ def save(run: Program, step: int) -> None:
        for m in run.members])
 
 
-def weight_sparsity(params: Any) -> float:
-  """Fraction of exact zeros among the weights of rank >= 2 (kernels)."""
-  kernels = [distributed.host_value(p) for p in jax.tree.leaves(params) if np.ndim(p) >= 2]
-  total = sum(k.size for k in kernels)
-  return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0
-
-
-def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
+def _summary(run: Program, i: int, records, step_time: float, params) -> dict[str, Any]:
   cfg, steps, member = run.cfg, int(run.state.step), run.members[i]
   tests = [r for r in records if r["split"] == "test"]
   vals = [r for r in records if r["split"] == "validation"]
@@ -339,7 +332,7 @@ def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
                  optim.run_passes(cfg, steps, run.num_steps))),
       "steps_per_second": 1.0 / step_time if step_time else None,
       "num_params": run.num_params,
-      "weight_sparsity": weight_sparsity(run.member_state(i).params),
+      "weight_sparsity": report.weight_sparsity(params),
       "workdir": str(member.workdir),
   }
   if run.axes is not None:  # The timings above are the whole program's.
@@ -348,16 +341,20 @@ def _summary(run: Program, i: int, records, step_time: float) -> dict[str, Any]:
 
 
 def finish(run: Program, steady: tuple[float, int]) -> list[dict[str, Any]]:
-  """Writes each seed's summary.json and curves.png; returns the summaries."""
+  """Writes each seed's summary.json, curves.png and, sparse, sparsity.md (the
+  per-layer densities of its final weights); returns the summaries."""
   step_time = steady[0] / steady[1] if steady[1] else (
       run.train_seconds / max(int(run.state.step) - run.start_step, 1))
   cfg, summaries = run.cfg, []
   sparse = "dense" if cfg.sparse_method == "dense" else (
       f"{cfg.sparse_method} {cfg.sparsity:.0%} sparse")
   for i, m in enumerate(run.members):
-    summaries.append(_summary(run, i, m.writer.records(), step_time))
+    params = jax.tree.map(distributed.host_value, run.member_state(i).params)
+    summaries.append(_summary(run, i, m.writer.records(), step_time, params))
     if not distributed.is_main():
       continue
+    if cfg.sparse_method != "dense":
+      report.write_sparsity(params, m.workdir / "sparsity.md")
     (m.workdir / "summary.json").write_text(json.dumps(summaries[-1], indent=2))
     report.plot_curves(m.writer.records(), m.workdir / "curves.png",
                        title=f"{cfg.model} on {cfg.dataset}, {cfg.optimizer}, {sparse}"

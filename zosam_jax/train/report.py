@@ -15,8 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import matplotlib
+import numpy as np
 
+from zosam_jax import sparse
 from zosam_jax.train import files
 
 matplotlib.use("Agg")  # Files only, no display (also on headless machines).
@@ -123,8 +126,22 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | os.PathLike,
   _finish_figure(fig, (ax_loss, ax_acc), title, path)
 
 
+def weight_sparsity(params: Any) -> float:
+  """Fraction of exact zeros among the weights of rank >= 2 (kernels) of
+  host ``params``."""
+  kernels = [p for p in jax.tree.leaves(params) if np.ndim(p) >= 2]
+  total = sum(k.size for k in kernels)
+  return float(sum((k == 0).sum() for k in kernels) / total) if total else 0.0
+
+
+def write_sparsity(params: Any, path: str | os.PathLike) -> None:
+  """Writes the per-layer density table of host ``params`` (their nonzeros,
+  :func:`zosam_jax.sparse.sparsity_report`) to ``path``."""
+  Path(path).write_text(f"{sparse.sparsity_report(params)}\n")
+
+
 COMPARISON_COLUMNS = ("optimizer", "final_test_accuracy", "best_test_accuracy",
-                      "final_test_loss", "final_train_loss", "steps",
+                      "final_test_loss", "final_train_loss", "weight_sparsity", "steps",
                       "train_seconds", "steps_per_second", "relative_step_time")
 
 
@@ -163,7 +180,8 @@ def write_comparison(summaries: dict[str, dict[str, Any]],
     workdir: where to write.
 
   Returns:
-    The comparison as a dict: ``{"rows": [...], "table": markdown}``.
+    The comparison as a dict: ``{"rows": [...], "table": markdown,
+    "sparsity": the first sparse member's per-layer densities or ""}``.
   """
   workdir = Path(workdir)
   reference = summaries.get("sgd") or next(iter(summaries.values()))
@@ -175,13 +193,24 @@ def write_comparison(summaries: dict[str, dict[str, Any]],
     rows.append(row)
   table = format_table(rows, COMPARISON_COLUMNS)
   ref_name = "sgd" if "sgd" in summaries else rows[0]["optimizer"]
+  sparsity = _sparsity_of(summaries)
   (workdir / "comparison.md").write_text(
       f"{table}\n\nrelative_step_time: seconds per training step relative to "
-      f"{ref_name} (compilation excluded).\n")
-  result = {"rows": rows, "table": table}
+      f"{ref_name} (compilation excluded).\n" + (f"\n{sparsity}" if sparsity else ""))
+  result = {"rows": rows, "table": table, "sparsity": sparsity}
   (workdir / "comparison.json").write_text(json.dumps(result, indent=2))
   plot_comparison(runs, workdir / "comparison.png", title="test accuracy")
   return result
+
+
+def _sparsity_of(summaries: dict[str, dict[str, Any]]) -> str:
+  """The first sparse member's ``sparsity.md``, titled, or ``""``."""
+  for name, s in summaries.items():
+    path = Path(s.get("workdir", "")) / "sparsity.md"
+    if s.get("sparse_method", "dense") != "dense" and path.exists():
+      return (f"Final weights of {name}, {s['sparse_method']} at {s['sparsity']:.0%} "
+              f"(every member keeps these densities per layer):\n\n{path.read_text()}")
+  return ""
 
 
 def _finish_figure(fig, axes, title: str, path: str | os.PathLike) -> None:

@@ -1,7 +1,7 @@
 """The jitted training and evaluation steps, with the batch preparation they run.
 
 The training set lives on the device; each step receives only the indices of
-its minibatch (:class:`zosam_jax.train.data.BatchOrder`), gathers the
+its minibatch (``zosam_jax.train.data.BatchOrder``), gathers the
 examples, and crops, flips and normalises them inside the jitted step
 (:func:`prepare_batch`); the augmentation key of a step is a pure function of
 ``(seed, step // repeat)``.
@@ -222,7 +222,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
 
   Args:
     model: the model.
-    tx: the optimizer from :func:`zosam_jax.train.optim.build_optimizer`.
+    tx: the optimizer from :func:`zosam_jax.train.build_optimizer`.
     optimizer: ``sgd``, ``sam`` or ``zosam`` (how ``tx`` is called).
     mean: per-channel input mean.
     std: per-channel input standard deviation.
@@ -232,14 +232,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     crop_pad: padding of the crop (pixels on each side).
     ascent_fraction: fraction of the minibatch (its first examples) that
       finds the ascent direction: ZO-SAM's forward passes, SAM's first
-      gradient (:func:`zosam_jax.train.optim.ascent_fraction`).
+      gradient (``zosam_jax.train.optim.ascent_fraction``).
     repeat_batches: consecutive steps that use the same minibatch
-      (:class:`zosam_jax.train.BatchOrder`): its augmentation too.
+      (``zosam_jax.train.data.BatchOrder``): its augmentation too.
     batch_sharding: a sharding of the minibatch over a data axis (e.g.
       ``zosam_jax.data_sharding(mesh)``) for data-parallel training; ``None``
       on one device.
     state_axes: for K seeds in one program, the seed axis of each leaf of the
-      stacked state (:func:`zosam_jax.train.seeds.state_axes`); then
+      stacked state (``zosam_jax.train.seeds.state_axes``); then
       ``augment_key`` holds the K seeds' keys and ``indices`` is ``(K,
       batch)``. ``None``: one seed.
 
@@ -247,7 +247,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     ``step(state, x_all, y_all, indices, exact=None, ascent=None) -> state``;
     ``exact`` (static) chooses a periodic exact step (:func:`zosam_jax.zo_sam`'s
     ``refresh_every``, LookSAM) at trace time, ``ascent`` (static) an on or off
-    step of an ascent schedule (:func:`zosam_jax.train.optim.step_flags`).
+    step of an ascent schedule (``zosam_jax.train.optim.step_flags``).
   """
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 

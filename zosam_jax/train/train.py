@@ -257,8 +257,8 @@ def train_and_evaluate(config: config_lib.TrainConfig,
     dataset: an already loaded dataset (else loaded from ``config``).
 
   Returns:
-    The summary: final and best test accuracy, final losses, steps, timings,
-    parameter counts and the measured weight sparsity.
+    The summary, a dict of the final and best test accuracy, final losses,
+    steps, timings, parameter counts and the measured weight sparsity.
 
   Raises:
     NonFiniteLossError: when the loss becomes NaN or infinite.
@@ -324,8 +324,8 @@ def run_comparison(cfg: config_lib.TrainConfig, workdir: str | Path | None = Non
     workdir: output folder (``cfg.workdir`` when ``None``).
 
   Returns:
-    ``{"rows": [one summary row per optimizer], "table": markdown,
-    "summaries": {optimizer: summary}}``.
+    A dict with ``"rows"`` (one summary row per optimizer), ``"table"`` (their
+    markdown table) and ``"summaries"`` (each optimizer's summary by name).
   """
   cfg = validation.validate(cfg)
   workdir = Path(workdir if workdir is not None else cfg.workdir)

@@ -14,6 +14,7 @@ from zosam_jax.train.config import ConfigError
 from zosam_jax.train.config import ESTIMATORS
 from zosam_jax.train.config import MODELS
 from zosam_jax.train.config import OPTIMIZERS
+from zosam_jax.train.config import PRESETS
 from zosam_jax.train.config import SAM_LIKE
 from zosam_jax.train.config import SCHEDULES
 from zosam_jax.train.config import SPARSE_DISTRIBUTIONS
@@ -280,9 +281,9 @@ def _check_combinations(cfg: TrainConfig) -> None:
                       "the output layer of the unprobed prior: add --zo-prior gradient "
                       "--num-dirs 0 --no-zo-probe")
   for name in cfg.compare:
-    if name not in OPTIMIZERS:
+    if name not in OPTIMIZERS and name not in PRESETS:
       raise ConfigError(
-          f"--compare takes a comma-separated list of {', '.join(OPTIMIZERS)}, "
+          f"--compare takes a comma-separated list of {', '.join(OPTIMIZERS + tuple(PRESETS))}, "
           f"got {name!r}")
   if cfg.resume and cfg.overwrite:
     raise ConfigError("--resume and --overwrite are mutually exclusive")
@@ -296,11 +297,15 @@ def _check_combinations(cfg: TrainConfig) -> None:
         f"--stop-after must be at most --steps ({cfg.steps}), got {cfg.stop_after}")
 
 
-def config_for(cfg: TrainConfig, optimizer: str) -> TrainConfig:
-  """``cfg`` for one optimizer of a ``--compare`` comparison: the flags that
-  do not apply to it (:data:`APPLIES_TO`) reset to their defaults; validated."""
+def config_for(cfg: TrainConfig, member: str) -> TrainConfig:
+  """``cfg`` for one member of a ``--compare`` comparison, an optimizer or a
+  preset (:data:`~zosam_jax.train.config.PRESETS`): the flags that do not apply
+  to its optimizer (:data:`APPLIES_TO`) reset to their defaults, then the
+  preset's flags set; validated."""
   defaults = TrainConfig()
+  optimizer, preset = PRESETS.get(member, (member, {}))
   changes: dict[str, Any] = {"optimizer": optimizer, "compare": ()}
   changes.update({k: getattr(defaults, k) for k, applies in APPLIES_TO.items()
                   if optimizer not in applies})
+  changes.update(preset)
   return validate(dataclasses.replace(cfg, **changes))
