@@ -4,15 +4,16 @@ Reuses optax's aliases and adds only the ones that are specific to ZO-SAM.
 """
 
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias, Union
 
 import jax
 import optax
 
-Params = optax.Params
-Updates = optax.Updates
-OptState = optax.OptState
-MaskOrFn = optax.MaskOrFn
+# optax's aliases, spelled out for type checkers (optax ships no type information).
+Params: TypeAlias = Any  # optax.Params: a pytree of arrays.
+Updates: TypeAlias = Any  # optax.Updates
+OptState: TypeAlias = Any  # optax.OptState
+MaskOrFn: TypeAlias = Any  # optax.MaskOrFn: a bool pytree or ``params ->`` one, or None.
 
 #: A minibatch objective: ``params -> scalar`` (or ``(scalar, aux)`` with
 #: ``has_aux=True``).

@@ -87,7 +87,7 @@ def check_positive_int(value: Any, name: str, allow_none: bool) -> None:
     raise ValueError(f"`{name}` must be a positive int, got {value!r}")
 
 
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+def check_choice(value: Any, name: str, choices: tuple[str | None, ...]) -> None:
   if value not in choices:
     raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
 

@@ -1,7 +1,7 @@
 """Random directions for zeroth-order gradient estimates."""
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from zosam_jax._src import base
 from zosam_jax._src import sharding
 
 
-def resolve_distribution(distribution: Optional[str]) -> str:
+def resolve_distribution(distribution: Optional[base.Distribution]) -> base.Distribution:
   """The directions' distribution; ``None`` picks by backend.
 
   Rademacher directions from packed bits (:func:`packed_rademacher`: 32 signs
@@ -90,7 +90,7 @@ def sample_direction(key: jax.Array, like: base.Params, active: base.Params,
     u = jax.tree.map(jnp.multiply, u, active)
   if distribution == "sphere":
     if active is None:
-      dim = sum(math.prod(jnp.shape(x)) for x in leaves)
+      dim: Any = sum(math.prod(jnp.shape(x)) for x in leaves)
     else:
       dim = sum(jnp.sum(a) for a in jax.tree.leaves(active))
     norm = optax.tree.norm(u)

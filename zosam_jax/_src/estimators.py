@@ -32,7 +32,7 @@ from zosam_jax._src import sharding
 
 
 def perturb(params: base.Params, direction: base.Params,
-            scale: jax.Array) -> base.Params:
+            scale: jax.Array | float) -> base.Params:
   """Returns ``params + scale * direction``, formed in float32 (or wider).
 
   Args:

@@ -60,7 +60,7 @@ def check_mask_matches(mask: Any, params: base.Params,
   """
   mask_def = jax.tree.structure(mask)
   params_def = jax.tree.structure(params)
-  if mask_def != params_def:
+  if mask_def != params_def:  # type: ignore[operator]
     raise ValueError(
         f"`{name}` must have the tree structure of the params; got"
         f" {mask_def}, expected {params_def}")

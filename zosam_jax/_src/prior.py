@@ -57,7 +57,7 @@ def _num_active(params: base.Params, active: Optional[base.Params]) -> jax.Array
   if active is None:
     size = sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))
     return jnp.asarray(size, jnp.float32)
-  return sum(jnp.sum(a, dtype=jnp.float32) for a in jax.tree.leaves(active))
+  return jnp.asarray(sum(jnp.sum(a, dtype=jnp.float32) for a in jax.tree.leaves(active)))
 
 
 def prior_direction(prior: base.Params, params: base.Params,
@@ -160,6 +160,9 @@ def prior_guided_gradient(
   loss = (plus + minus) / 2
   if num_dirs == 0:
     return g_hat, loss
+  if random_estimate is None:
+    raise ValueError("`random_estimate` is needed with `num_dirs` > 0 (e.g. "
+                     "zosam_jax.zo_gradient with its keyword arguments bound)")
   g_rand, loss_rand = random_estimate(loss_fn, params, active, random_key)
   # The random part's component orthogonal to the unit vector v.
   # (elementwise products: a dot product of sharded vectors needs an out_sharding).
@@ -223,13 +226,13 @@ def prior_with_exact_leaves(
     of SAM's effect)
   """
   leaves, treedef = jax.tree.flatten(params)
-  flags = treedef.flatten_up_to(exact)
+  flags = treedef.flatten_up_to(exact)  # type: ignore[attr-defined]
   f32_loss = lambda chosen: jnp.asarray(
       loss_fn(_replace_leaves(treedef, leaves, flags, chosen)), jnp.float32)
   loss, grads = sharding.mean_value_and_grad(
       f32_loss, [x for x, f in zip(leaves, flags) if f], axis_name)
   direction = _masked_f32(
-      _replace_leaves(treedef, treedef.flatten_up_to(prior), flags, grads), active)
+      _replace_leaves(treedef, treedef.flatten_up_to(prior), flags, grads), active)  # type: ignore[attr-defined]
   return direction, loss
 
 
@@ -293,7 +296,7 @@ def check_prior_options(prior: Optional[str], radius_cap: Any, refresh_every: An
                      f"k steps) or None, got {refresh_every!r} (with "
                      "`optax.inject_hyperparams`, list 'refresh_every' in `static_args`)")
   if isinstance(radius_cap, (bool, str)) or (
-      isinstance(radius_cap, numbers.Real) and not 1 <= radius_cap < math.inf):
+      isinstance(radius_cap, numbers.Real) and not 1 <= float(radius_cap) < math.inf):
     raise ValueError(f"`radius_cap` must be a finite number >= 1 (the largest radius "
                      f"as a multiple of rho) or None, got {radius_cap!r}")
   _check_probe(probe, prior, num_dirs, radius_cap)
@@ -348,7 +351,7 @@ def resolve_exact_leaves(exact_leaves: Any, params: Optional[base.Params]) -> An
   if not any(flags):
     raise ValueError("`exact_leaves` chooses no leaf: mark the leaves of the current "
                      "gradient (e.g. the output layer) True, or drop it")
-  if params is not None and jax.tree.structure(exact) != jax.tree.structure(params):
+  if params is not None and jax.tree.structure(exact) != jax.tree.structure(params):  # type: ignore[operator]
     raise ValueError(f"`exact_leaves` must have the tree structure of the params; got "
                      f"{jax.tree.structure(exact)}, expected {jax.tree.structure(params)}")
   return exact

@@ -28,7 +28,7 @@ def explicit_axes(x: Any) -> tuple[str, ...]:
     sharding (automatic or no mesh, or inside ``shard_map``).
   """
   spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None) or ()
-  names = []
+  names: list[str] = []
   for entry in spec:
     names.extend(entry if isinstance(entry, tuple) else
                  () if entry is None else (entry,))

@@ -193,7 +193,7 @@ def erk(
       dense_last_layer=dense_last_layer,
   )
   flags, treedef = jax.tree.flatten(is_prunable)
-  shapes = [np.shape(x) for x in treedef.flatten_up_to(params)]
+  shapes = [np.shape(x) for x in treedef.flatten_up_to(params)]  # type: ignore[attr-defined]
   sizes = [math.prod(s) for s in shapes]
   scores = [
       (sum(s) / math.prod(s)) ** power_scale if f else 0.0

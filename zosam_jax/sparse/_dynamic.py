@@ -27,7 +27,7 @@ class DynamicSparseState(NamedTuple):
     inner_state: the state of the wrapped transformation.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # A field, not tuple.count.
   key: jax.Array
   masks: base.Params
   inner_state: base.OptState

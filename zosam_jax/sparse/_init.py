@@ -22,7 +22,7 @@ def num_active(density: float, size: int) -> int:
 
 
 def _counts(scores: base.Params, densities: base.Params) -> tuple[int, ...]:
-  if jax.tree.structure(densities) != jax.tree.structure(scores):
+  if jax.tree.structure(densities) != jax.tree.structure(scores):  # type: ignore[operator]
     raise ValueError(
         "`densities` must have the structure of the params, got"
         f" {jax.tree.structure(densities)}"
@@ -199,7 +199,7 @@ def init_masks(
     return random_masks(key, params, densities)
   if method == "magnitude":
     return magnitude_masks(params, densities)
-  return snip_masks(loss_fn, params, densities)
+  return snip_masks(loss_fn, params, densities)  # type: ignore[arg-type]  # Checked above.
 
 
 def check_mask_args(

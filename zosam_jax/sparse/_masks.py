@@ -23,7 +23,7 @@ def check_masks(masks: Any, params: base.Params, name: str = "masks") -> None:
   """Raises ``ValueError`` unless ``masks`` matches ``params`` leaf for leaf."""
   mask_def = jax.tree.structure(masks)
   params_def = jax.tree.structure(params)
-  if mask_def != params_def:
+  if mask_def != params_def:  # type: ignore[operator]
     raise ValueError(
         f"`{name}` must have the structure of the params, got {mask_def} for"
         f" params {params_def}"
@@ -46,7 +46,7 @@ def as_bool_masks(masks: Any) -> base.Params:
 
 def get_masks(state_or_masks: Any, params: base.Params) -> base.Params:
   """Returns the masks of a sparse state, or the argument if it is a mask tree."""
-  if jax.tree.structure(state_or_masks) == jax.tree.structure(params):
+  if jax.tree.structure(state_or_masks) == jax.tree.structure(params):  # type: ignore[operator]
     return state_or_masks
   masks = optax.tree.get(state_or_masks, "masks")
   if masks is None:
@@ -121,7 +121,7 @@ def top_k_masks(scores: base.Params, counts: base.Params) -> base.Params:
   )
   ranks = jnp.zeros_like(position).at[order].set(position)
   k = jnp.stack([
-      jnp.asarray(c, jnp.int32) for c in treedef.flatten_up_to(counts)
+      jnp.asarray(c, jnp.int32) for c in treedef.flatten_up_to(counts)  # type: ignore[attr-defined]
   ])
   active = ranks - offsets[segment] < k[segment]
   pieces = jnp.split(active, np.cumsum(sizes)[:-1])

@@ -22,7 +22,7 @@ class GMPState(NamedTuple):
     inner_state: the state of the wrapped transformation.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # A field, not tuple.count.
   masks: base.Params
   inner_state: base.OptState
 

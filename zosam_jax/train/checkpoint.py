@@ -129,7 +129,7 @@ def _drop_orphaned_io() -> None:
     def filtered(unraisable):
       if not _orphaned_io(unraisable):
         hook(unraisable)
-    filtered.drops_orphaned_io = True
+    filtered.drops_orphaned_io = True  # type: ignore[attr-defined]
     sys.unraisablehook = filtered
 
 
@@ -271,7 +271,7 @@ def resume_point(resume: bool, ckpts: list[Checkpointer], states: list[Any]
   seconds so far: step 0 and ``states``, or with ``resume`` the newest
   checkpoint every seed has and can read. An unreadable one is reported in
   one line and set aside (``checkpoints.damaged/``), and the next one tried."""
-  damaged = []
+  damaged: list[str] = []
   while resume:
     kept = [set(c.all_steps()) for c in ckpts]
     common = set.intersection(*kept)

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 from collections.abc import Sequence
@@ -180,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   for field in dataclasses.fields(config_lib.TrainConfig):
     name, default = field.name, field.default
-    kwargs = dict(dest=name, default=default, help=_HELP[name])
+    kwargs: dict[str, Any] = dict(dest=name, default=default, help=_HELP[name])
     if name == "compare":
       kwargs.update(type=_comma_list, metavar="OPT[,OPT...]", default=())
     elif name == "seeds":

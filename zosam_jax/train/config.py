@@ -10,7 +10,7 @@ nothing of the trainer; the rules of a config are
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 #: Each choice flag's values.
 OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "zosam", "msam", "looksam")
@@ -83,8 +83,8 @@ class TrainConfig:
   optimizer: str = "zosam"
   rho: float = 0.05
   num_dirs: int = 1
-  estimator: str = "central"
-  zo_distribution: str = "gaussian"
+  estimator: Literal["central", "forward", "jvp", "random"] = "central"
+  zo_distribution: Literal["gaussian", "rademacher", "sphere"] = "gaussian"
   smoothing: float = 1e-3
   zo_prior: str = "none"
   radius_cap: float | None = None
@@ -110,8 +110,8 @@ class TrainConfig:
   # Sparse training.
   sparsity: float = 0.0
   sparse_method: str = "dense"
-  sparse_distribution: str = "erk"
-  sparse_init: str = "random"
+  sparse_distribution: Literal["erk", "uniform"] = "erk"
+  sparse_init: Literal["random", "snip", "magnitude"] = "random"
   sparse_update_every: int = 100
   drop_fraction: float = 0.3
   dense_first_last: bool = False

@@ -61,12 +61,12 @@ def initialize(cfg: config_lib.TrainConfig) -> None:
   if not is_distributed(cfg):
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes.
-  kwargs = dict(initialization_timeout=cfg.distributed_timeout,
+  kwargs: dict[str, Any] = dict(initialization_timeout=cfg.distributed_timeout,
                 heartbeat_timeout_seconds=cfg.heartbeat_timeout)
   if cfg.coordinator != "auto":
     kwargs.update(coordinator_address=cfg.coordinator, num_processes=cfg.num_processes,
                   process_id=cfg.process_id)
-    if cfg.process_id != 0:  # JAX's runtime aborts when it cannot connect: look first.
+    if cfg.process_id != 0 and cfg.coordinator:  # JAX aborts when it cannot connect.
       _wait_for_coordinator(cfg.coordinator, cfg.distributed_timeout, cfg)
   try:
     jax.distributed.initialize(**kwargs)
@@ -263,7 +263,9 @@ class StopRequest:
   """
 
   def __init__(self, distributed: bool):
-    self.distributed, self.signal_name, self._saved = distributed, None, {}
+    self.distributed = distributed
+    self._saved: dict[int, Any] = {}
+    self.signal_name: str | None = None
 
   def __enter__(self) -> StopRequest:
     def on_term(signum, frame):  # pylint: disable=unused-argument

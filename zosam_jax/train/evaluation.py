@@ -65,6 +65,8 @@ def evaluator(model: Any, ds: data_lib.Dataset, eval_batch_size: int,
   """
   eval_step = jax.jit(steps_lib.make_eval_step(model, ds.mean, ds.std))
   x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_val, ds.y_val)
+  if x is None or y is None:
+    raise ValueError(f"{ds.name}: no {split} split (--validation-subset holds one out)")
   mesh = mesh if jax.process_count() > 1 else None
   batches = eval_batches(x, y, eval_batch_size, mesh)
   batches = list(zip(*batches)) if mesh is None else batches

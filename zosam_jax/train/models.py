@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-_BN = dict(momentum=0.9, epsilon=1e-5)
+_BN: dict[str, Any] = dict(momentum=0.9, epsilon=1e-5)
 
 
 class MLP(nn.Module):
@@ -194,6 +194,7 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     del train  # No dropout: the model is deterministic.
+    patch: tuple[int, ...]
     if self.patch_size is None:
       patch = (_default_patch(x.shape[1]), _default_patch(x.shape[2]))
     elif isinstance(self.patch_size, int):

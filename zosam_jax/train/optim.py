@@ -93,7 +93,7 @@ def sparse_wrapper(cfg: TrainConfig, inner: optax.GradientTransformation,
   from zosam_jax import sparse  # Imported lazily: optional for dense runs.
 
   end_step = max(1, int(0.75 * num_steps))
-  common = dict(sparsity=cfg.sparsity, distribution=cfg.sparse_distribution,
+  common: dict[str, Any] = dict(sparsity=cfg.sparsity, distribution=cfg.sparse_distribution,
                 dense_first_layer=cfg.dense_first_last,
                 dense_last_layer=cfg.dense_first_last)
   if cfg.sparse_method == "static":
@@ -148,7 +148,8 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   elif cfg.optimizer == "msam":
     tx = zosam_jax.msam(tx, rho=cfg.rho, mask_fn=mask_fn, has_aux=True, **when)
   elif cfg.optimizer == "looksam":
-    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=exact_period(cfg),
+    every = exact_period(cfg) or config_lib.LOOKSAM_EVERY
+    tx = zosam_jax.looksam(tx, rho=cfg.rho, mask_fn=mask_fn, every=every,
                            alpha=cfg.looksam_alpha, has_aux=True)
   return tx, schedule
 
@@ -208,7 +209,7 @@ def evaluates_loss_at_theta(cfg: TrainConfig) -> bool:
   return cfg.optimizer not in ("sgd", "msam")
 
 
-def ascent_schedule(cfg: TrainConfig, num_steps: int) -> dict[str, int | None]:
+def ascent_schedule(cfg: TrainConfig, num_steps: int) -> dict[str, Any]:
   """The run's ascent schedule as the transformations take it:
   ``{"ascent_start": step or None, "ascent_every": k or None}``.
   ``--ascent-start`` below 1 is a fraction of the run's steps (rounded to a

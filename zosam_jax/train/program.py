@@ -96,8 +96,9 @@ class Program:
     if self.axes is not None:  # (K, B, ...): every seed's batch split on dim 1.
       sharding = jax.sharding.NamedSharding(sharding.mesh,
                                             jax.sharding.PartitionSpec(None, "data"))
-    return (*distributed.global_batch(sharding, (self.ds.x_train, self.ds.y_train),
-                                      self.indices(step)), None)
+    x, y = distributed.global_batch(sharding, (self.ds.x_train, self.ds.y_train),
+                                    self.indices(step))
+    return x, y, None
 
 
 def run_dataset(cfg: config_lib.TrainConfig,

@@ -46,7 +46,8 @@ class MetricsWriter:
 
   def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None,
                to_file: bool = True):
-    self.path, self.to_file, self._records = Path(path), to_file, []
+    self.path, self.to_file = Path(path), to_file
+    self._records: list[dict[str, Any]] = []
     if not to_file:
       return
     kept = []

@@ -63,8 +63,8 @@ def state_axes(states: Sequence[steps_lib.TrainState]) -> steps_lib.TrainState:
   return axes._replace(metrics=jax.tree.map(lambda _: 0, states[0].metrics))
 
 
-def stack(states: Sequence[steps_lib.TrainState], axes: Any) -> steps_lib.TrainState:
-  """One state with a leading seed axis where ``axes`` says 0."""
+def stack(states: Sequence[Any], axes: Any) -> Any:
+  """One state (or part of one) with a leading seed axis where ``axes`` says 0."""
   return jax.tree.map(lambda a, *xs: xs[0] if a is None else jnp.stack(xs),
                       axes, *states, is_leaf=lambda a: a is None)
 

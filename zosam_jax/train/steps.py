@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 import zosam_jax
 
@@ -74,7 +75,7 @@ def scaled_crop_pad(image_size: int, pad: int | None = None) -> int:
   return round(4 * image_size / 32) if pad is None else pad
 
 
-def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+def normalize(images: jax.Array, mean: ArrayLike, std: ArrayLike) -> jax.Array:
   """``(images - mean) / std`` per channel, in float32."""
   shape = (1, 1, 1, images.shape[-1])
   return (images.astype(jnp.float32) - jnp.reshape(mean, shape)) / jnp.reshape(
@@ -82,7 +83,7 @@ def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
 
 
 def prepare_batch(key: jax.Array, x_all: jax.Array, y_all: jax.Array,
-                  indices: jax.Array, mean: jax.Array, std: jax.Array,
+                  indices: jax.Array, mean: ArrayLike, std: ArrayLike,
                   augment: bool, pad: int = 4) -> tuple[jax.Array, jax.Array]:
   """Gathers, augments and normalises one training minibatch (jit-friendly).
 
@@ -123,7 +124,7 @@ class MetricSums(NamedTuple):
 
   loss: jax.Array
   correct: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # A field, not tuple.count.
   examples: jax.Array
   sharpness: jax.Array
   nonfinite_step: jax.Array
@@ -212,7 +213,7 @@ def make_loss_fn(model: nn.Module, batch_stats: Any, images: jax.Array,
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                    optimizer: str, mean: np.ndarray, std: np.ndarray,
+                    optimizer: str, mean: ArrayLike, std: ArrayLike,
                     augment: bool, augment_key: jax.Array, crop_pad: int = 4,
                     ascent_fraction: float = 1.0,
                     repeat_batches: int = 1,
@@ -296,7 +297,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   return step
 
 
-def make_eval_step(model: nn.Module, mean: np.ndarray, std: np.ndarray
+def make_eval_step(model: nn.Module, mean: ArrayLike, std: ArrayLike
                    ) -> Callable[..., tuple[jax.Array, jax.Array]]:
   """Returns ``eval_step(params, batch_stats, x, y, weights)``.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def _test_records(run: program_lib.Program, evaluators: dict[str, Any], step: in
                   ) -> list[list[dict[str, Any]]]:
   """Each seed's evaluation records at ``step``: the test set, then the
   validation split where the run holds one out."""
-  records = []
+  records: list[list[dict[str, Any]]] = []
   for i in range(len(run.members)):
     state = run.member_state(i)
     records.append([])
@@ -153,7 +154,8 @@ def _train(run: program_lib.Program, evaluators: dict[str, Any]) -> tuple[float,
     left out). On an interrupt, checkpoints the last finished step first.
   """
   cfg, steady, steps_done = run.cfg, [0.0, 0], run.start_step
-  window_start, first_window, postfix = time.perf_counter(), True, {}
+  window_start, first_window = time.perf_counter(), True
+  postfix: dict[str, str] = {}
   compiled = set()  # The step variants run so far (a window compiling one is not steady).
   bar = tqdm(total=run.num_steps, initial=run.start_step, desc=cfg.optimizer,
              disable=not (cfg.progress and distributed.is_main()), dynamic_ncols=True,
@@ -207,7 +209,7 @@ def _train(run: program_lib.Program, evaluators: dict[str, Any]) -> tuple[float,
                         stop.signal_name or "SIGINT") from None
     finally:
       bar.close()
-  return tuple(steady)
+  return float(steady[0]), int(steady[1])
 
 
 def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
@@ -217,8 +219,9 @@ def _run_program(cfg: config_lib.TrainConfig, workdir: Path,
   folders = [folder for _, folder in program_lib.member_configs(cfg, workdir)]
   if distributed.is_main():  # Process 0 holds the folders of a multi-process run.
     workdir_lib.refuse_if_held([workdir] + folders)
-  finished = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
-  if cfg.resume and all(s and s.get("status") == "finished" for s in finished):
+  summaries = [workdir_lib.finished_summary(f / "summary.json") for f in folders]
+  finished = [s for s in summaries if s and s.get("status") == "finished"]
+  if cfg.resume and len(finished) == len(summaries):
     for member_cfg, folder in program_lib.member_configs(cfg, workdir):
       workdir_lib.check_workdir(member_cfg, folder)
     print(f"{workdir}: the run has already finished ({finished[0]['steps']} steps); "
@@ -342,7 +345,8 @@ def _compare(cfg: config_lib.TrainConfig, workdir: Path, dataset: data_lib.Datas
              ) -> dict[str, Any]:
   """Trains each optimizer of the comparison in turn; writes the table."""
   (workdir / "compare.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-  summaries, runs = {}, {}
+  summaries: dict[str, dict[str, Any]] = {}
+  runs: dict[str, Sequence[dict[str, Any]]] = {}
   for name in cfg.compare:
     run_dir = workdir / name
     member = validation.config_for(cfg, name)

@@ -79,7 +79,7 @@ def check_workdir(cfg: config_lib.TrainConfig, workdir: Path) -> None:
           f"{config_lib.command_line(dict(compare, workdir=cfg.workdir), resume=True)}")
     raise ResumeError(f"no run to resume in {workdir} (no config.json there); check "
                       "--workdir, or drop --resume to start a new run")
-  if cfg.resume:
+  if cfg.resume and saved is not None:
     _check_resumable(saved, cfg)
   elif saved is not None and not cfg.overwrite:
     raise FileExistsError(
@@ -119,7 +119,7 @@ def check_compare_folder(cfg: config_lib.TrainConfig, workdir: Path) -> None:
   if cfg.resume and saved is None:
     raise ResumeError(f"no --compare run to resume in {workdir} (no "
                            "compare.json there); check --workdir")
-  if cfg.resume:
+  if cfg.resume and saved is not None:
     _check_resumable(saved, cfg, "comparison")
   elif (saved is not None or any((workdir / n).exists() for n in cfg.compare)) and (
       not cfg.overwrite):
@@ -177,7 +177,7 @@ class RunLock:
   def __init__(self, folder: str | os.PathLike):
     self.folder = Path(folder)
     self.path = self.folder / LOCK_NAME
-    self._file = None
+    self._file: Any = None
 
   def acquire(self) -> RunLock:
     """Takes the lock, or raises :class:`FolderInUseError` at once."""

@@ -296,7 +296,8 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
       message says where to put the files.
   """
   searched = ([Path(data_dir)] if data_dir is not None else []) + [cache_dir()]
-  arrays, note = None, ""
+  arrays: tuple[np.ndarray, ...] | None = None
+  note = ""
   for root in searched:
     folder = _find_extracted(root, name) if root.is_dir() else None
     if folder is not None:
@@ -317,7 +318,11 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
       raise DataNotFoundError(
           f"download failed ({e}). " + _missing_message(name, searched)) from e
     folder = _find_extracted(archive.parent, name)
+    if folder is None:
+      raise DataNotFoundError(f"{archive}: the downloaded archive holds no {name} "
+                              "batches; delete it and run again to download it anew")
     arrays, note = read_cifar_pickles(folder, name), f"{name} from {folder}"
   mean, std = (np.asarray(v, np.float32) * 255 for v in CIFAR_MEAN_STD[name])
   num_classes = 10 if name == "cifar10" else 100
-  return Dataset(name, *arrays, num_classes, mean, std, True, note)
+  x_train, y_train, x_test, y_test = arrays
+  return Dataset(name, x_train, y_train, x_test, y_test, num_classes, mean, std, True, note)

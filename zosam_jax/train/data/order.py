@@ -64,7 +64,7 @@ class BatchOrder:
     self.repeat = repeat
     self.batches_per_epoch = steps_per_epoch(num_examples, batch_size)
     self.steps_per_epoch = steps_per_epoch(num_examples, batch_size, repeat)
-    self._epoch, self._perm = -1, None
+    self._epoch, self._perm = -1, np.empty(0, np.int64)
 
   def epoch(self, step: int) -> int:
     """The zero-based epoch that step ``step`` (zero-based) belongs to."""
