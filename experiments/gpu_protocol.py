@@ -16,7 +16,10 @@ seeds, one ``--seeds`` program per radius; its radius is the one of highest
 mean validation accuracy (:func:`best_radius.chosen_radius`). Then SGD, the
 paper's ZO-SAM at its ρ = 0.05 (:data:`FIXED`) and each tuned method at its
 radius run on the fresh :data:`SEEDS`, one program each, and those test rows
-are the comparison.
+are the comparison. Issue 48's winner on the CPU study (declared 2026-12-07,
+before any GPU run: :func:`schedule_report.winner`, the cheapest option that
+meets its goal, else the pick at about 1.05 × SGD's cost) joins :data:`TUNED`
+once the CPU rows name one (:func:`tuned`).
 
 The epochs are planned before the runs, from step times measured at the start
 of the command on its own device: as many of the paper's 160 as fit all the
@@ -78,9 +81,23 @@ def program_config(variant: str, epochs: float, tiny: bool = False, seeds=SEEDS)
                             progress=False))
 
 
+def tuned(rows=None) -> tuple[str, ...]:
+  """:data:`TUNED`, and issue 48's winner on the CPU study when there is one
+  (:func:`schedule_report.winner`, from the committed rows unless ``rows``)."""
+  import best_report  # pylint: disable=import-outside-toplevel
+  import schedule_report  # pylint: disable=import-outside-toplevel
+  won = schedule_report.winner(best_report.all_rows() if rows is None else rows)
+  return TUNED + ((won,) if won is not None and won not in TUNED else ())
+
+
+def methods() -> tuple[str, ...]:
+  """Every method of the protocol: :data:`FIXED`, then :func:`tuned`'s."""
+  return FIXED + tuned()
+
+
 def _timed_variant(method: str) -> str:
   """The variant whose step is timed for ``method`` (a radius costs nothing)."""
-  return best_radius.variant(method, cells.RADII[0]) if method in TUNED else method
+  return best_radius.variant(method, cells.RADII[0]) if method in tuned() else method
 
 
 def measure(method: str, dataset, tiny: bool = False) -> float:
@@ -98,9 +115,9 @@ def programs() -> list[tuple[str, tuple[int, ...]]]:
   program is named ``<method>-rho<chosen>`` (known once its grid is in; a grid
   whose best radius is at its edge grows by up to :data:`cells.EDGE_STEPS`
   programs each way, not planned here)."""
-  grid = [(best_radius.variant(m, rho), cells.SELECTION_SEEDS) for m in TUNED
+  grid = [(best_radius.variant(m, rho), cells.SELECTION_SEEDS) for m in tuned()
           for rho in cells.RADII]
-  return grid + [(v, SEEDS) for v in FIXED] + [(f"{m}-rho<chosen>", SEEDS) for m in TUNED]
+  return grid + [(v, SEEDS) for v in FIXED] + [(f"{m}-rho<chosen>", SEEDS) for m in tuned()]
 
 
 def plan(step_seconds: dict[str, float], steps_per_epoch: int, backend: str,
@@ -125,8 +142,8 @@ def format_plan(p: dict[str, Any]) -> str:
   """The plan as the lines ``--dry-run`` prints."""
   lines = [f"GPU protocol on {p['backend']}: {len(p['cells'])} cells in "
            f"{sum(p['programs'].values())} programs (radius grids {cells.RADII} of "
-           f"{', '.join(TUNED)} on seeds {', '.join(map(str, cells.SELECTION_SEEDS))}, "
-           f"chosen on validation; then {', '.join(METHODS)} on seeds "
+           f"{', '.join(tuned())} on seeds {', '.join(map(str, cells.SELECTION_SEEDS))}, "
+           f"chosen on validation; then {', '.join(methods())} on seeds "
            f"{', '.join(map(str, SEEDS))}), {p['epochs']} of {PAPER_EPOCHS} epochs x "
            f"{p['steps_per_epoch']} steps",
            "| optimizer | ms per step (3 seeds in one program) | programs | seconds |",
@@ -150,7 +167,7 @@ def _planned(dataset, tiny: bool, root: Path) -> dict[str, Any]:
   sgd = program_config("sgd", 1, tiny)
   steps_per_epoch = data.steps_per_epoch(dataset.x_train.shape[0] - sgd.validation_subset,
                                            sgd.batch_size)
-  p = plan({m: measure(m, dataset, tiny) for m in METHODS}, steps_per_epoch,
+  p = plan({m: measure(m, dataset, tiny) for m in methods()}, steps_per_epoch,
            jax.default_backend())
   if not tiny:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,8 +215,8 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
     for variant in variants:
       _program(variant, cells.SELECTION_SEEDS, p, dataset, then, tiny, root)
     return list(cells.all_rows().values())
-  radii = best_radius.tune(TUNED, SETTING, run_grid)  # Grown at an edge, as on CPU.
-  chosen = [best_radius.variant(m, radii[m]) for m in TUNED]
+  radii = best_radius.tune(tuned(), SETTING, run_grid)  # Grown at an edge, as on CPU.
+  chosen = [best_radius.variant(m, radii[m]) for m in tuned()]
   for variant in FIXED + tuple(chosen):
     _program(variant, SEEDS, p, dataset, then, tiny, root)
   return p

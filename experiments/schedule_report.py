@@ -79,24 +79,45 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
+def pick(rows, limit: float | None):
+  """``(share, method, rows per setting, cost)`` of the option (any tuned
+  method) within ``limit`` × SGD's whole-run time whose smallest share of SAM's
+  gain over the judged settings is the largest; ``None`` while none within it
+  is complete on every judged setting."""
+  pool = []
+  for method in cells.TUNED:
+    per, _ = _rows_of(rows, method)
+    cost = _cost(method)
+    if all(per) and cost is not None and (limit is None or cost <= limit) and (
+        method == "sam" or all(r["share"] is not None for r in per)):
+      pool.append((min(1.0 if method == "sam" else r["share"] for r in per), method,
+                   per, cost))
+  return max(pool, key=lambda p: p[0]) if pool else None
+
+
+def winner(rows) -> str | None:
+  """The option the GPU protocol compares too (declared 2026-12-07, before any
+  GPU run of it): the cheapest method that meets the goal, else the pick at
+  about 1.05 × SGD's cost (:func:`pick`); ``None`` while there is neither."""
+  met = [m for m in cells.TUNED
+         if m != "sam" and verdict(rows, m).startswith("**met**")]
+  if met:
+    return min(met, key=_cost)
+  chosen = pick(rows, COST_LIMIT)
+  return None if chosen is None else chosen[1]
+
+
 def what_to_use(rows) -> str:
   """One line per cost level: the option (any tuned method) within it whose
-  smallest share of SAM's gain over the judged settings is the largest, its
-  radii and what it keeps; generated."""
+  smallest share of SAM's gain over the judged settings is the largest
+  (:func:`pick`), its radii and what it keeps; generated."""
   lines = []
   for title, limit in LEVELS:
-    pool = []
-    for method in cells.TUNED:
-      per, _ = _rows_of(rows, method)
-      cost = _cost(method)
-      if all(per) and cost is not None and (limit is None or cost <= limit) and (
-          method == "sam" or all(r["share"] is not None for r in per)):
-        pool.append((min(1.0 if method == "sam" else r["share"] for r in per), method,
-                     per, cost))
-    if not pool:
+    chosen = pick(rows, limit)
+    if chosen is None:
       lines.append(f"- {title}: no option complete on every judged setting yet.")
       continue
-    share, method, per, cost = max(pool, key=lambda p: p[0])
+    _, method, per, cost = chosen
     radii = ", ".join(r["variant"].rsplit("rho", 1)[1] for r in per)
     keeps = ("the reference" if method == "sam" else ", ".join(
         f"{100 * r['share']:.0f}%" for r in per) + " of SAM's gain")

@@ -285,6 +285,38 @@ def test_gpu_dry_run_measures_and_prints_the_plan_at_tiny_size(tmp_path, capsys,
   assert not (tmp_path / "runs").exists()  # A dry run trains and writes nothing.
 
 
+def test_gpu_dry_run_compares_issue_48s_winner_once_the_cpu_rows_name_one(
+    tmp_path, capsys, monkeypatch):
+  import gpu_protocol  # pylint: disable=import-outside-toplevel
+  import schedule_report  # pylint: disable=import-outside-toplevel
+  from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(schedule_report, "winner", lambda rows: None)
+  assert gpu_protocol.methods() == gpu_protocol.METHODS  # None yet: the declared four.
+  monkeypatch.setattr(schedule_report, "winner", lambda rows: "sam-ascent8-late25")
+  assert gpu_protocol.methods() == gpu_protocol.METHODS + ("sam-ascent8-late25",)
+  measured = []
+  monkeypatch.setattr(gpu_protocol, "measure",
+                      lambda method, ds, tiny=False: measured.append(method) or 0.01)
+  p = gpu_protocol.run(load_dataset("digits"), dry_run=True, tiny=True, root=tmp_path)
+  assert measured == list(gpu_protocol.METHODS) + ["sam-ascent8-late25"]
+  out = capsys.readouterr().out
+  assert "sam-ascent8-late25" in p["step_ms"] and p["programs"]["sam-ascent8-late25"] == 5
+  assert "sam, zosam-prior, sam-ascent8-late25 on seeds" in out
+  assert "r32-50k-gpu/rigl0.9/sam-ascent8-late25-rho0.05/seed100" in p["cells"]
+
+
+def test_issue_48s_winner_is_the_cheapest_option_meeting_the_goal(monkeypatch):
+  import schedule_report  # pylint: disable=import-outside-toplevel
+  verdicts = {"msam": "**met** (0.99 × SGD)", "sam-ascent8-late10": "**met** (1.02 × SGD)"}
+  monkeypatch.setattr(schedule_report, "verdict",
+                      lambda rows, m: verdicts.get(m, "**not met**: far"))
+  monkeypatch.setattr(schedule_report, "_cost", {"msam": 0.99, "sam-ascent8-late10": 1.02}.get)
+  assert schedule_report.winner([]) == "msam"
+  verdicts.clear()
+  monkeypatch.setattr(schedule_report, "pick", lambda rows, limit: (0.8, "sam-every", [], 1.0))
+  assert schedule_report.winner([]) == "sam-every"  # None meets it: the 1.05 x pick.
+
+
 def test_gpu_plan_is_saved_and_a_resumed_command_keeps_it(tmp_path, monkeypatch):
   import types  # pylint: disable=import-outside-toplevel
   import gpu_protocol  # pylint: disable=import-outside-toplevel
@@ -410,6 +442,19 @@ def _fake_cell(monkeypatch, tmp_path, accuracy):
   return ran
 
 
+def _gains_accuracy(gains, default):
+  """A fake cell's accuracy: SGD 0.5; on validation every method peaks at ρ 0.1;
+  on the test set 0.5 + the method's gain over SGD (``default`` if unlisted)."""
+  def accuracy(variant, seed, split):
+    if variant.startswith("sgd"):
+      return 0.5
+    method, rho = variant.rsplit("-rho", 1)
+    if split == "validation":
+      return 0.7 - abs(float(rho) - 0.1)
+    return 0.5 + gains.get(method, default) + 0.001 * (seed % 3)
+  return accuracy
+
+
 def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, monkeypatch):
   import best_radius  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
@@ -467,16 +512,10 @@ def test_best_report_recommends_the_largest_smallest_share_within_the_cost(tmp_p
   import best_radius  # pylint: disable=import-outside-toplevel
   import best_report  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
-  gains = {"zosam-prior": 0.09, "zosam-prior-noprobe": 0.06}  # SAM's: 0.10; others 0.03.
-  def accuracy(variant, seed, split):
-    if variant.startswith("sgd"):
-      return 0.5
-    method, rho = variant.rsplit("-rho", 1)
-    if split == "validation":
-      return 0.7 - abs(float(rho) - 0.1)
-    gain = 0.10 if method in ("sam", "sam-repeat2") else gains.get(method, 0.03)
-    return 0.5 + gain + 0.001 * (seed % 3)
-  _fake_cell(monkeypatch, tmp_path, accuracy)
+  # SAM's gain 0.10; others 0.03.
+  _fake_cell(monkeypatch, tmp_path, _gains_accuracy(
+      {"sam": 0.10, "sam-repeat2": 0.10, "zosam-prior": 0.09, "zosam-prior-noprobe": 0.06},
+      0.03))
   monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",), ("cnn-10k-noise40-val",)))
   best_radius.run_setting(("mlp-10k-val",))
   rows = cells.read_rows("fashion_mnist")
@@ -652,16 +691,9 @@ def test_schedule_report_judges_whole_run_cost_and_says_what_to_use_by_cost(
   import best_radius  # pylint: disable=import-outside-toplevel
   import cells  # pylint: disable=import-outside-toplevel
   import schedule_report  # pylint: disable=import-outside-toplevel
-  gains = {"sam": 0.10, "sam-ascent8": 0.095, "sam-ascent8-late25": 0.096,
-           "sam-ascent8-every4": 0.099, "msam": 0.03, "sam-late25": 0.10}
-  def accuracy(variant, seed, split):
-    if variant.startswith("sgd"):
-      return 0.5
-    method, rho = variant.rsplit("-rho", 1)
-    if split == "validation":
-      return 0.7 - abs(float(rho) - 0.1)
-    return 0.5 + gains.get(method, 0.05) + 0.001 * (seed % 3)
-  _fake_cell(monkeypatch, tmp_path, accuracy)
+  _fake_cell(monkeypatch, tmp_path, _gains_accuracy(
+      {"sam": 0.10, "sam-ascent8": 0.095, "sam-ascent8-late25": 0.096,
+       "sam-ascent8-every4": 0.099, "msam": 0.03, "sam-late25": 0.10}, 0.05))
   monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("mlp-10k-val",),))
   best_radius.run_setting(("mlp-10k-val",))
   rows = cells.read_rows("fashion_mnist")
