@@ -212,6 +212,17 @@ def test_no_flags_run_the_default_comparison(monkeypatch, capsys):
   out = capsys.readouterr().out
   assert "zosam-train --compare sgd,sam,zosam,zosam-prior-head" in out
   assert "One optimizer: zosam-train --optimizer zosam" in out
+  assert not cfg.resume
+
+
+def test_no_flags_again_continue_the_default_comparison(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "runs/default").mkdir(parents=True)
+  (tmp_path / "runs/default/compare.json").write_text("{}")
+  ran = []
+  monkeypatch.setattr(cli, "_run", lambda cfg: ran.append(cfg) or 0)
+  assert cli.main([]) == 0
+  assert ran[0].resume and ran[0].compare == ("sgd", "sam", "zosam", "zosam-prior-head")
 
 
 def test_a_preset_member_is_its_optimizer_with_its_flags():
@@ -237,6 +248,9 @@ def test_the_default_run_compares_four_sparse_runs(tmp_path, monkeypatch, capsys
   assert "Final weights of sgd, rigl at 90%" in out and "global" in out
   assert (tmp_path / "runs/default/comparison.png").stat().st_size > 10_000
   assert (tmp_path / "runs/default/zosam-prior-head/sparsity.md").exists()
+  assert cli.main([]) == 0  # Again: the finished comparison's table, nothing trained.
+  again = capsys.readouterr().out
+  assert "nothing to do" in again and "relative_step_time |" in again
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sam", "zosam"])

@@ -269,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"  zosam-train {' '.join(DEFAULT_FLAGS)}\n"
           "One optimizer: zosam-train --optimizer zosam (or sgd, sam, msam, looksam).",
           flush=True)
-    argv = list(DEFAULT_FLAGS)
+    # Run again, it continues the comparison (a finished one: its table again).
+    argv = list(DEFAULT_FLAGS) + (["--resume"] if Path(DEFAULT_FLAGS[-1], "compare.json")
+                                  .is_file() else [])
   cfg = parse_config(argv)
   if distributed.is_distributed(cfg) and not supervise.is_child():
     # The training runs in a watched child, so a dead peer is told plainly.
