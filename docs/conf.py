@@ -5,7 +5,7 @@ Build it (warnings are errors, every cross-reference checked)::
   python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 
 The notebooks are rendered from ``notebooks/`` as they are committed (without
-outputs): copied into ``docs/_notebooks/`` at the start of the build, never
+outputs): copied into ``docs/_notebooks/`` when the builder starts (:func:`setup`), never
 executed by it.
 """
 
@@ -79,12 +79,16 @@ html_theme_options = {
 html_static_path = []
 
 
-def _copy_notebooks() -> None:
-  """``notebooks/*.ipynb`` into ``docs/_notebooks/`` (git-ignored), as committed."""
+def _copy_notebooks(app) -> None:
+  """``notebooks/*.ipynb`` into ``docs/_notebooks/`` (git-ignored), as committed:
+  run when the builder starts, before the sources are found."""
+  del app
   target = DOCS / "_notebooks"
   target.mkdir(exist_ok=True)
   for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
     shutil.copyfile(notebook, target / notebook.name)
 
 
-_copy_notebooks()
+
+def setup(app):
+  app.connect("builder-inited", _copy_notebooks)

@@ -90,41 +90,41 @@ def tuned(rows=None) -> tuple[str, ...]:
   return TUNED + ((won,) if won is not None and won not in TUNED else ())
 
 
-def methods() -> tuple[str, ...]:
-  """Every method of the protocol: :data:`FIXED`, then :func:`tuned`'s."""
-  return FIXED + tuned()
+def methods(tuned_methods: tuple[str, ...]) -> tuple[str, ...]:
+  """Every method of the protocol: :data:`FIXED`, then the tuned ones (:func:`tuned`)."""
+  return FIXED + tuned_methods
 
 
-def _timed_variant(method: str) -> str:
-  """The variant whose step is timed for ``method`` (a radius costs nothing)."""
-  return best_radius.variant(method, cells.RADII[0]) if method in tuned() else method
-
-
-def measure(method: str, dataset, tiny: bool = False) -> float:
-  """Seconds of one step of the method's K-seed program on this device."""
+def measure(method: str, dataset, tiny: bool = False, tuned_methods=TUNED) -> float:
+  """Seconds of one step of the method's K-seed program on this device (a tuned
+  method timed at its first radius: a radius costs nothing)."""
   from zosam_jax.train import program  # pylint: disable=import-outside-toplevel
+  variant = best_radius.variant(method, cells.RADII[0]) if method in tuned_methods else method
   with tempfile.TemporaryDirectory() as tmp:
-    run = program.for_timing(program_config(_timed_variant(method), 1, tiny), Path(tmp),
+    run = program.for_timing(program_config(variant, 1, tiny), Path(tmp),
                              dataset)
     program.step_seconds(run, 2)  # Compilation and warm-up.
     return program.step_seconds(run, MEASURE_STEPS, start=2)
 
 
-def programs() -> list[tuple[str, tuple[int, ...]]]:
+def programs(tuned_methods: tuple[str, ...] = TUNED) -> list[tuple[str, tuple[int, ...]]]:
   """``(variant, seeds)`` of every program, in order; a tuned method's final
   program is named ``<method>-rho<chosen>`` (known once its grid is in; a grid
   whose best radius is at its edge grows by up to :data:`cells.EDGE_STEPS`
   programs each way, not planned here)."""
-  grid = [(best_radius.variant(m, rho), cells.SELECTION_SEEDS) for m in tuned()
+  grid = [(best_radius.variant(m, rho), cells.SELECTION_SEEDS) for m in tuned_methods
           for rho in cells.RADII]
-  return grid + [(v, SEEDS) for v in FIXED] + [(f"{m}-rho<chosen>", SEEDS) for m in tuned()]
+  return grid + [(v, SEEDS) for v in FIXED] + [(f"{m}-rho<chosen>", SEEDS)
+                                               for m in tuned_methods]
 
 
 def plan(step_seconds: dict[str, float], steps_per_epoch: int, backend: str,
-         budget: float = DEVICE_SECONDS) -> dict[str, Any]:
+         budget: float = DEVICE_SECONDS, tuned_methods: tuple[str, ...] = TUNED
+         ) -> dict[str, Any]:
   """The epochs that fit every program: ``floor(budget·(1 − RESERVE) / Σ_programs
   steps·t)``, at least 1 and at most :data:`PAPER_EPOCHS`."""
-  runs = {m: sum(1 for v, _ in programs() if v == m or v.startswith(f"{m}-rho"))
+  todo = programs(tuned_methods)
+  runs = {m: sum(1 for v, _ in todo if v == m or v.startswith(f"{m}-rho"))
           for m in step_seconds}
   per_epoch = steps_per_epoch * sum(runs[m] * t for m, t in step_seconds.items())
   epochs = max(1, min(PAPER_EPOCHS, math.floor(budget * (1 - RESERVE) / per_epoch)))
@@ -132,18 +132,19 @@ def plan(step_seconds: dict[str, float], steps_per_epoch: int, backend: str,
           "steps_per_epoch": steps_per_epoch, "budget_seconds": budget,
           "expected_train_seconds": round(epochs * per_epoch, 1),
           "step_ms": {m: round(1e3 * t, 2) for m, t in step_seconds.items()},
-          "programs": runs,
+          "programs": runs, "tuned": list(tuned_methods),
           "cells": [cells.cell_id(SETTING, SPARSITY, v, s) if "<" not in v else
                     f"{SETTING}/rigl{SPARSITY}/{v}/seed{s}"
-                    for v, seeds in programs() for s in seeds]}
+                    for v, seeds in todo for s in seeds]}
 
 
 def format_plan(p: dict[str, Any]) -> str:
   """The plan as the lines ``--dry-run`` prints."""
+  tuned_methods = tuple(p["tuned"])
   lines = [f"GPU protocol on {p['backend']}: {len(p['cells'])} cells in "
            f"{sum(p['programs'].values())} programs (radius grids {cells.RADII} of "
-           f"{', '.join(tuned())} on seeds {', '.join(map(str, cells.SELECTION_SEEDS))}, "
-           f"chosen on validation; then {', '.join(methods())} on seeds "
+           f"{', '.join(tuned_methods)} on seeds {', '.join(map(str, cells.SELECTION_SEEDS))}, "
+           f"chosen on validation; then {', '.join(methods(tuned_methods))} on seeds "
            f"{', '.join(map(str, SEEDS))}), {p['epochs']} of {PAPER_EPOCHS} epochs x "
            f"{p['steps_per_epoch']} steps",
            "| optimizer | ms per step (3 seeds in one program) | programs | seconds |",
@@ -157,7 +158,8 @@ def format_plan(p: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _planned(dataset, tiny: bool, root: Path) -> dict[str, Any]:
+def _planned(dataset, tiny: bool, root: Path, tuned_methods: tuple[str, ...]
+             ) -> dict[str, Any]:
   """The saved plan of an interrupted protocol, else a new one (measured)."""
   import jax  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import data  # pylint: disable=import-outside-toplevel
@@ -167,8 +169,8 @@ def _planned(dataset, tiny: bool, root: Path) -> dict[str, Any]:
   sgd = program_config("sgd", 1, tiny)
   steps_per_epoch = data.steps_per_epoch(dataset.x_train.shape[0] - sgd.validation_subset,
                                            sgd.batch_size)
-  p = plan({m: measure(m, dataset, tiny) for m in methods()}, steps_per_epoch,
-           jax.default_backend())
+  p = plan({m: measure(m, dataset, tiny, tuned_methods) for m in methods(tuned_methods)},
+           steps_per_epoch, jax.default_backend(), tuned_methods=tuned_methods)
   if not tiny:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(p, indent=1))
@@ -207,7 +209,8 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
   Returns:
     The plan.
   """
-  p = _planned(dataset, tiny, root)
+  tuned_methods = tuned()  # The committed rows read once.
+  p = _planned(dataset, tiny, root, tuned_methods)
   print(format_plan(p), flush=True)
   if dry_run:
     return p
@@ -215,8 +218,8 @@ def run(dataset, then=None, dry_run: bool = False, tiny: bool = False,
     for variant in variants:
       _program(variant, cells.SELECTION_SEEDS, p, dataset, then, tiny, root)
     return list(cells.all_rows().values())
-  radii = best_radius.tune(tuned(), SETTING, run_grid)  # Grown at an edge, as on CPU.
-  chosen = [best_radius.variant(m, radii[m]) for m in tuned()]
+  radii = best_radius.tune(tuned_methods, SETTING, run_grid)  # Grown at an edge, as on CPU.
+  chosen = [best_radius.variant(m, radii[m]) for m in tuned_methods]
   for variant in FIXED + tuple(chosen):
     _program(variant, SEEDS, p, dataset, then, tiny, root)
   return p

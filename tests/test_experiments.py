@@ -291,12 +291,12 @@ def test_gpu_dry_run_compares_issue_48s_winner_once_the_cpu_rows_name_one(
   import schedule_report  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import load_dataset  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(schedule_report, "winner", lambda rows: None)
-  assert gpu_protocol.methods() == gpu_protocol.METHODS  # None yet: the declared four.
+  assert gpu_protocol.tuned() == gpu_protocol.TUNED  # None yet: the declared two.
   monkeypatch.setattr(schedule_report, "winner", lambda rows: "sam-ascent8-late25")
-  assert gpu_protocol.methods() == gpu_protocol.METHODS + ("sam-ascent8-late25",)
+  assert gpu_protocol.tuned() == gpu_protocol.TUNED + ("sam-ascent8-late25",)
   measured = []
   monkeypatch.setattr(gpu_protocol, "measure",
-                      lambda method, ds, tiny=False: measured.append(method) or 0.01)
+                      lambda method, *a: measured.append(method) or 0.01)
   p = gpu_protocol.run(load_dataset("digits"), dry_run=True, tiny=True, root=tmp_path)
   assert measured == list(gpu_protocol.METHODS) + ["sam-ascent8-late25"]
   out = capsys.readouterr().out
@@ -320,15 +320,17 @@ def test_issue_48s_winner_is_the_cheapest_option_meeting_the_goal(monkeypatch):
 def test_gpu_plan_is_saved_and_a_resumed_command_keeps_it(tmp_path, monkeypatch):
   import types  # pylint: disable=import-outside-toplevel
   import gpu_protocol  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(gpu_protocol, "measure", lambda method, ds, tiny=False: 0.01)
+  monkeypatch.setattr(gpu_protocol, "measure", lambda method, *a: 0.01)
   ds = types.SimpleNamespace(x_train=np.zeros((50000, 1)))
-  first = gpu_protocol._planned(ds, False, tmp_path)  # pylint: disable=protected-access
+  first = gpu_protocol._planned(ds, False, tmp_path,  # pylint: disable=protected-access
+                                gpu_protocol.TUNED)
   assert (tmp_path / "runs/study/r32-50k-gpu/plan.json").is_file()
   # 45k training images: 351 steps; floor(420 s / (351 x 12 x 10 ms)) = 9 epochs.
   assert first["steps_per_epoch"] == 351 and first["epochs"] == 9
   monkeypatch.setattr(gpu_protocol, "measure",
                       lambda *a, **k: pytest.fail("a resumed command measured again"))
-  assert gpu_protocol._planned(ds, False, tmp_path) == first  # pylint: disable=protected-access
+  assert gpu_protocol._planned(  # pylint: disable=protected-access
+      ds, False, tmp_path, gpu_protocol.TUNED) == first
 
 
 @pytest.mark.slow  # Eleven 3-seed programs of a few steps: a few minutes.
@@ -346,7 +348,7 @@ def test_gpu_protocol_chooses_on_validation_then_runs_the_finals(tmp_path, monke
     return dict(done, **{r["cell"]: r for r in written})
   monkeypatch.setattr(cells, "all_rows", all_rows)
   monkeypatch.setitem(cells.DATASETS, "digits", {"test_set": "digits, 360 images"})
-  monkeypatch.setattr(gpu_protocol, "_planned", lambda ds, tiny, root: dict(
+  monkeypatch.setattr(gpu_protocol, "_planned", lambda ds, tiny, root, tuned: dict(
       gpu_protocol.plan({"sgd": 1.0}, 38, "cpu"), epochs=0.1))
   gpu_protocol.run(load_dataset("digits"), tiny=True, root=tmp_path)
   rows = [json.loads(l) for l in rows_file.read_text().splitlines()]
