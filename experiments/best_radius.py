@@ -72,17 +72,35 @@ def _best(means: dict[float, float]) -> float:
   return max(means, key=lambda rho: (means[rho], -rho))
 
 
+_INDEX: dict[int, tuple[list, int, dict]] = {}
+
+
+def _selection_accuracies(rows) -> dict[tuple[str, str], list[float]]:
+  """The selection seeds' final validation accuracies by ``(setting, variant)``:
+  one pass over ``rows``, kept while that list (held here, so its ``id`` stays
+  its own) has the same length; the reports ask thousands of times."""
+  hit = _INDEX.get(id(rows))
+  if hit is None or hit[0] is not rows or hit[1] != len(rows):
+    index: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+      if r["seed"] in cells.SELECTION_SEEDS:
+        index.setdefault((r["setting"], r["variant"]), []).append(r["validation_accuracy"])
+    if len(_INDEX) >= 16:
+      _INDEX.clear()
+    hit = _INDEX[id(rows)] = (rows, len(rows), index)
+  return hit[2]
+
+
 def validation_means(rows, setting: str, method: str, grid_radii=None
                      ) -> dict[float, float | None]:
   """Mean final validation accuracy over the selection seeds, per radius of
   ``grid_radii`` (default: :func:`radii`); ``None`` until every selection
   seed of that radius is in."""
+  values = _selection_accuracies(rows)
   means = {}
   for rho in radii(rows, setting, method) if grid_radii is None else grid_radii:
-    values = [r["validation_accuracy"] for r in rows if r["setting"] == setting
-              and r["variant"] == variant(method, rho)
-              and r["seed"] in cells.SELECTION_SEEDS]
-    means[rho] = float(np.mean(values)) if len(values) == len(cells.SELECTION_SEEDS) else None
+    found = values.get((setting, variant(method, rho)), [])
+    means[rho] = float(np.mean(found)) if len(found) == len(cells.SELECTION_SEEDS) else None
   return means
 
 

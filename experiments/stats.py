@@ -24,8 +24,8 @@ def paired(rows: Sequence[dict[str, Any]], where: dict[str, Any], a: str, b: str
     "seeds", "diffs"}``: the mean difference, its 95% t-interval, the two-sided
     p-value of the paired t-test, and every seed's difference.
   """
-  match = [r for r in rows if all(r.get(k) == v for k, v in where.items())
-           and r.get(value) is not None]
+  match = [r for r in rows if r.get("variant") in (a, b) and r.get(value) is not None
+           and all(r.get(k) == v for k, v in where.items())]
   by = {v: {r["seed"]: float(r[value]) for r in match if r["variant"] == v} for v in (a, b)}
   seeds = sorted(set(by[a]) & set(by[b]))
   if len(seeds) < 2:
