@@ -51,6 +51,7 @@ def test_step_cost_keeps_the_cells_measured_before_an_interruption(tmp_path, mon
   assert not (tmp_path / "cost.json.tmp").exists()
 
 
+@pytest.mark.slow  # Times a 3-seed program against three runs.
 def test_seeds_benchmark_times_the_program_against_separate_runs(tmp_path, capsys):
   main = runpy.run_path(str(SCRIPT.parent / "seeds_cost.py"))["main"]
   out = tmp_path / "seeds.json"
@@ -109,6 +110,7 @@ def test_draw_cost_times_hand_written_steps_equal_to_the_library_s(tmp_path, mon
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # Whole runs of every option on two models.
 def test_schedule_benchmark_times_whole_runs_against_sgd(tmp_path, capsys):
   main = runpy.run_path(str(SCRIPT.parent / "schedule_cost.py"))["main"]
   out = tmp_path / "schedule.json"

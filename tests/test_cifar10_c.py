@@ -108,6 +108,7 @@ def test_bad_arguments_are_named():
     cifar10_c.corrupt(GREY.astype(np.float32), "contrast", 1)
 
 
+@pytest.mark.slow  # Trains and evaluates study cells under corruptions: about a minute.
 def test_robustness_rows_evaluate_each_finished_cell_once(tmp_path, monkeypatch):
   import study_robustness  # pylint: disable=import-outside-toplevel
   from tests.test_train_data import make_cifar10  # pylint: disable=import-outside-toplevel
@@ -174,6 +175,7 @@ def test_corrupted_test_sets_are_pooled_after_corruption():
                                 pool_images(cifar10_c.corrupt(x, "contrast", 5), 16))
 
 
+@pytest.mark.slow  # A BatchNorm run and every analysis of it: a few minutes.
 def test_analyses_evaluate_a_batchnorm_run_with_its_own_statistics(tmp_path, monkeypatch):
   import analysis  # pylint: disable=import-outside-toplevel
   import bn_statistics  # pylint: disable=import-outside-toplevel

@@ -62,8 +62,9 @@ def test_loss_at_params_comes_for_free(estimator):
   np.testing.assert_allclose(value, loss(params), rtol=1e-4)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3])
-@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize(("estimator", "chunk_size"), [  # Chunks of 3: forward's by default.
+    (e, c) if c == 1 or e == "forward" else pytest.param(e, c, marks=pytest.mark.slow)
+    for e in ESTIMATORS for c in (1, 3)])
 def test_sequential_and_chunked_evaluation_equal_one_vmap(estimator,
                                                           chunk_size):
   params, loss = helpers.mlp_problem()

@@ -104,6 +104,7 @@ def _flops(fn, *args):
   return jax.jit(fn).lower(*args).compile().cost_analysis()["flops"]
 
 
+@pytest.mark.slow  # Compiles the step of every estimator.
 def test_compiled_flops_are_sgd_plus_the_counted_forward_passes():
   # Direction sampling costs O(num_params) per direction, a forward pass
   # O(batch * num_params) for an MLP: a realistic batch keeps it small.

@@ -355,14 +355,14 @@ def test_momentum_prior_reads_the_base_trace_and_needs_one():
   assert float(state.perturbed_loss) > float(loss(params))
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+@pytest.mark.parametrize("sparsity", [0.0, pytest.param(0.9, marks=pytest.mark.slow)])
 def test_momentum_prior_points_uphill_less_than_the_gradient(sparsity):
   measure = BENCH["measure"]
   momentum = measure(BENCH["ASCENTS"]["prior=momentum, m=0"], sparsity)
   assert momentum["cos"] >= 0.15 and momentum["sharpness_ratio"] >= 0.15
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+@pytest.mark.parametrize("sparsity", [0.0, pytest.param(0.9, marks=pytest.mark.slow)])
 def test_prior_points_uphill_on_the_digits_mlp(sparsity):
   measure = BENCH["measure"]
   with_prior = measure(BENCH["ASCENTS"]["prior=gradient, m=0"], sparsity)
@@ -377,6 +377,7 @@ def _flops_and_memory(fn, *args):
   return compiled.cost_analysis()["flops"], mem.temp_size_in_bytes
 
 
+@pytest.mark.slow  # Compiles a step of every prior option on three models.
 def test_flops_and_memory_of_the_prior_options():
   """The probe: two forward passes more than SGD and one copy of the params;
   unprobed: SGD's FLOPs; with the output layer exact: one forward pass more."""

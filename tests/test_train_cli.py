@@ -96,9 +96,9 @@ def test_resumed_run_matches_uninterrupted_run_exactly(compared, tmp_path):
 
 
 @pytest.mark.parametrize("flags", [
-    ["--optimizer", "looksam", "--refresh-every", "3"],
-    ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0",
-     "--refresh-every", "3", "--radius-cap", "2"],
+    pytest.param(["--optimizer", "looksam", "--refresh-every", "3"], marks=pytest.mark.slow),
+    pytest.param(["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0",
+                  "--refresh-every", "3", "--radius-cap", "2"], marks=pytest.mark.slow),
     ["--optimizer", "msam", "--rho", "0.1"],
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe"],
     ["--optimizer", "zosam", "--zo-prior", "gradient", "--num-dirs", "0", "--no-zo-probe",

@@ -84,7 +84,8 @@ def test_sparse_batchnorm_runs_on_two_processes_like_on_two_devices(tmp_path, op
   chex.assert_trees_all_close(a.batch_stats, b.batch_stats, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("schedule", [(), ("--ascent-start", "12", "--ascent-every", "2")],
+@pytest.mark.parametrize("schedule", [
+    (), pytest.param(("--ascent-start", "12", "--ascent-every", "2"), marks=pytest.mark.slow)],
                          ids=["every-step", "scheduled"])
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path, schedule):
   flags = [*FLAGS, *schedule]
@@ -144,7 +145,8 @@ def test_process_flags_without_a_coordinator_are_refused(tmp_path, capsys):
 
 
 # Stopped after a plain step, a log point, and a log, evaluation and checkpoint point.
-@pytest.mark.parametrize("stop_step", [14, 15, 20])
+@pytest.mark.parametrize("stop_step", [14] + [pytest.param(s, marks=pytest.mark.slow)
+                                              for s in (15, 20)])
 def test_sigterm_in_one_process_checkpoints_and_resume_is_bit_identical(tmp_path,
                                                                        monkeypatch,
                                                                        stop_step):

@@ -21,6 +21,7 @@ FLAGS = ["--steps", "12", "--batch-size", "64", "--eval-every", "12",
          "--sparse-update-every", "5"]
 
 
+@pytest.mark.slow  # One run on 8 simulated devices and its one-device twin.
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
 def test_all_devices_train_like_one_device(tmp_path):
   assert cli.main(FLAGS + ["--devices", "1", "--workdir", str(tmp_path / "one")]) == 0
@@ -79,7 +80,7 @@ def _exit_code(argv):
     return e.code
 
 
-@pytest.mark.parametrize("init", ["snip", "magnitude"])
+@pytest.mark.parametrize("init", [pytest.param("snip", marks=pytest.mark.slow), "magnitude"])
 def test_sparse_init_builds_static_masks_by_that_criterion(tmp_path, init):
   base = ["--steps", "2", "--batch-size", "32", "--no-progress", "--sparsity", "0.9",
           "--sparse-method", "static", "--optimizer", "sgd"]
