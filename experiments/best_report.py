@@ -34,7 +34,7 @@ LABEL = {"sam": "SAM", "zosam-prior-cap4": "prior, radius_cap=4",
          "sam-ascent8-every4": "SAM, ⅛ ascent, every 4th step",
          "zosam-prior-noprobe-head-late25": "prior, probe=False, output layer exact, "
                                             "last 25%",
-         "msam": "MSAM (grid grown to ρ 12.8)"}
+         "msam": "MSAM (grid may grow up to ρ 12.8)"}
 #: Issue 34's methods (its goal and recommendation judge these; issue 48's have
 #: their own, :mod:`schedule_report`).
 ISSUE34 = tuple(m for m in cells.TUNED if m not in cells.SCHEDULED)

@@ -123,6 +123,7 @@ def test_schedule_benchmark_times_whole_runs_against_sgd(tmp_path, capsys):
   assert "| cnn_digits | sam-ascent8-late25@cond |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # Compiles and times every step variant of two schedules.
 def test_a_whole_run_compiles_every_step_variant_before_it_is_timed(tmp_path):
   from zosam_jax.train import TrainConfig  # pylint: disable=import-outside-toplevel
   from zosam_jax.train import program  # pylint: disable=import-outside-toplevel

@@ -84,8 +84,8 @@ def test_sparse_batchnorm_runs_on_two_processes_like_on_two_devices(tmp_path, op
   chex.assert_trees_all_close(a.batch_stats, b.batch_stats, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("schedule", [
-    (), pytest.param(("--ascent-start", "12", "--ascent-every", "2"), marks=pytest.mark.slow)],
+@pytest.mark.slow  # Two processes against one with two devices, each compiling its step.
+@pytest.mark.parametrize("schedule", [(), ("--ascent-start", "12", "--ascent-every", "2")],
                          ids=["every-step", "scheduled"])
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path, schedule):
   flags = [*FLAGS, *schedule]
