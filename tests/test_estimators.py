@@ -86,7 +86,8 @@ def test_automatic_chunk_size_is_sequential_on_cpu_and_batched_elsewhere():
   assert estimators.resolve_chunk_size(16, 8) == 8
 
 
-@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("distribution", [  # Rademacher's: in the slow tier.
+    pytest.param(d, marks=pytest.mark.slow) if d == "rademacher" else d for d in DISTRIBUTIONS])
 def test_directions_are_zero_on_pruned_weights_and_normalised(distribution):
   params = {"a": jnp.zeros((50, 40)), "b": jnp.zeros(30)}
   mask = helpers.random_mask(params, density=0.3)

@@ -280,6 +280,7 @@ def test_scan_inject_hyperparams_and_fixed_state_structure():
   assert float(optax.tree.norm(optax.tree.get(new_state, "prior"))) > 0
 
 
+@pytest.mark.slow  # zo_sam's state round-trips in the default suite (test_zo_sam).
 def test_prior_round_trips_through_an_orbax_checkpoint(tmp_path):
   params, loss = helpers.mlp_problem()
   tx = zosam_jax.zo_sam(optax.sgd(0.1), prior="gradient", num_dirs=1)
@@ -355,14 +356,16 @@ def test_momentum_prior_reads_the_base_trace_and_needs_one():
   assert float(state.perturbed_loss) > float(loss(params))
 
 
-@pytest.mark.parametrize("sparsity", [0.0, pytest.param(0.9, marks=pytest.mark.slow)])
+@pytest.mark.slow  # Trains the digits MLP with each prior.
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_momentum_prior_points_uphill_less_than_the_gradient(sparsity):
   measure = BENCH["measure"]
   momentum = measure(BENCH["ASCENTS"]["prior=momentum, m=0"], sparsity)
   assert momentum["cos"] >= 0.15 and momentum["sharpness_ratio"] >= 0.15
 
 
-@pytest.mark.parametrize("sparsity", [0.0, pytest.param(0.9, marks=pytest.mark.slow)])
+@pytest.mark.slow  # Trains the digits MLP and compares each step's prior with the gradient.
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
 def test_prior_points_uphill_on_the_digits_mlp(sparsity):
   measure = BENCH["measure"]
   with_prior = measure(BENCH["ASCENTS"]["prior=gradient, m=0"], sparsity)
@@ -431,6 +434,7 @@ def test_flops_and_memory_of_the_prior_options():
   assert counter["backward"] == 1
 
 
+@pytest.mark.slow  # Compiles the prior under FSDP (test_sharding covers FSDP by default).
 def test_under_explicit_fsdp_sharding_the_prior_keeps_the_params_sharding():
   from jax.sharding import AxisType, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   from tests import test_sharding  # pylint: disable=import-outside-toplevel

@@ -95,8 +95,9 @@ def _assert_same_sharding(tree, like, stacked=False):
                                                            expected)
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("layout", ("data_parallel", "fsdp"))
+@pytest.mark.parametrize(("layout", "method"), [  # FSDP's: by default in the explicit test.
+    *(("data_parallel", m) for m in METHODS),
+    *(pytest.param("fsdp", m, marks=pytest.mark.slow) for m in METHODS)])
 def test_jit_with_named_shardings_matches_one_device(layout, method):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
   params, batch, mask = _problem()

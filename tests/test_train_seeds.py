@@ -54,10 +54,9 @@ SGD_RIGL = ZO_SET.replace(optimizer="sgd", zo_prior="none", sparse_method="rigl"
 SAM_LATE = SGD_RIGL.replace(optimizer="sam", ascent_start=0.5, ascent_every=2)
 
 
-@pytest.mark.parametrize("cfg", [
-    pytest.param(ZO_SET, marks=pytest.mark.slow), SGD_RIGL,
-    pytest.param(SAM_LATE, marks=pytest.mark.slow), pytest.param(SAM_RIGL_BN, marks=pytest.mark.slow)],
-    ids=["zosam-prior-set", "sgd-rigl", "sam-late-rigl", "sam-rigl-bn"])
+@pytest.mark.slow  # Each config trains as a program and as separate runs.
+@pytest.mark.parametrize("cfg", [ZO_SET, SGD_RIGL, SAM_LATE, SAM_RIGL_BN],
+                         ids=["zosam-prior-set", "sgd-rigl", "sam-late-rigl", "sam-rigl-bn"])
 def test_each_seed_of_a_program_is_its_single_seed_run(tmp_path, cfg):
   seeds = (3, 5) if cfg is SAM_RIGL_BN else (0, 1, 2)
   program = train_seeds(cfg.replace(seeds=seeds), tmp_path / "program")

@@ -96,8 +96,9 @@ def test_sam_takes_its_ascent_from_zo_value_fn_and_its_descent_from_value_fn():
   np.testing.assert_allclose(state.perturbed_loss, loss(state.aux), rtol=1e-6)
 
 
-@pytest.mark.parametrize("ravel", [True, False])
-@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize(("estimator", "ravel"), [  # Each estimator, each layout; the rest slow.
+    (e, r) if (e, r) in {("central", True), ("forward", False), ("jvp", False)}
+    else pytest.param(e, r, marks=pytest.mark.slow) for e in ESTIMATORS for r in (True, False)])
 def test_pruned_weights_are_never_touched(estimator, ravel):
   params, loss = helpers.mlp_problem()
   mask = helpers.random_mask(params)
