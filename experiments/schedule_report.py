@@ -46,11 +46,14 @@ def verdict(rows, method: str) -> str:
   for r, label in zip(per, labels):
     if r is None:
       continue
+    misses = []
     if r["share"] is None or r["share"] < SHARE:
-      share = "—" if r["share"] is None else f"{100 * r['share']:.0f}%"
-      far.append(f"{label}: {share} of SAM's gain")
+      misses.append(("—" if r["share"] is None else f"{100 * r['share']:.0f}%")
+                    + " of SAM's gain")
     if r["to_sam"]["low"] < -MARGIN:
-      far.append(f"{label}: − SAM {best_report._interval(r['to_sam'])} pp")
+      misses.append(f"− SAM {best_report._interval(r['to_sam'])} pp")
+    if misses:
+      far.append(f"{label}: " + ", ".join(misses))
   missing = [label for r, label in zip(per, labels) if r is None]
   if far:
     return "**not met**: " + "; ".join(far)
@@ -79,20 +82,29 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
-def pick(rows, limit: float | None):
+def pick(rows, limit: float | None, over: list[int] | None = None):
   """``(share, method, rows per setting, cost)`` of the option (any tuned
   method) within ``limit`` × SGD's whole-run time whose smallest share of SAM's
-  gain over the judged settings is the largest; ``None`` while none within it
-  is complete on every judged setting."""
+  gain over the judged settings (those at the indices ``over`` of
+  :data:`cells.BEST_ATTEMPTS`; default: all) is the largest; ``None`` while
+  none within it is complete on every one of them."""
   pool = []
   for method in cells.TUNED:
     per, _ = _rows_of(rows, method)
+    per = [r for i, r in enumerate(per) if over is None or i in over]
     cost = _cost(method)
     if all(per) and cost is not None and (limit is None or cost <= limit) and (
         method == "sam" or all(r["share"] is not None for r in per)):
       pool.append((min(1.0 if method == "sam" else r["share"] for r in per), method,
                    per, cost))
   return max(pool, key=lambda p: p[0]) if pool else None
+
+
+def _complete_settings(rows) -> list[int]:
+  """The indices (of :data:`cells.BEST_ATTEMPTS`) of the judged settings where
+  every tuned method's six fresh seeds are in."""
+  per = [_rows_of(rows, method)[0] for method in cells.TUNED]
+  return [i for i in range(len(cells.BEST_ATTEMPTS)) if all(p[i] for p in per)]
 
 
 def winner(rows) -> str | None:
@@ -107,22 +119,41 @@ def winner(rows) -> str | None:
   return None if chosen is None else chosen[1]
 
 
+def _use_line(title: str, chosen, labels: list[str] | None = None) -> str:
+  """One "what to use" line; ``labels``: the settings of a provisional pick."""
+  _, method, per, cost = chosen
+  radii = ", ".join(r["variant"].rsplit("rho", 1)[1] for r in per)
+  keeps = ("the reference" if method == "sam" else ", ".join(
+      f"{100 * r['share']:.0f}%" for r in per) + " of SAM's gain")
+  so_far = "" if labels is None else (
+      f"so far, over the settings where every option's runs are in ({'; '.join(labels)}): ")
+  return (f"- {title}: {so_far}{best_report.LABEL[method]}, ρ = {radii} (the settings in "
+          f"order), {cost:.3f} × SGD, keeps {keeps}.")
+
+
 def what_to_use(rows) -> str:
   """One line per cost level: the option (any tuned method) within it whose
   smallest share of SAM's gain over the judged settings is the largest
-  (:func:`pick`), its radii and what it keeps; generated."""
+  (:func:`pick`), its radii and what it keeps; while some settings' runs are
+  missing, the same pick over the settings where every method is complete,
+  said to be provisional; generated."""
+  _, labels = _rows_of(rows, "sam")
+  complete = _complete_settings(rows)
+  costs = {m: _cost(m) for m in cells.TUNED}
+  timed = {m: c for m, c in costs.items() if c is not None}
   lines = []
   for title, limit in LEVELS:
-    chosen = pick(rows, limit)
-    if chosen is None:
+    chosen, partial = pick(rows, limit), pick(rows, limit, complete) if complete else None
+    if chosen is not None:
+      lines.append(_use_line(title, chosen))
+    elif limit is not None and timed and min(timed.values()) > limit:
+      cheapest = min(timed, key=timed.get)
+      lines.append(f"- {title}: no option costs that little on both models (the cheapest, "
+                   f"{best_report.LABEL[cheapest]}, {timed[cheapest]:.3f} × SGD).")
+    elif partial is not None:
+      lines.append(_use_line(title, partial, [labels[i] for i in complete]))
+    else:
       lines.append(f"- {title}: no option complete on every judged setting yet.")
-      continue
-    _, method, per, cost = chosen
-    radii = ", ".join(r["variant"].rsplit("rho", 1)[1] for r in per)
-    keeps = ("the reference" if method == "sam" else ", ".join(
-        f"{100 * r['share']:.0f}%" for r in per) + " of SAM's gain")
-    lines.append(f"- {title}: {best_report.LABEL[method]}, ρ = {radii} (the settings in "
-                 f"order), {cost:.3f} × SGD, keeps {keeps}.")
   return "\n".join(lines)
 
 

@@ -706,7 +706,7 @@ def test_schedule_report_judges_whole_run_cost_and_says_what_to_use_by_cost(
   assert schedule_report.verdict(rows, "sam-ascent8-late25") == "**met** (1.040 × SGD)"
   assert schedule_report.verdict(rows, "sam-ascent8-every4").startswith(
       "**not met**: 1.060 × SGD's whole-run step time (goal ≤ 1.05)")
-  assert "Fashion-MNIST MLP: 31% of SAM's gain; Fashion-MNIST MLP: − SAM -7.00" in (
+  assert "Fashion-MNIST MLP: 31% of SAM's gain, − SAM -7.00" in (
       schedule_report.verdict(rows, "msam"))
   assert schedule_report.verdict(rows, "sam-late25") == "not judged yet (not timed)"
   use = schedule_report.what_to_use(rows).splitlines()
@@ -717,3 +717,33 @@ def test_schedule_report_judges_whole_run_cost_and_says_what_to_use_by_cost(
   assert use[3].startswith("- SAM's (about 2 ×): SAM, ρ = 0.1") and "the reference" in use[3]
   assert "| SAM, ⅛ ascent, last 25% of steps | 1.040, 1.040 | ρ 0.1: 96% of its gain" in (
       schedule_report.table(rows))
+
+
+def test_what_to_use_is_provisional_while_runs_are_missing_and_says_when_none_is_that_cheap(
+    monkeypatch):
+  import cells  # pylint: disable=import-outside-toplevel
+  import schedule_report  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cells, "BEST_ATTEMPTS", (("a",), ("b",)))
+  share = {"sam": 1.0, "msam": 0.5, "sam-ascent8-every4": 0.9}
+  missing = {"b"}  # Settings where only SAM's runs are in.
+  def rows_of(rows, method):
+    return ([None if s in missing and method != "sam" else
+             dict(variant=f"{method}-rho0.1", share=share.get(method, 0.2)) for s in "ab"],
+            ["A", "B"])
+  monkeypatch.setattr(schedule_report, "_rows_of", rows_of)
+  monkeypatch.setattr(schedule_report, "_cost",
+                      {"sam": 1.9, "msam": 1.1, "sam-ascent8-every4": 1.15}.get)
+  use = schedule_report.what_to_use([]).splitlines()
+  assert use[0] == ("- about SGD's (≤ 1.02 ×): no option costs that little on both models "
+                    "(the cheapest, MSAM (grid may grow up to ρ 12.8), 1.100 × SGD).")
+  assert use[1].startswith("- about 1.05 ×: no option costs that little")
+  assert use[2] == ("- about 1.2 ×: so far, over the settings where every option's runs are "
+                    "in (A): SAM, ⅛ ascent, every 4th step, ρ = 0.1 (the settings in order), "
+                    "1.150 × SGD, keeps 90% of SAM's gain.")
+  assert use[3].startswith("- SAM's (about 2 ×): SAM, ρ = 0.1, 0.1 (the settings in order)")
+  missing.add("a")  # No setting complete for every option: nothing to say yet.
+  assert schedule_report.what_to_use([]).splitlines()[2] == (
+      "- about 1.2 ×: no option complete on every judged setting yet.")
+  missing.clear()  # Every run in: the pick is final, not provisional.
+  assert schedule_report.what_to_use([]).splitlines()[2].startswith(
+      "- about 1.2 ×: SAM, ⅛ ascent, every 4th step, ρ = 0.1, 0.1")
