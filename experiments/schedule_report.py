@@ -139,18 +139,16 @@ def what_to_use(rows) -> str:
   said to be provisional; generated."""
   _, labels = _rows_of(rows, "sam")
   complete = _complete_settings(rows)
-  costs = {m: _cost(m) for m in cells.TUNED}
-  timed = {m: c for m, c in costs.items() if c is not None}
+  timed = {m: c for m in cells.TUNED if (c := _cost(m)) is not None}
   lines = []
   for title, limit in LEVELS:
-    chosen, partial = pick(rows, limit), pick(rows, limit, complete) if complete else None
-    if chosen is not None:
+    if (chosen := pick(rows, limit)) is not None:
       lines.append(_use_line(title, chosen))
     elif limit is not None and timed and min(timed.values()) > limit:
       cheapest = min(timed, key=timed.get)
       lines.append(f"- {title}: no option costs that little on both models (the cheapest, "
                    f"{best_report.LABEL[cheapest]}, {timed[cheapest]:.3f} × SGD).")
-    elif partial is not None:
+    elif complete and (partial := pick(rows, limit, complete)) is not None:
       lines.append(_use_line(title, partial, [labels[i] for i in complete]))
     else:
       lines.append(f"- {title}: no option complete on every judged setting yet.")
