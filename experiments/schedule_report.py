@@ -119,6 +119,21 @@ def winner(rows) -> str | None:
   return None if chosen is None else chosen[1]
 
 
+def _may_overtake(rows, limit: float | None, score: float) -> bool:
+  """Whether an option within ``limit`` whose runs are not all in could still
+  beat ``score``: its smallest share so far above it (more settings can only
+  lower a smallest share), or no share yet."""
+  for method in cells.TUNED:
+    per, _ = _rows_of(rows, method)
+    cost = _cost(method)
+    if all(per) or cost is None or (limit is not None and cost > limit):
+      continue
+    shares = [r["share"] for r in per if r is not None]
+    if not shares or None in shares or min(shares) > score:
+      return True
+  return False
+
+
 def _use_line(title: str, chosen, labels: list[str] | None = None) -> str:
   """One "what to use" line; ``labels``: the settings of a provisional pick."""
   _, method, per, cost = chosen
@@ -142,7 +157,8 @@ def what_to_use(rows) -> str:
   timed = {m: c for m in cells.TUNED if (c := _cost(m)) is not None}
   lines = []
   for title, limit in LEVELS:
-    if (chosen := pick(rows, limit)) is not None:
+    chosen = pick(rows, limit)
+    if chosen is not None and not _may_overtake(rows, limit, chosen[0]):
       lines.append(_use_line(title, chosen))
     elif limit is not None and timed and min(timed.values()) > limit:
       cheapest = min(timed, key=timed.get)

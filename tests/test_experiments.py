@@ -741,6 +741,14 @@ def test_what_to_use_is_provisional_while_runs_are_missing_and_says_when_none_is
                     "in (A): SAM, ⅛ ascent, every 4th step, ρ = 0.1 (the settings in order), "
                     "1.150 × SGD, keeps 90% of SAM's gain.")
   assert use[3].startswith("- SAM's (about 2 ×): SAM, ρ = 0.1, 0.1 (the settings in order)")
+  # MSAM complete on both settings with less than every 4th step's 90% so far:
+  monkeypatch.setattr(schedule_report, "_rows_of", lambda rows, method: (
+      [dict(variant=f"{method}-rho0.1", share=0.85)] * 2, ["A", "B"]) if method == "msam"
+      else rows_of(rows, method))
+  assert schedule_report.what_to_use([]).splitlines()[2].startswith(
+      "- about 1.2 ×: so far, over the settings where every option's runs are in (A): SAM, ⅛ "
+      "ascent, every 4th step")  # not MSAM's final 85%: every 4th step may still beat it.
+  monkeypatch.setattr(schedule_report, "_rows_of", rows_of)
   missing.add("a")  # No setting complete for every option: nothing to say yet.
   assert schedule_report.what_to_use([]).splitlines()[2] == (
       "- about 1.2 ×: no option complete on every judged setting yet.")
