@@ -26,6 +26,7 @@ positive control has passed).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -72,23 +73,24 @@ def _best(means: dict[float, float]) -> float:
   return max(means, key=lambda rho: (means[rho], -rho))
 
 
-_INDEX: dict[int, tuple[list, int, dict]] = {}
+class Rows(tuple):
+  """The protocol's rows (dicts), frozen, with the selection seeds' final
+  validation accuracies indexed on first use (:attr:`selection`): a report
+  asks for chosen radii thousands of times, a grid process a few."""
+
+  @functools.cached_property
+  def selection(self) -> dict[tuple[str, str], list[float]]:
+    """The selection seeds' final validation accuracies by ``(setting, variant)``."""
+    index: dict[tuple[str, str], list[float]] = {}
+    for r in self:
+      if r["seed"] in cells.SELECTION_SEEDS:
+        index.setdefault((r["setting"], r["variant"]), []).append(r["validation_accuracy"])
+    return index
 
 
 def _selection_accuracies(rows) -> dict[tuple[str, str], list[float]]:
-  """The selection seeds' final validation accuracies by ``(setting, variant)``:
-  one pass over ``rows``, kept while that list (held here, so its ``id`` stays
-  its own) has the same length; the reports ask thousands of times."""
-  hit = _INDEX.get(id(rows))
-  if hit is None or hit[0] is not rows or hit[1] != len(rows):
-    index: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-      if r["seed"] in cells.SELECTION_SEEDS:
-        index.setdefault((r["setting"], r["variant"]), []).append(r["validation_accuracy"])
-    if len(_INDEX) >= 16:
-      _INDEX.clear()
-    hit = _INDEX[id(rows)] = (rows, len(rows), index)
-  return hit[2]
+  """:attr:`Rows.selection` of ``rows`` (indexed anew unless a :class:`Rows`)."""
+  return (rows if isinstance(rows, Rows) else Rows(rows)).selection
 
 
 def validation_means(rows, setting: str, method: str, grid_radii=None

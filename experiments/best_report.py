@@ -502,10 +502,10 @@ def render(rows) -> str:
       untuned(rows)])
 
 
-def all_rows() -> list[dict]:
+def all_rows() -> best_radius.Rows:
   """The protocol's rows of every dataset."""
-  return [r for d in cells.DATASETS for r in cells.read_rows(d)
-          if r["setting"] in cells.BEST_SETTINGS]
+  return best_radius.Rows(r for d in cells.DATASETS for r in cells.read_rows(d)
+                          if r["setting"] in cells.BEST_SETTINGS)
 
 
 def main() -> None:

@@ -478,6 +478,9 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   rows = cells.read_rows("fashion_mnist")
   expected = {m: best.get(m, 0.1) for m in cells.TUNED}
   assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == expected
+  frozen = best_radius.Rows(rows)  # The reports' rows: indexed once, the same choices.
+  assert {c["method"]: c["rho"] for c in best_radius.chosen(frozen)} == expected
+  assert frozen.selection is frozen.selection
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
       "sgd", "sgd-repeat2", "sam-repeat2-rho0.2", *(f"{m}-rho{rho}" for m, rho in expected.items()))}
