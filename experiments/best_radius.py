@@ -27,7 +27,7 @@ positive control has passed).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -88,6 +88,24 @@ class Rows(tuple):
     return index
 
 
+def per_rows(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """``fn(rows, *args)`` computed once per :class:`Rows` and ``args`` (the
+  rows are frozen, so the answer cannot go stale); anew for any other rows.
+  Its answers are shared: callers read them, never change them."""
+
+  @functools.wraps(fn)
+  def cached(rows, *args):
+    if not isinstance(rows, Rows):
+      return fn(rows, *args)
+    memo = rows.__dict__.setdefault("_answers", {})
+    key = (fn.__qualname__, *args)
+    if key not in memo:
+      memo[key] = fn(rows, *args)
+    return memo[key]
+
+  return cached
+
+
 def _selection_accuracies(rows) -> dict[tuple[str, str], list[float]]:
   """:attr:`Rows.selection` of ``rows`` (indexed anew unless a :class:`Rows`)."""
   return (rows if isinstance(rows, Rows) else Rows(rows)).selection
@@ -106,6 +124,7 @@ def validation_means(rows, setting: str, method: str, grid_radii=None
   return means
 
 
+@per_rows
 def chosen_radius(rows, setting: str, method: str) -> float | None:
   """The radius of highest mean validation accuracy (the smaller on a tie), or
   ``None`` while the grid is incomplete."""

@@ -115,6 +115,7 @@ def grid_table(rows) -> str:
   return "\n".join(lines)
 
 
+@best_radius.per_rows
 def finals(rows, setting: str) -> dict[str, str]:
   """``method -> variant`` of each method whose radius is chosen, and of each
   untuned variant (:data:`UNTUNED`) with rows in the setting."""
@@ -129,6 +130,7 @@ def finals(rows, setting: str) -> dict[str, str]:
   return out
 
 
+@best_radius.per_rows
 def method_row(rows, setting: str, method: str) -> dict | None:
   """A method at its chosen radius against SGD and against SAM at SAM's."""
   chosen = finals(rows, setting)
@@ -236,6 +238,7 @@ def _misses(r) -> list[str]:
   return out
 
 
+@best_radius.per_rows
 def _judged(rows, attempts) -> str | None:
   """The setting of a group of attempts that judges: the first with a positive control."""
   return next((s for s in attempts if _control_ok(rows, s)), None)
@@ -406,6 +409,7 @@ def summary(rows) -> str:
   return "\n".join(lines) + "\n\n" + recommendation(rows)
 
 
+@best_radius.per_rows
 def _control(rows, setting: str) -> bool | None:
   """The setting's positive control at SAM's chosen radius: passes, fails, or
   ``None`` while SAM's grid or its six seeds are incomplete."""

@@ -481,6 +481,10 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   frozen = best_radius.Rows(rows)  # The reports' rows: indexed once, the same choices.
   assert {c["method"]: c["rho"] for c in best_radius.chosen(frozen)} == expected
   assert frozen.selection is frozen.selection
+  calls = []
+  counted = best_radius.per_rows(lambda rows, *args: calls.append(args) or len(calls))
+  assert [counted(frozen, "sam"), counted(frozen, "sam"), counted(frozen, "msam")] == [1, 1, 2]
+  assert counted(rows, "sam") == 3 and counted(rows, "sam") == 4  # A list: asked anew.
   finals = {(v, s) for _, v, s in ran if s in cells.SEEDS}
   assert finals == {(v, s) for s in cells.SEEDS for v in (
       "sgd", "sgd-repeat2", "sam-repeat2-rho0.2", *(f"{m}-rho{rho}" for m, rho in expected.items()))}
