@@ -74,18 +74,9 @@ def _best(means: dict[float, float]) -> float:
 
 
 class Rows(tuple):
-  """The protocol's rows (dicts), frozen, with the selection seeds' final
-  validation accuracies indexed on first use (:attr:`selection`): a report
-  asks for chosen radii thousands of times, a grid process a few."""
-
-  @functools.cached_property
-  def selection(self) -> dict[tuple[str, str], list[float]]:
-    """The selection seeds' final validation accuracies by ``(setting, variant)``."""
-    index: dict[tuple[str, str], list[float]] = {}
-    for r in self:
-      if r["seed"] in cells.SELECTION_SEEDS:
-        index.setdefault((r["setting"], r["variant"]), []).append(r["validation_accuracy"])
-    return index
+  """The protocol's rows (dicts), frozen: what :func:`per_rows` computes from
+  them is kept with them (a report asks for chosen radii thousands of times,
+  a grid process a few, on rows it has just read)."""
 
 
 def per_rows(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,9 +97,14 @@ def per_rows(fn: Callable[..., Any]) -> Callable[..., Any]:
   return cached
 
 
-def _selection_accuracies(rows) -> dict[tuple[str, str], list[float]]:
-  """:attr:`Rows.selection` of ``rows`` (indexed anew unless a :class:`Rows`)."""
-  return (rows if isinstance(rows, Rows) else Rows(rows)).selection
+@per_rows
+def selection_accuracies(rows) -> dict[tuple[str, str], list[float]]:
+  """The selection seeds' final validation accuracies by ``(setting, variant)``."""
+  index: dict[tuple[str, str], list[float]] = {}
+  for r in rows:
+    if r["seed"] in cells.SELECTION_SEEDS:
+      index.setdefault((r["setting"], r["variant"]), []).append(r["validation_accuracy"])
+  return index
 
 
 def validation_means(rows, setting: str, method: str, grid_radii=None
@@ -116,7 +112,7 @@ def validation_means(rows, setting: str, method: str, grid_radii=None
   """Mean final validation accuracy over the selection seeds, per radius of
   ``grid_radii`` (default: :func:`radii`); ``None`` until every selection
   seed of that radius is in."""
-  values = _selection_accuracies(rows)
+  values = selection_accuracies(rows)
   means = {}
   for rho in radii(rows, setting, method) if grid_radii is None else grid_radii:
     found = values.get((setting, variant(method, rho)), [])

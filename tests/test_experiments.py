@@ -480,7 +480,8 @@ def test_best_radius_chooses_on_validation_only_then_runs_fresh_seeds(tmp_path, 
   assert {c["method"]: c["rho"] for c in best_radius.chosen(rows)} == expected
   frozen = best_radius.Rows(rows)  # The reports' rows: indexed once, the same choices.
   assert {c["method"]: c["rho"] for c in best_radius.chosen(frozen)} == expected
-  assert frozen.selection is frozen.selection
+  assert best_radius.selection_accuracies(frozen) is best_radius.selection_accuracies(frozen)
+  assert best_radius.selection_accuracies(rows) is not best_radius.selection_accuracies(rows)
   calls = []
   counted = best_radius.per_rows(lambda rows, *args: calls.append(args) or len(calls))
   assert [counted(frozen, "sam"), counted(frozen, "sam"), counted(frozen, "msam")] == [1, 1, 2]
