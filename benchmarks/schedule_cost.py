@@ -37,6 +37,7 @@ from typing import Any
 import jax
 
 from zosam_jax.train import TrainConfig
+from zosam_jax.train import optim
 from zosam_jax.train import program
 
 #: The study's Fashion-MNIST CNN and MLP, RigL 90 % (its recipe's batch and
@@ -59,6 +60,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "sam-ascent8-late25": dict(_ASCENT8, ascent_start=0.75),
     "sam-ascent8-late10": dict(_ASCENT8, ascent_start=0.9),
     "sam-ascent8-every4": dict(_ASCENT8, ascent_every=4),
+    # Every step off (the schedule's start past the run's end): the off step alone.
+    "sam-ascent8-off": dict(_ASCENT8, ascent_start=10**9),
     "sam-late25": dict(optimizer="sam", ascent_start=0.75),
     "msam": dict(optimizer="msam"),
     "zosam-prior-noprobe-head": _HEAD,
@@ -67,6 +70,22 @@ OPTIONS: dict[str, dict[str, Any]] = {
 #: An option's name with this suffix: its schedule's step chosen by ``jax.lax.cond``
 #: inside one compiled step (what a user who jits a single step gets).
 COND = "@cond"
+
+
+def compiled_costs(run: program.Program) -> dict[str, dict[str, float]]:
+  """XLA's FLOPs and bytes accessed of each step variant of the run's schedule
+  (``cost_analysis`` of the compiled step), keyed by its flags (``ascent=False``;
+  ``step``: the one variant); an off step compiled to SGD's shows SGD's numbers."""
+  costs = {}
+  for s in range(run.num_steps):
+    flags = optim.step_flags(run.cfg, s, run.num_steps)
+    key = " ".join(f"{k}={v}" for k, v in flags.items()) or "step"
+    if key not in costs:
+      compiled = run.train_step.lower(run.state, *run.inputs(s), **flags).compile()
+      analysis = compiled.cost_analysis()
+      analysis = analysis[0] if isinstance(analysis, list) else analysis
+      costs[key] = {k: float(analysis.get(k, 0.0)) for k in ("flops", "bytes accessed")}
+  return costs
 
 
 def measure(cfg: TrainConfig, options: list[str], rounds: int, window: int) -> list[dict]:
@@ -78,6 +97,7 @@ def measure(cfg: TrainConfig, options: list[str], rounds: int, window: int) -> l
                                      Path(tmp, name))
             for name in ["sgd", *options]}
     static = {name: not name.endswith(COND) for name in runs}
+    costs = {name: compiled_costs(run) if static[name] else {} for name, run in runs.items()}
     for name, run in runs.items():  # Every step variant compiled first.
       program.run_seconds(run, static[name], range(0))
     times = {name: [[] for _ in windows] for name in runs}
@@ -88,7 +108,8 @@ def measure(cfg: TrainConfig, options: list[str], rounds: int, window: int) -> l
   total = {name: sum(statistics.median(t) for t in times[name]) for name in runs}
   return [{"option": name, "ms_per_step": 1e3 * total[name] / cfg.steps,
            "ratio_to_sgd": total[name] / total["sgd"],
-           "window_medians_ms": [1e3 * statistics.median(t) for t in times[name]]}
+           "window_medians_ms": [1e3 * statistics.median(t) for t in times[name]],
+           "compiled": costs[name]}
           for name in runs]
 
 

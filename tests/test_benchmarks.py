@@ -5,6 +5,8 @@ import json
 import pathlib
 import runpy
 
+import numpy as np
+
 import pytest
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_cost.py"
@@ -81,7 +83,6 @@ def test_cond_benchmark_times_the_gradient_plain_and_nested(tmp_path, capsys):
 def test_draw_cost_times_hand_written_steps_equal_to_the_library_s(tmp_path, monkeypatch,
                                                                    capsys):
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   monkeypatch.syspath_prepend(str(SCRIPT.parent))
   script = runpy.run_path(str(SCRIPT.parent / "draw_cost.py"))
@@ -121,6 +122,11 @@ def test_schedule_benchmark_times_whole_runs_against_sgd(tmp_path, capsys):
       "sgd", "sam-ascent8-late25", "sam-ascent8-late25@cond"]
   assert rows[0]["ratio_to_sgd"] == 1.0 and all(row["ms_per_step"] > 0 for row in rows)
   assert "| cnn_digits | sam-ascent8-late25@cond |" in capsys.readouterr().out
+  sgd, late = rows[0]["compiled"]["step"], rows[1]["compiled"]
+  assert set(late) == {"ascent=False", "ascent=True"} and rows[2]["compiled"] == {}
+  for cost in ("flops", "bytes accessed"):  # The off step compiles to SGD's work ...
+    np.testing.assert_allclose(late["ascent=False"][cost], sgd[cost], rtol=1e-4)
+  assert late["ascent=True"]["flops"] > 1.05 * sgd["flops"]  # ... the on step to more.
 
 
 @pytest.mark.slow  # Compiles and times every step variant of two schedules.
