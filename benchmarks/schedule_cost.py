@@ -77,14 +77,12 @@ def compiled_costs(run: program.Program) -> dict[str, dict[str, float]]:
   (``cost_analysis`` of the compiled step), keyed by its flags (``ascent=False``;
   ``step``: the one variant); an off step compiled to SGD's shows SGD's numbers."""
   costs = {}
-  for s in range(run.num_steps):
-    flags = optim.step_flags(run.cfg, s, run.num_steps)
-    key = " ".join(f"{k}={v}" for k, v in flags.items()) or "step"
-    if key not in costs:
-      compiled = run.train_step.lower(run.state, *run.inputs(s), **flags).compile()
-      analysis = compiled.cost_analysis()
-      analysis = analysis[0] if isinstance(analysis, list) else analysis
-      costs[key] = {k: float(analysis.get(k, 0.0)) for k in ("flops", "bytes accessed")}
+  for flags in optim.step_variants(run.cfg, run.num_steps):
+    compiled = run.train_step.lower(run.state, *run.inputs(0), **flags).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    costs[" ".join(f"{k}={v}" for k, v in flags.items()) or "step"] = {
+        k: float(analysis.get(k, 0.0)) for k in ("flops", "bytes accessed")}
   return costs
 
 

@@ -6,7 +6,6 @@ import pathlib
 import runpy
 
 import numpy as np
-
 import pytest
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_cost.py"

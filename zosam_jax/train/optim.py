@@ -154,21 +154,31 @@ def build_optimizer(cfg: TrainConfig, num_steps: int,
   return tx, schedule
 
 
-def step_flags(cfg: TrainConfig, step: int, num_steps: int) -> dict[str, bool]:
+def step_flags(cfg: TrainConfig, step: int, num_steps: int,
+               static: bool = True) -> dict[str, bool]:
   """The static flags of the run's step ``step``: ``exact`` for an optimizer
   with a periodic exact step, ``ascent`` for one with an ascent schedule
   (chosen here, one compiled step per branch: XLA:CPU runs convolutions'
   gradients inside ``jax.lax.cond`` several times slower, and an off step
-  then costs SGD's); nothing otherwise."""
+  then costs SGD's; ``static=False``: not chosen here, the transformation's
+  ``jax.lax.cond`` chooses inside one step); nothing otherwise."""
   flags = {}
   every = exact_period(cfg)
   if every is not None:
     flags["exact"] = step % every == 0
   when = ascent_schedule(cfg, num_steps)
-  if cfg.optimizer in SCHEDULED and any(v is not None for v in when.values()):
+  if static and cfg.optimizer in SCHEDULED and any(v is not None for v in when.values()):
     flags["ascent"] = zosam_jax.ascent_on(step, start=when["ascent_start"],
                                           every=when["ascent_every"])
   return flags
+
+
+def step_variants(cfg: TrainConfig, num_steps: int, static: bool = True
+                  ) -> list[dict[str, bool]]:
+  """The distinct :func:`step_flags` of a run's steps (one compiled step each),
+  in the order the run first takes them (``static`` as in :func:`step_flags`)."""
+  flags = (tuple(step_flags(cfg, s, num_steps, static).items()) for s in range(num_steps))
+  return [dict(f) for f in dict.fromkeys(flags)]
 
 
 def run_passes(cfg: TrainConfig, steps: int, num_steps: int) -> tuple[int, int]:

@@ -284,11 +284,10 @@ def run_seconds(run: Program, static: bool = True, steps: range | None = None,
   its ascent schedule), dispatched as the loop does, synchronised at the end;
   ``warm``: every step variant compiled and run once first; ``static=False``:
   the schedule's step chosen by ``jax.lax.cond`` instead (benchmarks)."""
-  flags = [{k: v for k, v in optim.step_flags(run.cfg, s, run.num_steps).items()
-            if static or k != "ascent"} for s in range(run.num_steps)]
+  flags = [optim.step_flags(run.cfg, s, run.num_steps, static) for s in range(run.num_steps)]
   if warm:
-    for variant in dict.fromkeys(tuple(f.items()) for f in flags):  # Compile each.
-      run.state = run.train_step(run.state, *run.inputs(0), **dict(variant))
+    for variant in optim.step_variants(run.cfg, run.num_steps, static):  # Compile each.
+      run.state = run.train_step(run.state, *run.inputs(0), **variant)
     jax.block_until_ready(run.state)
   begin = time.perf_counter()
   for s in range(run.num_steps) if steps is None else steps:
